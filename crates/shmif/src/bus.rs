@@ -1,0 +1,356 @@
+//! The bus file: opening, checking, mapping, locking and waking.
+//!
+//! This is the thin layer between the pure ring code and the operating
+//! system. A [`Bus`] is one mapping of one bus file; [`Bus::lock`] gives a
+//! [`BusGuard`] through which the ring is read and written.
+
+use crate::error::Error;
+use crate::mapping::{Mapping, SharedData};
+use crate::ring::Control;
+use crate::wire::{BUS_SIZE, DATA_SIZE, MAGIC, VERSION};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Failed compare-and-swap attempts before a lock waiter sleeps
+/// (NetBSD's `LOCK_COOLDOWN`).
+pub const LOCK_COOLDOWN: u32 = 1001;
+/// How long a lock waiter sleeps after [`LOCK_COOLDOWN`] failed attempts.
+pub const LOCK_SLEEP: Duration = Duration::from_millis(1);
+
+/// How to open a bus file.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    create: bool,
+    mode: u32,
+    follow_symlinks: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: true,
+            mode: 0o600,
+            follow_symlinks: false,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Defaults: create a missing file with mode 0600; refuse symlinks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Whether a missing file is created (default: yes).
+    pub fn create(mut self, yes: bool) -> Self {
+        self.create = yes;
+        self
+    }
+    /// Permission bits of a newly created bus (default 0600: only the
+    /// owner's processes may join or write the bus).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Whether a bus path that is a symbolic link is followed (default: no,
+    /// so that a link planted in a shared directory cannot redirect writes).
+    pub fn follow_symlinks(mut self, yes: bool) -> Self {
+        self.follow_symlinks = yes;
+        self
+    }
+}
+
+/// Checks that `path` names something a bus may live in, before it is
+/// opened for writing: not a directory, device, pipe or socket, and not a
+/// symbolic link unless allowed. A missing path is fine (it will be made).
+fn check_path(path: &Path, opts: &OpenOptions) -> Result<(), Error> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, "cannot inspect bus file", e)),
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() && !opts.follow_symlinks {
+        return Err(Error::NotABus {
+            path: path.into(),
+            reason: "it is a symbolic link (refused unless following symlinks is asked for)"
+                .into(),
+        });
+    }
+    let ft = if ft.is_symlink() {
+        std::fs::metadata(path)
+            .map_err(|e| Error::io(path, "cannot follow symbolic link", e))?
+            .file_type()
+    } else {
+        ft
+    };
+    let kind = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        return Ok(());
+    };
+    Err(Error::NotABus {
+        path: path.into(),
+        reason: format!("it is {kind}, not a regular file"),
+    })
+}
+
+/// Checks a bus file's size and magic without changing it. An empty file is
+/// a new bus; a 1 MiB file with magic 0 is a bus nobody has initialised yet.
+pub fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot stat bus file", e))?;
+    if !meta.file_type().is_file() {
+        return Err(Error::NotABus {
+            path: path.into(),
+            reason: "not a regular file".into(),
+        });
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Ok(0);
+    }
+    let mut magic = [0u8; 4];
+    let got = file
+        .read_at(&mut magic, 0)
+        .map_err(|e| Error::io(path, "cannot read bus header", e))?;
+    let magic = u32::from_ne_bytes(magic);
+    if got == 4 && magic == MAGIC {
+        if size != BUS_SIZE as u64 {
+            return Err(Error::NotABus {
+                path: path.into(),
+                reason: format!(
+                    "it has the shmif magic but is {size} bytes long instead of {BUS_SIZE}"
+                ),
+            });
+        }
+        return Ok(size);
+    }
+    if got == 4 && magic == MAGIC.swap_bytes() {
+        return Err(Error::NotABus {
+            path: path.into(),
+            reason: "it was written by a host of the other byte order (only `shmif dump` reads it)"
+                .into(),
+        });
+    }
+    if got == 4 && magic == 0 && size == BUS_SIZE as u64 {
+        return Ok(size);
+    }
+    let mut head = [0u8; 16];
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
+    let text = head[..n]
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    Err(Error::NotABus {
+        path: path.into(),
+        reason: if text {
+            format!("it is a {size}-byte text file")
+        } else {
+            format!("{size} bytes with magic {magic:#010x} (expected {MAGIC:#010x})")
+        },
+    })
+}
+
+/// One mapping of a bus file.
+pub struct Bus {
+    path: PathBuf,
+    file: File,
+    map: Mapping,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("path", &self.path).finish()
+    }
+}
+
+impl Bus {
+    /// Opens (creating if allowed and missing) the bus at `path`, sizes a new
+    /// file to 1 MiB, maps it, and initialises it under the bus lock if
+    /// nobody has. A file that is not a bus is refused and left untouched.
+    pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Bus, Error> {
+        let path = path.as_ref();
+        check_path(path, opts)?;
+        let mut oo = std::fs::OpenOptions::new();
+        oo.read(true).write(true).create(opts.create).mode(opts.mode);
+        if !opts.follow_symlinks {
+            oo.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        }
+        let mut file = oo.open(path).map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::NotFound {
+                "no such bus file"
+            } else {
+                "cannot open bus file"
+            };
+            Error::io(path, what, e)
+        })?;
+        let size = check_file(path, &mut file)?;
+        if size == 0 {
+            allocate(path, &file)?;
+        }
+        let map = Mapping::new(&file).map_err(|e| Error::io(path, "cannot map bus file", e))?;
+        let bus = Bus {
+            path: path.to_path_buf(),
+            file,
+            map,
+        };
+        {
+            let guard = bus.lock();
+            match guard.bus.map.magic_word().load(Ordering::Relaxed) {
+                0 => {
+                    guard.bus.map.store_control(&Control::fresh(DATA_SIZE));
+                    guard.bus.map.magic_word().store(MAGIC, Ordering::Relaxed);
+                }
+                MAGIC => {}
+                other => {
+                    return Err(Error::NotABus {
+                        path: path.into(),
+                        reason: format!("magic changed to {other:#010x} while attaching"),
+                    })
+                }
+            }
+        }
+        Ok(bus)
+    }
+
+    /// The bus file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the bus lock: compare-and-swap 0 to 1, sleeping 1 ms after
+    /// every [`LOCK_COOLDOWN`] failed tries, exactly as NetBSD peers do.
+    pub fn lock(&self) -> BusGuard<'_> {
+        let word = self.map.lock_word();
+        let mut tries = 0u32;
+        while word
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            tries += 1;
+            if tries > LOCK_COOLDOWN {
+                std::thread::sleep(LOCK_SLEEP);
+                tries = 0;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        self.map
+            .spare_word()
+            .store(std::process::id(), Ordering::Relaxed);
+        BusGuard { bus: self }
+    }
+
+    /// Wakes every reader on the bus: writes the version word (3) at file
+    /// offset 4 through the file descriptor, which raises the file-change
+    /// event readers sleep on. Call after a batch of frames, unlocked.
+    pub fn wake(&self) -> Result<(), Error> {
+        self.file
+            .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
+            .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
+    }
+
+    /// The version word as currently in the mapping (0 on a bus that never
+    /// saw a wake-up).
+    pub fn version(&self) -> u32 {
+        self.map.version_word().load(Ordering::Relaxed)
+    }
+}
+
+/// Gives a new bus file its 1 MiB, with its blocks allocated up front where
+/// the file system can, so that a full disk is an error now rather than a
+/// SIGBUS later.
+fn allocate(path: &Path, file: &File) -> Result<(), Error> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, BUS_SIZE as u64) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::NOSPC) => {
+            let _ = file.set_len(0);
+            return Err(Error::io(
+                path,
+                "cannot allocate 1 MiB for the bus",
+                std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
+            ));
+        }
+        // Not supported here (tmpfs on old kernels, some FUSE): size it plainly.
+        Err(_) => {}
+    }
+    file.set_len(BUS_SIZE as u64)
+        .map_err(|e| Error::io(path, "cannot size bus file to 1 MiB", e))
+}
+
+/// The bus lock, held. Dropping it releases the lock (swap to 0, release
+/// ordering).
+pub struct BusGuard<'a> {
+    bus: &'a Bus,
+}
+
+impl BusGuard<'_> {
+    /// Loads the ring's shared state.
+    pub fn control(&self) -> Control {
+        self.bus.map.load_control()
+    }
+    /// Stores the ring's shared state.
+    pub fn set_control(&mut self, c: &Control) {
+        self.bus.map.store_control(c)
+    }
+    /// The data region, as a [`crate::ring::Region`].
+    pub fn data(&mut self) -> impl crate::ring::Region + '_ {
+        self.bus.map.data()
+    }
+    /// Both at once, for appending: the region and the control state.
+    pub(crate) fn parts(&mut self) -> (SharedData<'_>, Control) {
+        (self.bus.map.data(), self.bus.map.load_control())
+    }
+}
+
+impl Drop for BusGuard<'_> {
+    fn drop(&mut self) {
+        self.bus.map.spare_word().store(0, Ordering::Relaxed);
+        self.bus.map.lock_word().swap(0, Ordering::Release);
+    }
+}
+
+/// Reads a whole bus file into memory for inspection (no mapping, no lock:
+/// what `shmif dump` looks at). Refuses directories and other non-files.
+pub fn read_image(path: &Path) -> Result<Vec<u8>, Error> {
+    check_path(
+        path,
+        &OpenOptions {
+            follow_symlinks: true,
+            ..OpenOptions::default()
+        },
+    )?;
+    let mut file = File::open(path).map_err(|e| {
+        let what = if e.kind() == std::io::ErrorKind::NotFound {
+            "no such bus file"
+        } else {
+            "cannot open bus file"
+        };
+        Error::io(path, what, e)
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(path, "cannot stat bus file", e))?;
+    if meta.len() == 0 {
+        return Err(Error::NotABus {
+            path: path.into(),
+            reason: "the file is empty".into(),
+        });
+    }
+    let mut image = Vec::with_capacity(BUS_SIZE);
+    file.by_ref()
+        .take(BUS_SIZE as u64 + 1)
+        .read_to_end(&mut image)
+        .map_err(|e| Error::io(path, "cannot read bus file", e))?;
+    Ok(image)
+}

@@ -1,0 +1,210 @@
+//! The walk NetBSD's `shmif_dumpbus` makes over a bus image (no I/O).
+//!
+//! [`Dump::parse`] checks a bus image (a whole bus file read into memory)
+//! and [`Dump::frames`] yields every frame from `first` through `last`, as
+//! the tool finds them: version-2 (12-byte frame headers) and byte-swapped
+//! buses included. Bad images give errors, never panics or endless loops.
+
+use crate::ring::{read_wrapped, Corrupt};
+use crate::wire::{
+    BusHeader, BusHeaderRepr, ByteOrder, FrameHeader, WireError, BUS_HEADER_LEN, BUS_SIZE,
+    DATA_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+};
+use std::fmt;
+
+/// Why an image cannot be dumped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpError {
+    /// Not a bus: wrong size or magic.
+    NotABus(String),
+    /// A bus of a version this tool cannot read.
+    Version(u32),
+    /// The header's offsets are impossible.
+    Header(WireError),
+}
+
+impl fmt::Display for DumpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DumpError::NotABus(why) => write!(f, "not a shmif bus: {why}"),
+            DumpError::Version(v) => write!(f, "bus version {v}, program 3"),
+            DumpError::Header(e) => write!(f, "bus header is corrupt: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DumpError {}
+
+/// A checked bus image, ready to walk.
+#[derive(Debug, Clone)]
+pub struct Dump<'a> {
+    data: &'a [u8],
+    header: BusHeaderRepr,
+}
+
+/// One frame found by the walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpFrame {
+    /// Its number in the walk (zero-length entries are not counted).
+    pub index: usize,
+    /// Offset of its payload in the data region (after the frame header).
+    pub offset: u32,
+    /// Timestamp seconds.
+    pub sec: u32,
+    /// Timestamp microseconds.
+    pub usec: u32,
+    /// The Ethernet frame.
+    pub data: Vec<u8>,
+}
+
+impl DumpFrame {
+    /// The tool's line for this frame:
+    /// `packet N, offset 0xOOOO, length 0xLLLL, ts SEC/USEC`.
+    pub fn line(&self) -> String {
+        format!(
+            "packet {}, offset 0x{:04x}, length 0x{:04x}, ts {}/{:06}",
+            self.index,
+            self.offset,
+            self.data.len(),
+            self.sec,
+            self.usec
+        )
+    }
+}
+
+fn hex4(v: u32) -> String {
+    format!("0x{v:04x}")
+}
+
+impl<'a> Dump<'a> {
+    /// Checks an image: exactly 1 MiB, the shmif magic in either byte order,
+    /// version 2 or 3 (or 0: initialised, no wake-up yet), sane offsets.
+    pub fn parse(image: &'a [u8]) -> Result<Self, DumpError> {
+        let h = BusHeader::new_checked(image)
+            .map_err(|_| DumpError::NotABus(format!("only {} bytes", image.len())))?;
+        if h.magic() != crate::wire::MAGIC {
+            return Err(DumpError::NotABus(format!(
+                "magic {:#010x}, expected {:#010x}",
+                h.magic(),
+                crate::wire::MAGIC
+            )));
+        }
+        if image.len() != BUS_SIZE {
+            return Err(DumpError::NotABus(format!(
+                "{} bytes long, a bus is {BUS_SIZE}",
+                image.len()
+            )));
+        }
+        if !matches!(h.version(), 0 | 2 | 3) {
+            return Err(DumpError::Version(h.version()));
+        }
+        let header = BusHeaderRepr::parse(&h).map_err(DumpError::Header)?;
+        Ok(Dump {
+            data: &image[BUS_HEADER_LEN..],
+            header,
+        })
+    }
+
+    /// The validated header.
+    pub fn header(&self) -> &BusHeaderRepr {
+        &self.header
+    }
+
+    /// The tool's first line:
+    /// `bus version V, lock: L, generation: G, firstoff: 0xF, lastoff: 0xL`.
+    pub fn header_line(&self) -> String {
+        let h = &self.header;
+        format!(
+            "bus version {}, lock: {}, generation: {}, firstoff: {}, lastoff: {}",
+            h.version,
+            h.lock,
+            h.generation,
+            hex4(h.first),
+            hex4(h.last)
+        )
+    }
+
+    /// Walks the frames from `first` (or 0 if nothing was overwritten yet)
+    /// through `last`, skipping zero-length entries.
+    pub fn frames(&self) -> Frames<'a> {
+        let first = self.header.first;
+        let cur = if first == DATA_SIZE { 0 } else { first };
+        Frames {
+            data: self.data,
+            order: self.header.order,
+            hlen: self.header.frame_header_len(),
+            cur,
+            last: self.header.last,
+            bonus: self.header.last < cur,
+            index: 0,
+            // Each entry takes at least one header; two laps' worth is more
+            // than any honest walk needs.
+            budget: 2 * (DATA_SIZE as usize / crate::wire::V2_FRAME_HEADER_LEN) + 2,
+            done: false,
+        }
+    }
+}
+
+/// Iterator over the frames of a [`Dump`].
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    data: &'a [u8],
+    order: ByteOrder,
+    hlen: usize,
+    cur: u32,
+    last: u32,
+    bonus: bool,
+    index: usize,
+    budget: usize,
+    done: bool,
+}
+
+impl Iterator for Frames<'_> {
+    type Item = Result<DumpFrame, Corrupt>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done && (self.cur <= self.last || self.bonus) {
+            if self.budget == 0 {
+                self.done = true;
+                return Some(Err(Corrupt::Chain { at: self.cur }));
+            }
+            self.budget -= 1;
+            let at = self.cur;
+            let mut raw = [0u8; FRAME_HEADER_LEN];
+            let (pay, wrapped) = read_wrapped(self.data, at, &mut raw[..self.hlen]);
+            if wrapped {
+                self.bonus = false;
+            }
+            self.cur = pay;
+            // The slice is 24 bytes long, so the view's length check passes.
+            let Ok(fh) = FrameHeader::new_checked(&raw[..], self.order) else {
+                self.done = true;
+                return None;
+            };
+            let len = fh.len();
+            if len == 0 {
+                continue;
+            }
+            if len as usize > MAX_FRAME_LEN {
+                self.done = true;
+                return Some(Err(Corrupt::Length { at, len }));
+            }
+            let mut data = vec![0u8; len as usize];
+            let (after, wrapped) = read_wrapped(self.data, pay, &mut data);
+            if wrapped {
+                self.bonus = false;
+            }
+            self.cur = after;
+            let frame = DumpFrame {
+                index: self.index,
+                offset: pay,
+                sec: fh.sec(),
+                usec: fh.usec(),
+                data,
+            };
+            self.index += 1;
+            return Some(Ok(frame));
+        }
+        None
+    }
+}

@@ -1,0 +1,65 @@
+//! The crate's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong attaching to a bus or using it. Errors about
+/// a file name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call on the bus file failed.
+    #[error("{path}: {what}: {source}")]
+    Io {
+        /// The bus file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file exists but is not a shmif bus; it was left untouched.
+    #[error("{path}: not a shmif bus: {reason}")]
+    NotABus {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The bus holds something impossible (written by a broken or hostile
+    /// peer).
+    #[error("{path}: bus is corrupt: {source}")]
+    Corrupt {
+        /// The bus file.
+        path: PathBuf,
+        /// What was found.
+        #[source]
+        source: crate::ring::Corrupt,
+    },
+    /// A frame outside 14..=1514 bytes was offered for sending.
+    #[error("frame of {len} bytes cannot be sent: a bus frame is 14 to 1514 bytes (Ethernet header + at most 1500 bytes of payload, no FCS)")]
+    FrameSize {
+        /// The offered length.
+        len: usize,
+    },
+    /// The interface is up, or already has a bus: the link string can be
+    /// changed only while down, and set only once.
+    #[error("interface is busy: {0}")]
+    Busy(&'static str),
+    /// The interface has no bus (its link string is unset).
+    #[error("interface has no bus: set its link (bus path) first")]
+    NoLink,
+    /// The interface is down: it neither sends nor receives.
+    #[error("interface is down")]
+    Down,
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, what: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! An Ethernet interface on a bus: identity, life cycle, filters, counters.
+//!
+//! The life cycle is NetBSD's: an [`Interface`] exists without a bus; its
+//! bus path (the "link string") is set while it is down, once, and unset to
+//! detach; bringing it up starts reception at the bus's newest position, so
+//! it receives only frames written after that; taking it down wakes a
+//! blocked receive, which then returns [`Error::Down`].
+//!
+//! All methods take `&self`, so one interface can be shared between a
+//! receiving and a sending thread (for example in an `Arc`).
+
+use crate::bus::{Bus, OpenOptions};
+use crate::error::Error;
+use crate::ring::{self, Reader, Step};
+use crate::wait::Waiter;
+use crate::wire::{FrameHeaderRepr, MacAddr, MAX_FRAME_LEN, MIN_FRAME_LEN};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+/// A frame received from the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The Ethernet frame (destination, source, EtherType, payload).
+    pub data: Vec<u8>,
+    /// The sender's timestamp: seconds and microseconds. NetBSD peers use
+    /// their uptime; this crate uses the wall clock.
+    pub sec: u32,
+    /// Microseconds part of the timestamp.
+    pub usec: u32,
+    /// The sending interface's random id.
+    pub sender: u64,
+}
+
+/// What [`Interface::try_recv_into`] copied into the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Frame length (bytes copied: the buffer must hold 1514).
+    pub len: usize,
+    /// Timestamp seconds.
+    pub sec: u32,
+    /// Timestamp microseconds.
+    pub usec: u32,
+    /// Sender id.
+    pub sender: u64,
+}
+
+/// Per-interface statistics, as a snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Frames this interface wrote to the bus.
+    pub tx_frames: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// Frames delivered to the user.
+    pub rx_frames: u64,
+    /// Bytes of those frames.
+    pub rx_bytes: u64,
+    /// Frames passed over by the MAC filter (addressed to someone else).
+    pub rx_filtered: u64,
+    /// Frames this interface sent, seen again on the bus and skipped.
+    pub rx_own: u64,
+    /// Times writers overwrote frames before this interface read them.
+    pub overruns: u64,
+    /// Ring bytes (frames and their headers) lost to those overruns, where
+    /// the distance was knowable.
+    pub overrun_bytes: u64,
+    /// Overruns whose loss could not be measured (more than a lap behind).
+    pub overruns_unmeasured: u64,
+    /// Frames skipped as malformed: shorter than 14 bytes (other than the
+    /// ring's zero-length placeholders), or impossible headers.
+    pub malformed: u64,
+}
+
+#[derive(Debug, Default)]
+struct AtomicCounters {
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_filtered: AtomicU64,
+    rx_own: AtomicU64,
+    overruns: AtomicU64,
+    overrun_bytes: AtomicU64,
+    overruns_unmeasured: AtomicU64,
+    malformed: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A bus joined by an interface: the mapping and its wake-up watcher.
+#[derive(Debug)]
+struct Link {
+    bus: Bus,
+    waiter: Waiter,
+}
+
+#[derive(Debug)]
+struct RxState {
+    reader: Option<Reader>,
+    buf: Box<[u8; MAX_FRAME_LEN]>,
+}
+
+/// An Ethernet interface on a shmif bus.
+#[derive(Debug)]
+pub struct Interface {
+    mac: MacAddr,
+    sender: u64,
+    open: OpenOptions,
+    link: RwLock<Option<Arc<Link>>>,
+    up: AtomicBool,
+    promisc: AtomicBool,
+    rx: Mutex<RxState>,
+    counters: AtomicCounters,
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        match rustix::rand::getrandom(&mut b[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => {
+                // No getrandom(2): fall back to the clock and pid, which is
+                // all that uniqueness on one host needs.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+                    ^ (u128::from(std::process::id()) << 64);
+                for (i, x) in b.iter_mut().enumerate().skip(filled) {
+                    *x = (t >> ((i % 16) * 8)) as u8;
+                }
+                filled = N;
+            }
+        }
+    }
+    b
+}
+
+/// A random NetBSD-style address: `b2:a0` and four random octets.
+pub fn random_mac() -> MacAddr {
+    let r: [u8; 4] = random_bytes();
+    MacAddr([0xb2, 0xa0, r[0], r[1], r[2], r[3]])
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_timestamp() -> (u32, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as u32, d.subsec_micros())
+}
+
+impl Default for Interface {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Interface {
+    /// A new interface with a random `b2:a0:…` MAC, no bus, and down.
+    pub fn new() -> Self {
+        Self::with_mac(random_mac())
+    }
+
+    /// A new interface with the given MAC, no bus, and down.
+    pub fn with_mac(mac: MacAddr) -> Self {
+        Interface {
+            mac,
+            sender: u64::from_ne_bytes(random_bytes()),
+            open: OpenOptions::default(),
+            link: RwLock::new(None),
+            up: AtomicBool::new(false),
+            promisc: AtomicBool::new(false),
+            rx: Mutex::new(RxState {
+                reader: None,
+                buf: Box::new([0u8; MAX_FRAME_LEN]),
+            }),
+            counters: AtomicCounters::default(),
+        }
+    }
+
+    /// Sets how the bus file will be opened (mode of a new file, symlinks).
+    pub fn with_open_options(mut self, open: OpenOptions) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// Attaches to the bus at `path` (created if missing) with a random MAC
+    /// and brings the interface up: the one call most programs need.
+    pub fn attach(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let i = Self::new();
+        i.set_link(path)?;
+        i.up()?;
+        Ok(i)
+    }
+
+    /// Like [`Interface::attach`], with a chosen MAC address.
+    pub fn attach_with_mac(path: impl AsRef<Path>, mac: MacAddr) -> Result<Self, Error> {
+        let i = Self::with_mac(mac);
+        i.set_link(path)?;
+        i.up()?;
+        Ok(i)
+    }
+
+    /// This interface's Ethernet address.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// This interface's random 64-bit sender id, written into every frame
+    /// header it sends so that it can skip its own frames.
+    pub fn sender_id(&self) -> u64 {
+        self.sender
+    }
+
+    fn current_link(&self) -> Option<Arc<Link>> {
+        self.link.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sets the bus path (NetBSD's link string) and maps the bus. Only while
+    /// down, and only once: [`Error::Busy`] otherwise.
+    pub fn set_link(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        if self.is_up() {
+            return Err(Error::Busy("the link can only be set while the interface is down"));
+        }
+        let mut link = self.link.write().unwrap_or_else(|p| p.into_inner());
+        if link.is_some() {
+            return Err(Error::Busy("the interface already has a bus; unset it first"));
+        }
+        let bus = Bus::open(path, &self.open)?;
+        let waiter =
+            Waiter::new(path).map_err(|e| Error::io(path, "cannot watch bus file for changes", e))?;
+        *link = Some(Arc::new(Link { bus, waiter }));
+        Ok(())
+    }
+
+    /// The bus path, if one is set.
+    pub fn link(&self) -> Option<PathBuf> {
+        self.current_link().map(|l| l.bus.path().to_path_buf())
+    }
+
+    /// Detaches from the bus (unsets the link string). Only while down.
+    pub fn unset_link(&self) -> Result<(), Error> {
+        if self.is_up() {
+            return Err(Error::Busy("the link can only be unset while the interface is down"));
+        }
+        self.link.write().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(())
+    }
+
+    /// Brings the interface up: reception starts at the bus's newest
+    /// position (frames already on the bus are not delivered).
+    pub fn up(&self) -> Result<(), Error> {
+        let link = self.current_link().ok_or(Error::NoLink)?;
+        let mut rx = lock(&self.rx);
+        let reader = {
+            let mut g = link.bus.lock();
+            let ctl = g.control();
+            let r = Reader::at_end(&g.data(), &ctl);
+            r
+        }
+        .map_err(|source| Error::Corrupt {
+            path: link.bus.path().to_path_buf(),
+            source,
+        })?;
+        let _ = link.waiter.drain();
+        rx.reader = Some(reader);
+        self.up.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Takes the interface down and wakes every reader of the bus, so that
+    /// a receive blocked in another thread returns [`Error::Down`].
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(link) = self.current_link() {
+            let _ = link.bus.wake();
+        }
+    }
+
+    /// Whether the interface is up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Turns promiscuous mode on or off: when on, frames addressed to any
+    /// MAC are delivered (frames this interface sent never are).
+    pub fn set_promiscuous(&self, on: bool) {
+        self.promisc.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether promiscuous mode is on.
+    pub fn is_promiscuous(&self) -> bool {
+        self.promisc.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the counters.
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Counters {
+            tx_frames: g(&c.tx_frames),
+            tx_bytes: g(&c.tx_bytes),
+            rx_frames: g(&c.rx_frames),
+            rx_bytes: g(&c.rx_bytes),
+            rx_filtered: g(&c.rx_filtered),
+            rx_own: g(&c.rx_own),
+            overruns: g(&c.overruns),
+            overrun_bytes: g(&c.overrun_bytes),
+            overruns_unmeasured: g(&c.overruns_unmeasured),
+            malformed: g(&c.malformed),
+        }
+    }
+
+    /// A descriptor that becomes readable when the bus file changes, for
+    /// `poll`, `epoll` or an async runtime; after it fires, call
+    /// [`Interface::try_recv`] until it returns `None`, then
+    /// [`Interface::clear_wakeups`]. Valid while the link is set; `None`
+    /// without a link or where the system has no change events.
+    pub fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.current_link().and_then(|l| l.waiter.fd())
+    }
+
+    /// Consumes pending wake-up events (see [`Interface::wakeup_fd`]).
+    pub fn clear_wakeups(&self) {
+        if let Some(l) = self.current_link() {
+            let _ = l.waiter.drain();
+        }
+    }
+
+    fn active_link(&self) -> Result<Arc<Link>, Error> {
+        let link = self.current_link().ok_or(Error::NoLink)?;
+        if !self.is_up() {
+            return Err(Error::Down);
+        }
+        Ok(link)
+    }
+
+    fn check_len(frame: &[u8]) -> Result<(), Error> {
+        if (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
+            Ok(())
+        } else {
+            Err(Error::FrameSize { len: frame.len() })
+        }
+    }
+
+    /// Sends one Ethernet frame (14 to 1514 bytes, no FCS) and wakes the
+    /// bus's readers.
+    pub fn send(&self, frame: &[u8]) -> Result<(), Error> {
+        self.send_batch(std::iter::once(frame))
+    }
+
+    /// Sends several frames under one hold of the bus lock, with one
+    /// wake-up for the batch. Every frame is checked before any is sent.
+    pub fn send_batch<'f, I>(&self, frames: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = &'f [u8]>,
+        I::IntoIter: Clone,
+    {
+        let frames = frames.into_iter();
+        for f in frames.clone() {
+            Self::check_len(f)?;
+        }
+        let link = self.active_link()?;
+        let (sec, usec) = now_timestamp();
+        let (mut n, mut bytes) = (0u64, 0u64);
+        {
+            let mut g = link.bus.lock();
+            let (mut data, mut ctl) = g.parts();
+            for f in frames {
+                let h = FrameHeaderRepr {
+                    len: f.len() as u32,
+                    sec,
+                    usec,
+                    sender: self.sender,
+                };
+                if let Err(source) = ring::append(&mut data, &mut ctl, &h, f) {
+                    drop(data);
+                    g.set_control(&ctl);
+                    drop(g);
+                    if n > 0 {
+                        let _ = link.bus.wake();
+                    }
+                    return Err(Error::Corrupt {
+                        path: link.bus.path().to_path_buf(),
+                        source,
+                    });
+                }
+                n += 1;
+                bytes += f.len() as u64;
+            }
+            drop(data);
+            g.set_control(&ctl);
+        }
+        bump(&self.counters.tx_frames, n);
+        bump(&self.counters.tx_bytes, bytes);
+        if n > 0 {
+            link.bus.wake()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a frame passes this interface's filter (spec, step 5).
+    fn wanted(&self, data: &[u8], sender: u64) -> bool {
+        let c = &self.counters;
+        if data.len() < MIN_FRAME_LEN {
+            if !data.is_empty() {
+                bump(&c.malformed, 1);
+            }
+            return false;
+        }
+        if sender == self.sender {
+            bump(&c.rx_own, 1);
+            return false;
+        }
+        let dst = MacAddr::destination_of(data).unwrap_or_default();
+        if dst == self.mac || dst.is_group() || self.is_promiscuous() {
+            true
+        } else {
+            bump(&c.rx_filtered, 1);
+            false
+        }
+    }
+
+    /// Receives the next frame for this interface into `buf` without
+    /// blocking. `buf` should hold 1514 bytes; a shorter one gets the start
+    /// of the frame. Returns `None` when nothing is waiting.
+    pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
+        let link = self.active_link()?;
+        let mut rx = lock(&self.rx);
+        let RxState { reader, buf: scratch } = &mut *rx;
+        let reader = reader.as_mut().ok_or(Error::Down)?;
+        loop {
+            let step = {
+                let mut g = link.bus.lock();
+                let ctl = g.control();
+                let s = reader.step(&g.data(), &ctl, &mut scratch[..]);
+                s
+            };
+            match step {
+                Step::Empty => return Ok(None),
+                Step::Corrupt(_) => {
+                    bump(&self.counters.malformed, 1);
+                    return Ok(None);
+                }
+                Step::Frame { header, overrun } => {
+                    if let Some(o) = overrun {
+                        bump(&self.counters.overruns, 1);
+                        match o.bytes_lost {
+                            Some(b) => bump(&self.counters.overrun_bytes, b),
+                            None => bump(&self.counters.overruns_unmeasured, 1),
+                        }
+                    }
+                    let data = &scratch[..header.len as usize];
+                    if !self.wanted(data, header.sender) {
+                        continue;
+                    }
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    bump(&self.counters.rx_frames, 1);
+                    bump(&self.counters.rx_bytes, data.len() as u64);
+                    return Ok(Some(Received {
+                        len: data.len(),
+                        sec: header.sec,
+                        usec: header.usec,
+                        sender: header.sender,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Receives the next frame without blocking; `None` if nothing waits.
+    pub fn try_recv(&self) -> Result<Option<Frame>, Error> {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        Ok(self.try_recv_into(&mut buf)?.map(|r| Frame {
+            data: buf[..r.len].to_vec(),
+            sec: r.sec,
+            usec: r.usec,
+            sender: r.sender,
+        }))
+    }
+
+    /// Blocks until a frame arrives or `timeout` passes (`None` then).
+    /// Returns [`Error::Down`] if the interface is taken down meanwhile.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Frame>, Error> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    /// Blocks until a frame arrives. Returns [`Error::Down`] if the
+    /// interface is taken down meanwhile.
+    pub fn recv(&self) -> Result<Frame, Error> {
+        loop {
+            if let Some(f) = self.recv_until(None)? {
+                return Ok(f);
+            }
+        }
+    }
+
+    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Frame>, Error> {
+        loop {
+            if let Some(f) = self.try_recv()? {
+                return Ok(Some(f));
+            }
+            let left = match deadline {
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return Ok(None),
+                },
+                None => None,
+            };
+            self.wait_for_wakeup(left)?;
+        }
+    }
+
+    /// Blocks until the bus file changes or `timeout` passes; for callers
+    /// that drive [`Interface::try_recv_into`] themselves. Returns
+    /// [`Error::Down`] if the interface is down.
+    pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let link = self.active_link()?;
+        link.waiter
+            .wait(timeout)
+            .map_err(|e| Error::io(link.bus.path(), "cannot wait for bus wake-up", e))?;
+        if !self.is_up() {
+            return Err(Error::Down);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Interface {
+    fn drop(&mut self) {
+        // A stopping peer writes the wake-up word, as NetBSD's does.
+        if self.is_up() {
+            self.down();
+        }
+    }
+}

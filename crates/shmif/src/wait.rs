@@ -1,0 +1,201 @@
+//! Waiting for the bus file to change.
+//!
+//! Writers wake readers with a `pwrite` to the bus file (never through the
+//! mapping: only a write through the file system raises a change event).
+//! A [`Waiter`] watches for those: inotify `IN_MODIFY` on Linux, kqueue
+//! `EVFILT_VNODE`/`NOTE_WRITE` on the BSDs and macOS, and a 10 ms poll
+//! elsewhere. Events queue up from the moment the waiter exists, so a wake-up
+//! between "the ring looks empty" and "wait" is never lost.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long to sleep between looks at the bus where the system offers no
+/// file-change events (NetBSD's fallback).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Waits for wake-ups on one bus file.
+#[derive(Debug)]
+pub struct Waiter {
+    inner: imp::Inner,
+}
+
+impl Waiter {
+    /// Starts watching `path` for changes.
+    pub fn new(path: &Path) -> io::Result<Self> {
+        Ok(Waiter {
+            inner: imp::Inner::new(path)?,
+        })
+    }
+
+    /// Blocks until the file changed since the last call, or `timeout`
+    /// passes (`None`: no limit). Returns whether a change was seen; pending
+    /// events are consumed. Spurious returns are possible: callers re-check
+    /// the ring.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.inner.wait(timeout)
+    }
+
+    /// Consumes pending change events without blocking.
+    pub fn drain(&self) -> io::Result<()> {
+        self.inner.drain()
+    }
+
+    /// A descriptor that polls readable when the bus file has changed, for
+    /// `poll`/`epoll`/async runtimes; `None` where changes are only found
+    /// by polling. After it signals, call [`Waiter::drain`].
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.fd()
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod imp {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use rustix::fs::inotify;
+    use std::io;
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    pub(super) struct Inner {
+        fd: OwnedFd,
+    }
+
+    impl Inner {
+        pub(super) fn new(path: &Path) -> io::Result<Self> {
+            let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+            inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY)?;
+            Ok(Inner { fd })
+        }
+
+        pub(super) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            let ts = timeout.map(|d| Timespec {
+                tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(d.subsec_nanos()),
+            });
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            loop {
+                match poll(&mut fds, ts.as_ref()) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.drain()?;
+            Ok(true)
+        }
+
+        pub(super) fn drain(&self) -> io::Result<()> {
+            let mut buf = [0u8; 1024];
+            loop {
+                match rustix::io::read(self.fd.as_fd(), &mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => continue,
+                    Err(rustix::io::Errno::AGAIN) => return Ok(()),
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        pub(super) fn fd(&self) -> Option<RawFd> {
+            Some(self.fd.as_raw_fd())
+        }
+    }
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+))]
+mod imp {
+    use std::io;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub(super) struct Inner {
+        watcher: kqueue::Watcher,
+    }
+
+    impl std::fmt::Debug for Inner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Inner").finish_non_exhaustive()
+        }
+    }
+
+    impl Inner {
+        pub(super) fn new(path: &Path) -> io::Result<Self> {
+            let mut watcher = kqueue::Watcher::new()?;
+            watcher.add_filename(
+                path,
+                kqueue::EventFilter::EVFILT_VNODE,
+                kqueue::FilterFlag::NOTE_WRITE,
+            )?;
+            watcher.watch()?;
+            Ok(Inner { watcher })
+        }
+
+        pub(super) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            // `poll(None)` would not block; a long timeout stands in for "forever".
+            let t = timeout.unwrap_or(Duration::from_secs(3600));
+            let seen = self.watcher.poll(Some(t)).is_some();
+            self.drain()?;
+            Ok(seen)
+        }
+
+        pub(super) fn drain(&self) -> io::Result<()> {
+            while self.watcher.poll(Some(Duration::ZERO)).is_some() {}
+            Ok(())
+        }
+
+        pub(super) fn fd(&self) -> Option<RawFd> {
+            Some(self.watcher.as_raw_fd())
+        }
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)))]
+mod imp {
+    use std::io;
+    use std::os::fd::RawFd;
+    use std::path::Path;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    pub(super) struct Inner;
+
+    impl Inner {
+        pub(super) fn new(_path: &Path) -> io::Result<Self> {
+            Ok(Inner)
+        }
+        pub(super) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            let t = timeout.map_or(super::POLL_INTERVAL, |t| t.min(super::POLL_INTERVAL));
+            std::thread::sleep(t);
+            Ok(true)
+        }
+        pub(super) fn drain(&self) -> io::Result<()> {
+            Ok(())
+        }
+        pub(super) fn fd(&self) -> Option<RawFd> {
+            None
+        }
+    }
+}
