@@ -168,7 +168,10 @@ pub fn header_at<R: Region + ?Sized>(region: &R, off: u32) -> Result<FrameHeader
     read_wrapped(region, off, &mut raw);
     let h = FrameHeaderRepr::from_bytes(&raw);
     if h.len as usize > MAX_FRAME_LEN {
-        return Err(Corrupt::Length { at: off, len: h.len });
+        return Err(Corrupt::Length {
+            at: off,
+            len: h.len,
+        });
     }
     Ok(h)
 }
@@ -240,14 +243,41 @@ pub struct Appended {
     pub wrapped: bool,
 }
 
+/// A region as it will be once `pending` pieces are written: reads see the
+/// planned bytes. Lets `append` plan its evictions before writing anything.
+struct Overlay<'a, R: Region + ?Sized> {
+    base: &'a R,
+    pending: &'a [(u32, &'a [u8])],
+}
+
+impl<R: Region + ?Sized> Region for Overlay<'_, R> {
+    fn size(&self) -> u32 {
+        self.base.size()
+    }
+    fn read(&self, off: u32, buf: &mut [u8]) {
+        self.base.read(off, buf);
+        let (lo, hi) = (off as usize, off as usize + buf.len());
+        for &(poff, bytes) in self.pending {
+            let (plo, phi) = (poff as usize, poff as usize + bytes.len());
+            let (a, b) = (lo.max(plo), hi.min(phi));
+            if a < b {
+                buf[a - lo..b - lo].copy_from_slice(&bytes[a - plo..b - plo]);
+            }
+        }
+    }
+    fn write(&mut self, _off: u32, _data: &[u8]) {}
+}
+
 /// Appends one frame after `last`, evicting the oldest frames it overwrites
 /// and bumping `gen` if it reaches the end of the ring, exactly as NetBSD's
 /// `shmif_start` does. On error nothing has been written and `ctl` is
 /// unchanged.
 ///
-/// The eviction walk only ever reads bytes ahead of what this frame has
-/// written so far, so it is done in full before the first byte is written;
-/// that makes a corrupt chain an error instead of a half-written frame.
+/// NetBSD evicts before copying each piece, so its eviction walk can read
+/// bytes this frame has just written (on a ring not much larger than a
+/// frame). The walk here runs over an overlay of the planned pieces, which
+/// gives the same result while writing nothing until the plan is known to be
+/// sound: a corrupt chain is an error, not a half-written frame.
 pub fn append<R: Region + ?Sized>(
     region: &mut R,
     ctl: &mut Control,
@@ -267,25 +297,40 @@ pub fn append<R: Region + ?Sized>(
 
     // Plan: the pieces of the header, then of the payload.
     let (hp, hn, hfill) = pieces(size, at, FRAME_HEADER_LEN as u32);
-    let pay_off = advance(size, at, FRAME_HEADER_LEN as u32);
-    let pay_off = if hn == 2 { hp[1].1 } else { pay_off };
+    let pay_off = if hn == 2 {
+        hp[1].1
+    } else {
+        advance(size, at, FRAME_HEADER_LEN as u32)
+    };
     let (pp, pn, pfill) = pieces(size, pay_off, payload.len() as u32);
+    let mut planned: [(u32, &[u8], u32); 4] = [(0, &[], 0); 4];
+    let mut count = 0;
+    let mut src = 0usize;
+    for &(off, len, n) in &hp[..hn] {
+        planned[count] = (off, &hdr[src..src + len as usize], n);
+        src += len as usize;
+        count += 1;
+    }
+    let mut src = 0usize;
+    for &(off, len, n) in &pp[..pn] {
+        planned[count] = (off, &payload[src..src + len as usize], n);
+        src += len as usize;
+        count += 1;
+    }
 
     let mut first = ctl.first;
-    for &(off, _, n) in hp[..hn].iter().chain(pp[..pn].iter()) {
-        evict(&*region, &mut first, off, n)?;
+    let mut written: [(u32, &[u8]); 4] = [(0, &[]); 4];
+    for (k, &(off, bytes, n)) in planned[..count].iter().enumerate() {
+        let view = Overlay {
+            base: &*region,
+            pending: &written[..k],
+        };
+        evict(&view, &mut first, off, n)?;
+        written[k] = (off, bytes);
     }
 
-    // Commit.
-    let mut src = 0usize;
-    for &(off, len, _) in &hp[..hn] {
-        region.write(off, &hdr[src..src + len as usize]);
-        src += len as usize;
-    }
-    let mut src = 0usize;
-    for &(off, len, _) in &pp[..pn] {
-        region.write(off, &payload[src..src + len as usize]);
-        src += len as usize;
+    for &(off, bytes) in &written[..count] {
+        region.write(off, bytes);
     }
     let wrapped = hfill || pfill;
     ctl.first = first;
@@ -483,7 +528,10 @@ mod tests {
             Err(Corrupt::Length { .. })
         ));
         assert_eq!(ring, before, "a failed append writes nothing");
-        let mut r = Reader { next: 24, devgen: 0 };
+        let mut r = Reader {
+            next: 24,
+            devgen: 0,
+        };
         let mut buf = [0u8; MAX_FRAME_LEN];
         assert!(matches!(r.step(&ring, &ctl, &mut buf), Step::Corrupt(_)));
     }
