@@ -36,6 +36,8 @@ pub mod interface;
 #[allow(unsafe_code)]
 mod mapping;
 pub mod ring;
+#[cfg(feature = "smoltcp")]
+pub mod smoltcp_device;
 pub mod wait;
 pub mod wire;
 
