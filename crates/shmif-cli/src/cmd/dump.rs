@@ -1,0 +1,340 @@
+//! `shmif dump`: a drop-in replacement for NetBSD's `shmif_dumpbus`.
+//!
+//! Reads a bus file into memory (no mapping, no lock: the bus is never
+//! modified, and a bus whose lock word is stuck can still be dumped), prints
+//! its header line and one line per frame, and optionally writes the frames
+//! as a classic pcap file byte-identical to the one `shmif_dumpbus` writes
+//! through libpcap.
+
+use anyhow::{anyhow, Context as _};
+use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use shmif::dump::{Dump, DumpError};
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Snapshot length in the pcap header: what libpcap's `pcap_open_dead`
+/// is given by `shmif_dumpbus` (a full Ethernet frame with FCS).
+const PCAP_SNAPLEN: u32 = 1518;
+
+/// Print what is on a shmif bus, and optionally save it as pcap.
+///
+/// A drop-in replacement for NetBSD's `shmif_dumpbus`, with the same
+/// options and output. Prints the bus header line
+/// (`bus version 3, lock: 0, generation: G, firstoff: 0x..., lastoff: 0x...`),
+/// then one line per frame still on the bus, oldest first
+/// (`packet N, offset 0x..., length 0x..., ts SEC/USEC`), each followed by a
+/// decoded summary of the frame unless a pcap is being written. Reads
+/// version-2 buses and buses written by a host of the other byte order.
+/// The bus file is only read: no lock is taken and nothing is changed.
+#[derive(Debug, clap::Args)]
+#[command(
+    disable_help_flag = true,
+    after_help = "Examples:\n  \
+    shmif dump /tmp/bus                             # header, then one line per frame with a summary\n  \
+    shmif dump -h /tmp/bus                          # the header line only\n  \
+    shmif dump -p bus.pcap /tmp/bus                 # save the frames as pcap\n  \
+    shmif dump -p - /tmp/bus | tcpdump -n -e -r -   # pcap on stdout, text on stderr\n\n\
+    Exit status: 0 on success; 1 if the file is not a readable bus or its frame chain is corrupt \
+    (frames found before the corruption are still printed)."
+)]
+pub struct Args {
+    /// Print only the bus header line, then stop (as `shmif_dumpbus -h`).
+    #[arg(short = 'h', long = "header-only")]
+    pub header_only: bool,
+
+    /// Write the frames as a classic pcap file to FILE; `-` writes the pcap
+    /// to standard output, and the text lines then go to standard error.
+    #[arg(short = 'p', long = "pcap", value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// The bus file to read.
+    #[arg(value_name = "BUS")]
+    pub bus: PathBuf,
+
+    /// Print help (`-h` means --header-only here, as in `shmif_dumpbus`).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// A failed write to one of the outputs.
+#[derive(Debug)]
+struct WriteError {
+    /// What was being written ("standard output", "pcap file x.pcap").
+    what: String,
+    source: io::Error,
+}
+
+/// A named output stream; every write error carries the name.
+struct Output {
+    what: String,
+    inner: Box<dyn Write>,
+}
+
+impl Output {
+    fn new(what: impl Into<String>, inner: Box<dyn Write>) -> Self {
+        Output {
+            what: what.into(),
+            inner,
+        }
+    }
+
+    fn wrap(&self, source: io::Error) -> WriteError {
+        WriteError {
+            what: self.what.clone(),
+            source,
+        }
+    }
+
+    fn line(&mut self, s: &str) -> Result<(), WriteError> {
+        writeln!(self.inner, "{s}").map_err(|e| self.wrap(e))
+    }
+
+    fn flush(&mut self) -> Result<(), WriteError> {
+        self.inner.flush().map_err(|e| self.wrap(e))
+    }
+}
+
+/// The pcap being written, with its destination's name.
+struct Pcap {
+    what: String,
+    writer: PcapWriter<Box<dyn Write>>,
+}
+
+fn pcap_io(e: PcapError) -> io::Error {
+    match e {
+        PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+impl Pcap {
+    /// Writes the global header `shmif_dumpbus` gets from libpcap: magic
+    /// a1b2c3d4 in this host's byte order, version 2.4, thiszone 0,
+    /// sigfigs 0, snaplen 1518, link type 1 (Ethernet).
+    fn new(what: String, out: Box<dyn Write>) -> Result<Self, WriteError> {
+        let header = PcapHeader {
+            version_major: 2,
+            version_minor: 4,
+            ts_correction: 0,
+            ts_accuracy: 0,
+            snaplen: PCAP_SNAPLEN,
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::MicroSecond,
+            endianness: Endianness::native(),
+        };
+        match PcapWriter::with_header(out, header) {
+            Ok(writer) => Ok(Pcap { what, writer }),
+            Err(e) => Err(WriteError {
+                what,
+                source: pcap_io(e),
+            }),
+        }
+    }
+
+    /// One record: the frame's timestamp copied as it is (even a usec field
+    /// of a million or more), captured and original length both the frame's.
+    fn record(&mut self, sec: u32, usec: u32, data: &[u8]) -> Result<(), WriteError> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let packet = RawPcapPacket {
+            ts_sec: sec,
+            ts_frac: usec,
+            incl_len: len,
+            orig_len: len,
+            data: Cow::Borrowed(data),
+        };
+        self.writer
+            .write_raw_packet(&packet)
+            .map(|_| ())
+            .map_err(|e| WriteError {
+                what: self.what.clone(),
+                source: pcap_io(e),
+            })
+    }
+
+    fn flush(self) -> Result<(), WriteError> {
+        let what = self.what;
+        self.writer
+            .into_writer()
+            .flush()
+            .map_err(|source| WriteError { what, source })
+    }
+}
+
+/// Turns a library error into one message: the error and every cause it
+/// does not already spell out (the library's messages include their OS
+/// error, which a plain `anyhow` chain would print twice).
+pub(crate) fn lib_error(e: shmif::Error) -> anyhow::Error {
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    anyhow!(msg)
+}
+
+/// Whether the first bytes of a file look like text (for a clearer error).
+fn looks_like_text(image: &[u8]) -> bool {
+    let head = &image[..image.len().min(64)];
+    !head.is_empty()
+        && head
+            .iter()
+            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+}
+
+/// Turns [`Dump::parse`]'s refusal into a message naming the file.
+fn parse_error(path: &Path, image: &[u8], e: DumpError) -> anyhow::Error {
+    let p = path.display();
+    match e {
+        DumpError::NotABus(_) if looks_like_text(image) => anyhow!(
+            "{p}: not a shmif bus: it is a text file ({} bytes)",
+            file_size(path, image)
+        ),
+        DumpError::NotABus(_) if image.len() > shmif::wire::BUS_SIZE => anyhow!(
+            "{p}: not a shmif bus: it is {} bytes long, a bus is {}",
+            file_size(path, image),
+            shmif::wire::BUS_SIZE
+        ),
+        other => anyhow!("{p}: {other}"),
+    }
+}
+
+/// The file's size on disk (the image may hold only its first 1 MiB + 1).
+fn file_size(path: &Path, image: &[u8]) -> u64 {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .unwrap_or(image.len() as u64)
+}
+
+/// Refuses a pcap path that is the bus file itself: creating it would
+/// truncate the bus.
+fn check_not_the_bus(pcap: &Path, bus: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (std::fs::metadata(pcap), std::fs::metadata(bus)) else {
+        return Ok(());
+    };
+    if a.dev() == b.dev() && a.ino() == b.ino() {
+        return Err(anyhow!(
+            "{}: refusing to write the pcap over the bus file itself",
+            pcap.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Where the pcap goes, if anywhere.
+enum PcapTarget<'a> {
+    None,
+    Stdout,
+    File(&'a Path),
+}
+
+/// Runs `shmif dump`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = args.bus.as_path();
+    let target = match args.pcap.as_deref() {
+        None => PcapTarget::None,
+        Some(p) if p.as_os_str() == "-" => PcapTarget::Stdout,
+        Some(p) => PcapTarget::File(p),
+    };
+
+    // Everything is checked before any output file is created.
+    let image = shmif::bus::read_image(path).map_err(lib_error)?;
+    let dump = Dump::parse(&image).map_err(|e| parse_error(path, &image, e))?;
+
+    let mut text = match target {
+        PcapTarget::Stdout => Output::new("standard error", Box::new(io::stderr().lock())),
+        _ => Output::new(
+            "standard output",
+            Box::new(BufWriter::new(io::stdout().lock())),
+        ),
+    };
+    match walk(&args, path, &dump, &target, &mut text) {
+        Ok(result) => result,
+        Err(e) => {
+            let _ = text.flush();
+            if e.source.kind() == io::ErrorKind::BrokenPipe {
+                // The reader went away (`shmif dump bus | head`): stop quietly.
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(anyhow!("writing to {}: {}", e.what, e.source))
+        }
+    }
+}
+
+/// Prints the header line and (unless `-h`) walks the frames. The outer
+/// error is a failed write; the inner result is the dump's own outcome.
+fn walk(
+    args: &Args,
+    path: &Path,
+    dump: &Dump<'_>,
+    target: &PcapTarget<'_>,
+    text: &mut Output,
+) -> Result<anyhow::Result<ExitCode>, WriteError> {
+    text.line(&dump.header_line())?;
+    if args.header_only {
+        text.flush()?;
+        return Ok(Ok(ExitCode::SUCCESS));
+    }
+    let mut pcap = match target {
+        PcapTarget::None => None,
+        PcapTarget::Stdout => Some(Pcap::new(
+            "standard output".into(),
+            Box::new(BufWriter::new(io::stdout().lock())),
+        )?),
+        PcapTarget::File(p) => {
+            if let Err(e) = check_not_the_bus(p, path) {
+                text.flush()?;
+                return Ok(Err(e));
+            }
+            let file = match File::create(p) {
+                Ok(f) => f,
+                Err(e) => {
+                    text.flush()?;
+                    return Ok(Err(e).with_context(|| format!("{}: cannot create", p.display())));
+                }
+            };
+            Some(Pcap::new(
+                format!("pcap file {}", p.display()),
+                Box::new(BufWriter::new(file)),
+            )?)
+        }
+    };
+    let mut corrupt = None;
+    for frame in dump.frames() {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                corrupt = Some(e);
+                break;
+            }
+        };
+        match pcap.as_mut() {
+            Some(pcap) => {
+                text.line(&frame.line())?;
+                pcap.record(frame.sec, frame.usec, &frame.data)?;
+            }
+            None => text.line(&format!(
+                "{}  {}",
+                frame.line(),
+                crate::summary::summarize(&frame.data)
+            ))?,
+        }
+    }
+    if let Some(pcap) = pcap {
+        pcap.flush()?;
+    }
+    text.flush()?;
+    Ok(match corrupt {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => Err(anyhow!("{}: bus is corrupt: {e}", path.display())),
+    })
+}
