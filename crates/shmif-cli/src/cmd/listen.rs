@@ -1,0 +1,194 @@
+//! `shmif listen`: watch a bus live, one line per frame.
+//!
+//! Attaches to the bus as a new interface (so it sees frames written after
+//! it attached, as any peer would), prints each frame it receives with the
+//! sender's timestamp and a decoded summary, and on the way out prints the
+//! interface's counters to standard error.
+
+use super::dump::lib_error;
+use shmif::{Error, Interface};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit status after Ctrl-C (SIGINT) or SIGTERM before COUNT frames, as
+/// shells report a death by SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Print frames as they arrive on a shmif bus.
+///
+/// Attaches to BUS (creating it if missing) as a new interface with a random
+/// MAC and prints one line per frame it receives from then on:
+/// `HH:MM:SS.uuuuuu` (the sender's timestamp, UTC; rump kernels stamp their
+/// uptime) and a decoded summary. Without --promisc only frames for this
+/// interface, broadcast and multicast are seen, like any peer would; with
+/// it, every frame. Stops after COUNT frames, at the timeout, or on Ctrl-C,
+/// then prints the interface's counters to standard error.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    shmif listen /tmp/bus                    # until Ctrl-C\n  \
+    shmif listen /tmp/bus -c 5 --promisc     # the next 5 frames, whoever they are for\n  \
+    shmif listen /tmp/bus -c 1 --timeout 10  # wait at most 10 s for one frame\n\n\
+    Exit status: 0 when COUNT frames arrived (or, without -c, at the timeout); 1 when the \
+    timeout came first; 130 when interrupted before COUNT frames.")]
+pub struct Args {
+    /// The bus file (created if missing).
+    #[arg(value_name = "BUS")]
+    pub bus: PathBuf,
+
+    /// Stop after receiving N frames.
+    #[arg(short = 'c', long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Receive frames addressed to any MAC, not just broadcast, multicast
+    /// and this interface's own.
+    #[arg(long)]
+    pub promisc: bool,
+
+    /// Give up after SECS seconds (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
+}
+
+/// Parses a non-negative number of seconds.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| format!("'{s}' is not a number of seconds (like 10 or 0.5)"))
+}
+
+/// `HH:MM:SS.uuuuuu` of a timestamp, UTC. A microseconds field that is out
+/// of range (a hostile or broken peer) is shown as it is.
+fn clock(sec: u32, usec: u32) -> String {
+    let day = sec % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        usec
+    )
+}
+
+/// Why the receive loop ended.
+enum End {
+    /// COUNT frames arrived.
+    Done,
+    /// The timeout passed first.
+    TimedOut,
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// Standard output was closed (`shmif listen bus | head -3`).
+    OutputClosed,
+}
+
+/// Runs `shmif listen`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let iface = Arc::new(Interface::attach(&args.bus).map_err(lib_error)?);
+    iface.set_promiscuous(args.promisc);
+
+    // Ctrl-C takes the interface down, which wakes a blocked receive.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    {
+        let iface = Arc::clone(&iface);
+        let interrupted = Arc::clone(&interrupted);
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                interrupted.store(true, Ordering::SeqCst);
+                iface.down();
+            }
+        });
+    }
+
+    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let mut out = io::stdout().lock();
+    let mut got = 0u64;
+    let end = loop {
+        if args.count.is_some_and(|n| got >= n) {
+            break End::Done;
+        }
+        let received = match deadline {
+            Some(d) => iface.recv_timeout(d.saturating_duration_since(Instant::now())),
+            None => iface.recv().map(Some),
+        };
+        let frame = match received {
+            Ok(Some(f)) => f,
+            Ok(None) => break End::TimedOut,
+            Err(Error::Down) if interrupted.load(Ordering::SeqCst) => break End::Interrupted,
+            Err(e) => return Err(lib_error(e)),
+        };
+        got += 1;
+        let line = format!(
+            "{} {}",
+            clock(frame.sec, frame.usec),
+            crate::summary::summarize(&frame.data)
+        );
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                break End::OutputClosed;
+            }
+            return Err(anyhow::anyhow!("writing to standard output: {e}"));
+        }
+    };
+    drop(out);
+
+    if matches!(end, End::OutputClosed) {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = iface.counters();
+    let why = match end {
+        End::TimedOut => ", timed out",
+        End::Interrupted => ", interrupted",
+        _ => "",
+    };
+    let _ = writeln!(
+        io::stderr().lock(),
+        "shmif: {} ({}): received {} frames ({} bytes), filtered {}, overruns {} ({} bytes lost), \
+         malformed {}{why}",
+        args.bus.display(),
+        iface.mac(),
+        c.rx_frames,
+        c.rx_bytes,
+        c.rx_filtered,
+        c.overruns,
+        c.overrun_bytes,
+        c.malformed,
+    );
+    Ok(match (end, args.count) {
+        (End::Done, _) | (End::TimedOut, None) => ExitCode::SUCCESS,
+        (End::Interrupted, _) => ExitCode::from(EXIT_INTERRUPTED),
+        _ => ExitCode::FAILURE,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_format() {
+        assert_eq!(clock(1, 20_008), "00:00:01.020008");
+        assert_eq!(clock(86_400 + 3_723, 5), "01:02:03.000005");
+        assert_eq!(clock(u32::MAX, 999_999), "06:28:15.999999");
+        assert_eq!(clock(0, 4_000_000), "00:00:00.4000000");
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("inf").is_err());
+    }
+}
