@@ -1,1 +1,53 @@
-fn main() {}
+//! `shmif`: the command-line tool for shmif buses.
+//!
+//! A thin layer over the `shmif` library: each subcommand is one module in
+//! `cmd/`, with its arguments (clap) and a `run` function.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cmd;
+mod summary;
+
+/// Work with NetBSD shmif buses: shared-memory Ethernet segments in a 1 MiB
+/// file that processes, rump kernels and VMs attach to without root.
+#[derive(Debug, Parser)]
+#[command(name = "shmif", version, about, long_about = None, propagate_version = true)]
+#[command(after_help = "Examples:\n  \
+    shmif demo                                  # two TCP/IP hosts on a new bus, end to end\n  \
+    shmif dump -p - /tmp/bus | tcpdump -n -e -r -  # what is on a bus, as pcap\n  \
+    shmif listen /tmp/bus -c 5                  # print the next 5 frames\n\n\
+    Run `shmif help <command>` for each command's options and examples.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Dump(cmd::dump::Args),
+    Send(cmd::send::Args),
+    Listen(cmd::listen::Args),
+    Host(cmd::host::Args),
+    Ping(cmd::ping::Args),
+    TcpSend(cmd::tcp_send::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dump(a) => cmd::dump::run(a),
+        Command::Send(a) => cmd::send::run(a),
+        Command::Listen(a) => cmd::listen::run(a),
+        Command::Host(a) => cmd::host::run(a),
+        Command::Ping(a) => cmd::ping::run(a),
+        Command::TcpSend(a) => cmd::tcp_send::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shmif: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

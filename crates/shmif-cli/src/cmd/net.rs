@@ -1,0 +1,379 @@
+//! What `host`, `ping`, `tcp-send` and `demo` share: address parsing, a
+//! smoltcp TCP/IP stack on a bus, stopping on SIGINT/SIGTERM, and the test
+//! pattern `tcp-send` sends and `host --tcp-sink` checks.
+
+use anyhow::{anyhow, Context, Result};
+use shmif::smoltcp_device::ShmifDevice;
+use shmif::{Interface, MacAddr};
+use smoltcp::iface::{Config, Interface as IpInterface, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Default size of each TCP socket's send and receive buffer, in KiB. Large
+/// enough to keep the bus busy, small enough that one window of data (plus
+/// its acknowledgements) fits in the bus's 1 MiB ring, so a sender never
+/// laps a receiver that is keeping up.
+pub const DEFAULT_TCP_BUFFER_KIB: usize = 512;
+
+/// Parses `ADDR/PREFIX` (IPv4 or IPv6); a missing prefix means /24 for IPv4
+/// and /64 for IPv6.
+pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IPv4 or IPv6 address (expected ADDR/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64)"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(|| format!("`{p}` is not a prefix length (0 to {max})"))?,
+        None if addr.is_ipv4() => 24,
+        None => 64,
+    };
+    if addr.is_unspecified() || addr.is_multicast() {
+        return Err(format!("{addr} cannot be an interface address"));
+    }
+    Ok(IpCidr::new(IpAddress::from(addr), prefix))
+}
+
+/// Parses a MAC address such as `b2:a0:00:00:00:01` (a unicast address).
+pub fn parse_mac(s: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = s.parse().map_err(|_| {
+        format!("`{s}` is not a MAC address (expected six hex octets, e.g. b2:a0:00:00:00:01)")
+    })?;
+    if mac.is_group() {
+        return Err(format!(
+            "{mac} is a multicast address: an interface needs a unicast one"
+        ));
+    }
+    Ok(mac)
+}
+
+/// The interface addresses from `--ip` and `--ip6`: at least one, at most
+/// one of each family.
+pub fn addresses(ip: Option<IpCidr>, ip6: Option<IpCidr>) -> Result<Vec<IpCidr>> {
+    if let Some(c) = ip6 {
+        if !matches!(c, IpCidr::Ipv6(_)) {
+            anyhow::bail!("--ip6 {c}: not an IPv6 address");
+        }
+    }
+    let addrs: Vec<IpCidr> = ip.into_iter().chain(ip6).collect();
+    if addrs.is_empty() {
+        anyhow::bail!("give the interface an address with --ip ADDR/PREFIX (or --ip6)");
+    }
+    if addrs.len() == 2 && matches!(addrs[0], IpCidr::Ipv6(_)) {
+        anyhow::bail!(
+            "--ip {} and --ip6 {} are both IPv6: give the IPv4 address with --ip",
+            addrs[0],
+            addrs[1]
+        );
+    }
+    Ok(addrs)
+}
+
+/// A TCP/IP host on a bus: a shmif interface, smoltcp's interface over it,
+/// and the sockets.
+pub struct Stack {
+    /// The shmif interface (shared with the signal watcher, which takes it
+    /// down to stop the stack).
+    pub shmif: Arc<Interface>,
+    /// The smoltcp device over `shmif`.
+    pub dev: ShmifDevice<Arc<Interface>>,
+    /// smoltcp's IP interface.
+    pub ip: IpInterface,
+    /// The sockets.
+    pub sockets: SocketSet<'static>,
+}
+
+impl Stack {
+    /// Attaches to `bus` (with `mac`, or a random one) and sets up an IP
+    /// interface with `addrs`.
+    pub fn attach(bus: &Path, mac: Option<MacAddr>, addrs: &[IpCidr]) -> Result<Stack> {
+        let shmif = match mac {
+            Some(m) => Interface::attach_with_mac(bus, m),
+            None => Interface::attach(bus),
+        }
+        .with_context(|| format!("cannot attach to bus {}", bus.display()))?;
+        let shmif = Arc::new(shmif);
+        let mut dev = ShmifDevice::new(shmif.clone());
+        // Frames on a bus are in shared memory: they cannot be damaged on
+        // the way, so received checksums are not verified (sent ones are
+        // always computed).
+        dev.set_verify_checksums(false);
+        let mut config = Config::new(EthernetAddress(shmif.mac().0).into());
+        config.random_seed = shmif.sender_id();
+        let mut ip = IpInterface::new(config, &mut dev, smoltcp::time::Instant::now());
+        ip.update_ip_addrs(|a| {
+            for c in addrs {
+                let _ = a.push(*c);
+            }
+        });
+        Ok(Stack {
+            shmif,
+            dev,
+            ip,
+            sockets: SocketSet::new(vec![]),
+        })
+    }
+
+    /// Runs smoltcp once: takes in every waiting frame, sends what the
+    /// sockets have. Returns whether a socket may have changed state.
+    pub fn poll(&mut self) -> bool {
+        self.ip.poll(
+            smoltcp::time::Instant::now(),
+            &mut self.dev,
+            &mut self.sockets,
+        ) == smoltcp::iface::PollResult::SocketStateChanged
+    }
+
+    /// Sends what is queued, then sleeps until a frame arrives, smoltcp has
+    /// a timer due, or `max` passes. Returns `Ok(false)` when the interface
+    /// was taken down (by [`StopSignal`]), `Ok(true)` otherwise.
+    pub fn wait(&mut self, max: Option<Duration>) -> Result<bool> {
+        match self.dev.poll_wait(&mut self.ip, &self.sockets, max) {
+            Ok(()) => Ok(true),
+            Err(shmif::Error::Down) => Ok(false),
+            Err(e) => Err(anyhow!(e)),
+        }
+    }
+
+    /// This interface's MAC address.
+    pub fn mac(&self) -> MacAddr {
+        self.shmif.mac()
+    }
+
+    /// The interface's addresses, as text: `10.0.0.1/24 fd00::1/64`.
+    pub fn addresses_text(&self) -> String {
+        self.ip
+            .ip_addrs()
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The source address this host uses towards `dest`, if it has one of
+    /// the same family.
+    pub fn source_for(&self, dest: IpAddress) -> Option<IpAddress> {
+        self.ip
+            .ip_addrs()
+            .iter()
+            .map(|c| c.address())
+            .find(|a| std::mem::discriminant(a) == std::mem::discriminant(&dest))
+    }
+}
+
+/// A new TCP socket with `kib` KiB send and receive buffers, tuned for a
+/// bus: no Nagle delay, no delayed ACKs.
+pub fn tcp_socket(kib: usize) -> tcp::Socket<'static> {
+    let bytes = kib.max(4) * 1024;
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; bytes]),
+        tcp::SocketBuffer::new(vec![0; bytes]),
+    );
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(None);
+    s
+}
+
+/// Stops a command on SIGINT or SIGTERM: sets a flag and takes the shmif
+/// interface down, which wakes the stack's wait ([`Stack::wait`] returns
+/// `Ok(false)`).
+#[derive(Clone)]
+pub struct StopSignal {
+    flag: Arc<AtomicBool>,
+}
+
+impl StopSignal {
+    /// Starts watching for SIGINT and SIGTERM on behalf of `iface`.
+    pub fn install(iface: &Arc<Interface>) -> Result<StopSignal> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .context("cannot install SIGINT/SIGTERM handlers")?;
+        let weak: Weak<Interface> = Arc::downgrade(iface);
+        let f = flag.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    f.store(true, Ordering::SeqCst);
+                    if let Some(i) = weak.upgrade() {
+                        i.down();
+                    }
+                }
+            })
+            .context("cannot start the signal thread")?;
+        Ok(StopSignal { flag })
+    }
+
+    /// Whether a signal asked to stop.
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// The multiplier of the test pattern: byte `i` of a `tcp-send` stream is
+/// byte `i % 8` (little-endian) of the 64-bit word
+/// `(i / 8) * PATTERN_MUL` (wrapping). Every 8-byte word of the stream is
+/// different, so a lost, repeated, reordered or shifted piece shows.
+pub const PATTERN_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+fn pattern_word(word: u64) -> [u8; 8] {
+    word.wrapping_mul(PATTERN_MUL).to_le_bytes()
+}
+
+/// Fills `buf` with the test pattern from stream offset `offset`.
+pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
+    let mut pos = offset;
+    let mut rest = buf;
+    // Up to the next word boundary.
+    let head = ((8 - (pos % 8)) % 8).min(rest.len() as u64) as usize;
+    if head > 0 {
+        let w = pattern_word(pos / 8);
+        let at = (pos % 8) as usize;
+        rest[..head].copy_from_slice(&w[at..at + head]);
+        rest = &mut rest[head..];
+        pos += head as u64;
+    }
+    let mut chunks = rest.chunks_exact_mut(8);
+    for c in &mut chunks {
+        c.copy_from_slice(&pattern_word(pos / 8));
+        pos += 8;
+    }
+    let tail = chunks.into_remainder();
+    let n = tail.len();
+    if n > 0 {
+        tail.copy_from_slice(&pattern_word(pos / 8)[..n]);
+    }
+}
+
+/// Checks `buf` against the test pattern from stream offset `offset`;
+/// returns the stream offset of the first byte that differs.
+pub fn pattern_check(offset: u64, buf: &[u8]) -> Option<u64> {
+    let mut pos = offset;
+    let mut rest = buf;
+    let head = ((8 - (pos % 8)) % 8).min(rest.len() as u64) as usize;
+    if head > 0 {
+        let w = pattern_word(pos / 8);
+        let at = (pos % 8) as usize;
+        if rest[..head] != w[at..at + head] {
+            return first_difference(pos, rest);
+        }
+        rest = &rest[head..];
+        pos += head as u64;
+    }
+    let mut chunks = rest.chunks_exact(8);
+    for c in &mut chunks {
+        if c != pattern_word(pos / 8) {
+            return first_difference(pos, c);
+        }
+        pos += 8;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() && tail != &pattern_word(pos / 8)[..tail.len()] {
+        return first_difference(pos, tail);
+    }
+    None
+}
+
+fn first_difference(offset: u64, buf: &[u8]) -> Option<u64> {
+    let mut one = [0u8; 1];
+    buf.iter().enumerate().find_map(|(i, &b)| {
+        let at = offset + i as u64;
+        pattern_fill(at, &mut one);
+        (one[0] != b).then_some(at)
+    })
+}
+
+/// Bytes per mebibyte.
+pub const MIB: f64 = 1024.0 * 1024.0;
+
+/// `bytes` over `secs` in MiB/s (0 for no time).
+pub fn mib_per_sec(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / MIB / secs
+    } else {
+        0.0
+    }
+}
+
+/// Prints a line on stdout and flushes it at once (other programs, such as
+/// `shmif demo`, read it through a pipe).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_position_dependent_and_chunking_free() {
+        let mut whole = vec![0u8; 1000];
+        pattern_fill(0, &mut whole);
+        assert_eq!(&whole[..8], &0u64.to_le_bytes());
+        assert_eq!(&whole[8..16], &PATTERN_MUL.to_le_bytes());
+        // Filled or checked in odd pieces, the same stream.
+        let mut pieces = vec![0u8; 1000];
+        let mut at = 0;
+        for n in [1usize, 3, 7, 8, 9, 15, 100, 857] {
+            pattern_fill(at as u64, &mut pieces[at..at + n]);
+            assert_eq!(pattern_check(at as u64, &whole[at..at + n]), None);
+            at += n;
+        }
+        assert_eq!(at, 1000);
+        assert_eq!(whole, pieces);
+        // Any damage is found, at the right place.
+        for bad in [0usize, 5, 8, 13, 999] {
+            let mut b = whole.clone();
+            b[bad] ^= 0x40;
+            assert_eq!(pattern_check(0, &b), Some(bad as u64));
+            assert_eq!(pattern_check(3, &b[3..]), (bad >= 3).then_some(bad as u64));
+        }
+        // A shifted stream does not match.
+        assert!(pattern_check(1, &whole[..64]).is_some());
+        assert!(pattern_check(8, &whole[..64]).is_some());
+    }
+
+    #[test]
+    fn cidrs_parse_with_clear_errors() {
+        assert_eq!(
+            parse_cidr("10.0.0.1/24").unwrap(),
+            IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24)
+        );
+        assert_eq!(parse_cidr("10.0.0.1").unwrap().prefix_len(), 24);
+        assert_eq!(parse_cidr("fd00::1").unwrap().prefix_len(), 64);
+        assert_eq!(parse_cidr("fd00::1/120").unwrap().prefix_len(), 120);
+        assert!(parse_cidr("10.0.0.1/33").unwrap_err().contains("33"));
+        assert!(parse_cidr("host/24").unwrap_err().contains("host"));
+        assert!(parse_cidr("0.0.0.0/8").is_err());
+        assert!(parse_mac("b2:a0:00:00:00:01").is_ok());
+        assert!(parse_mac("ff:ff:ff:ff:ff:ff").is_err());
+        assert!(parse_mac("nonsense").is_err());
+    }
+
+    #[test]
+    fn address_sets() {
+        let v4 = parse_cidr("10.0.0.1/24").ok();
+        let v6 = parse_cidr("fd00::1/64").ok();
+        assert_eq!(addresses(v4, v6).unwrap().len(), 2);
+        assert_eq!(addresses(v6, None).unwrap().len(), 1);
+        assert!(addresses(None, None).is_err());
+        assert!(addresses(v6, v6).is_err());
+        assert!(addresses(None, v4).is_err());
+    }
+}
