@@ -31,6 +31,7 @@ enum Command {
     Host(cmd::host::Args),
     Ping(cmd::ping::Args),
     TcpSend(cmd::tcp_send::Args),
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Host(a) => cmd::host::run(a),
         Command::Ping(a) => cmd::ping::run(a),
         Command::TcpSend(a) => cmd::tcp_send::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
     };
     match result {
         Ok(code) => code,

@@ -99,6 +99,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             }
             for _ in 0..args.backlog {
                 let mut s = net::tcp_socket(args.tcp_buffer);
+                // A peer that vanishes (killed, no RST) is noticed, and its
+                // connection reported and freed, within about half a minute.
+                s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(5)));
+                s.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
                 s.listen(port)
                     .with_context(|| format!("cannot listen on TCP port {port}"))?;
                 let handle = stack.sockets.add(s);

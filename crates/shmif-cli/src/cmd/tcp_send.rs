@@ -45,7 +45,7 @@ pub struct Args {
     pub dest: SocketAddr,
     /// How much to send, in mebibytes (1 MiB = 1,048,576 bytes); fractions
     /// are fine.
-    #[arg(short = 'm', long, default_value_t = 10.0, value_name = "N", value_parser = parse_megabytes)]
+    #[arg(short = 'm', long, default_value_t = 10.0, value_name = "N", value_parser = parse_megabytes, allow_negative_numbers = true)]
     pub megabytes: f64,
     /// Fail unless the server sends the whole stream back (an echo server).
     #[arg(long)]
