@@ -5,7 +5,7 @@
 //! [`BusGuard`] through which the ring is read and written.
 
 use crate::error::Error;
-use crate::mapping::{Mapping, SharedData};
+use crate::mapping::Mapping;
 use crate::ring::Control;
 use crate::wire::{BUS_SIZE, DATA_SIZE, MAGIC, VERSION};
 use std::fs::File;
@@ -76,8 +76,7 @@ fn check_path(path: &Path, opts: &OpenOptions) -> Result<(), Error> {
     if ft.is_symlink() && !opts.follow_symlinks {
         return Err(Error::NotABus {
             path: path.into(),
-            reason: "it is a symbolic link (refused unless following symlinks is asked for)"
-                .into(),
+            reason: "it is a symbolic link (refused unless following symlinks is asked for)".into(),
         });
     }
     let ft = if ft.is_symlink() {
@@ -182,7 +181,10 @@ impl Bus {
         let path = path.as_ref();
         check_path(path, opts)?;
         let mut oo = std::fs::OpenOptions::new();
-        oo.read(true).write(true).create(opts.create).mode(opts.mode);
+        oo.read(true)
+            .write(true)
+            .create(opts.create)
+            .mode(opts.mode);
         if !opts.follow_symlinks {
             oo.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
         }
@@ -271,7 +273,12 @@ impl Bus {
 /// the file system can, so that a full disk is an error now rather than a
 /// SIGBUS later.
 fn allocate(path: &Path, file: &File) -> Result<(), Error> {
-    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, BUS_SIZE as u64) {
+    match rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        BUS_SIZE as u64,
+    ) {
         Ok(()) => {}
         Err(rustix::io::Errno::NOSPC) => {
             let _ = file.set_len(0);
@@ -300,16 +307,13 @@ impl BusGuard<'_> {
         self.bus.map.load_control()
     }
     /// Stores the ring's shared state.
-    pub fn set_control(&mut self, c: &Control) {
+    pub fn set_control(&self, c: &Control) {
         self.bus.map.store_control(c)
     }
-    /// The data region, as a [`crate::ring::Region`].
-    pub fn data(&mut self) -> impl crate::ring::Region + '_ {
+    /// The data region, as a [`crate::ring::Region`] that reads and writes
+    /// the shared ring (only while this guard holds the lock).
+    pub fn data(&self) -> impl crate::ring::Region + '_ {
         self.bus.map.data()
-    }
-    /// Both at once, for appending: the region and the control state.
-    pub(crate) fn parts(&mut self) -> (SharedData<'_>, Control) {
-        (self.bus.map.data(), self.bus.map.load_control())
     }
 }
 

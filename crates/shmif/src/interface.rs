@@ -231,15 +231,19 @@ impl Interface {
     pub fn set_link(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
         if self.is_up() {
-            return Err(Error::Busy("the link can only be set while the interface is down"));
+            return Err(Error::Busy(
+                "the link can only be set while the interface is down",
+            ));
         }
         let mut link = self.link.write().unwrap_or_else(|p| p.into_inner());
         if link.is_some() {
-            return Err(Error::Busy("the interface already has a bus; unset it first"));
+            return Err(Error::Busy(
+                "the interface already has a bus; unset it first",
+            ));
         }
         let bus = Bus::open(path, &self.open)?;
-        let waiter =
-            Waiter::new(path).map_err(|e| Error::io(path, "cannot watch bus file for changes", e))?;
+        let waiter = Waiter::new(path)
+            .map_err(|e| Error::io(path, "cannot watch bus file for changes", e))?;
         *link = Some(Arc::new(Link { bus, waiter }));
         Ok(())
     }
@@ -252,7 +256,9 @@ impl Interface {
     /// Detaches from the bus (unsets the link string). Only while down.
     pub fn unset_link(&self) -> Result<(), Error> {
         if self.is_up() {
-            return Err(Error::Busy("the link can only be unset while the interface is down"));
+            return Err(Error::Busy(
+                "the link can only be unset while the interface is down",
+            ));
         }
         self.link.write().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
@@ -264,7 +270,7 @@ impl Interface {
         let link = self.current_link().ok_or(Error::NoLink)?;
         let mut rx = lock(&self.rx);
         let reader = {
-            let mut g = link.bus.lock();
+            let g = link.bus.lock();
             let ctl = g.control();
             let r = Reader::at_end(&g.data(), &ctl);
             r
@@ -323,12 +329,16 @@ impl Interface {
     }
 
     /// A descriptor that becomes readable when the bus file changes, for
-    /// `poll`, `epoll` or an async runtime; after it fires, call
-    /// [`Interface::try_recv`] until it returns `None`, then
-    /// [`Interface::clear_wakeups`]. Valid while the link is set; `None`
-    /// without a link or where the system has no change events.
-    pub fn wakeup_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.current_link().and_then(|l| l.waiter.fd())
+    /// `poll`, `epoll` or an async runtime: a duplicate of this interface's
+    /// watch, so it stays valid as long as the caller keeps it. After it
+    /// fires, call [`Interface::clear_wakeups`], then [`Interface::try_recv`]
+    /// until it returns `None`. `Ok(None)` where the system has no change
+    /// events to poll (see [`crate::Waiter::try_clone_fd`]).
+    pub fn wakeup_fd(&self) -> Result<Option<std::os::fd::OwnedFd>, Error> {
+        let link = self.current_link().ok_or(Error::NoLink)?;
+        link.waiter
+            .try_clone_fd()
+            .map_err(|e| Error::io(link.bus.path(), "cannot duplicate wake-up descriptor", e))
     }
 
     /// Consumes pending wake-up events (see [`Interface::wakeup_fd`]).
@@ -374,9 +384,11 @@ impl Interface {
         let link = self.active_link()?;
         let (sec, usec) = now_timestamp();
         let (mut n, mut bytes) = (0u64, 0u64);
+        let mut failure = None;
         {
-            let mut g = link.bus.lock();
-            let (mut data, mut ctl) = g.parts();
+            let g = link.bus.lock();
+            let mut ctl = g.control();
+            let mut data = g.data();
             for f in frames {
                 let h = FrameHeaderRepr {
                     len: f.len() as u32,
@@ -385,21 +397,12 @@ impl Interface {
                     sender: self.sender,
                 };
                 if let Err(source) = ring::append(&mut data, &mut ctl, &h, f) {
-                    drop(data);
-                    g.set_control(&ctl);
-                    drop(g);
-                    if n > 0 {
-                        let _ = link.bus.wake();
-                    }
-                    return Err(Error::Corrupt {
-                        path: link.bus.path().to_path_buf(),
-                        source,
-                    });
+                    failure = Some(source);
+                    break;
                 }
                 n += 1;
                 bytes += f.len() as u64;
             }
-            drop(data);
             g.set_control(&ctl);
         }
         bump(&self.counters.tx_frames, n);
@@ -407,7 +410,13 @@ impl Interface {
         if n > 0 {
             link.bus.wake()?;
         }
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(source) => Err(Error::Corrupt {
+                path: link.bus.path().to_path_buf(),
+                source,
+            }),
+        }
     }
 
     /// Whether a frame passes this interface's filter (spec, step 5).
@@ -438,11 +447,14 @@ impl Interface {
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
         let link = self.active_link()?;
         let mut rx = lock(&self.rx);
-        let RxState { reader, buf: scratch } = &mut *rx;
+        let RxState {
+            reader,
+            buf: scratch,
+        } = &mut *rx;
         let reader = reader.as_mut().ok_or(Error::Down)?;
         loop {
             let step = {
-                let mut g = link.bus.lock();
+                let g = link.bus.lock();
                 let ctl = g.control();
                 let s = reader.step(&g.data(), &ctl, &mut scratch[..]);
                 s

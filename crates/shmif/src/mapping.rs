@@ -83,7 +83,8 @@ impl Mapping {
     /// Stores `gen`, `first` and `last`. Call with the bus lock held.
     pub(crate) fn store_control(&self, c: &Control) {
         self.u64_word(field::GEN).store(c.gen, Ordering::Relaxed);
-        self.u32_word(field::FIRST).store(c.first, Ordering::Relaxed);
+        self.u32_word(field::FIRST)
+            .store(c.first, Ordering::Relaxed);
         self.u32_word(field::LAST).store(c.last, Ordering::Relaxed);
     }
 
@@ -105,7 +106,8 @@ impl SharedData<'_> {
     fn base(&self, off: u32, len: usize) -> *mut u8 {
         let off = off as usize;
         assert!(
-            off.checked_add(len).is_some_and(|end| end <= DATA_SIZE as usize),
+            off.checked_add(len)
+                .is_some_and(|end| end <= DATA_SIZE as usize),
             "ring access {off}+{len} outside the data region"
         );
         // SAFETY: BUS_HEADER_LEN + off + len <= BUS_SIZE (asserted above),

@@ -42,11 +42,13 @@ impl Waiter {
         self.inner.drain()
     }
 
-    /// A descriptor that polls readable when the bus file has changed, for
-    /// `poll`/`epoll`/async runtimes; `None` where changes are only found
-    /// by polling. After it signals, call [`Waiter::drain`].
-    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
-        self.inner.fd()
+    /// A new descriptor for the same watch, which polls readable when the
+    /// bus file has changed, for `poll`/`epoll`/async runtimes. `None` where
+    /// this platform offers none (only Linux does here; elsewhere
+    /// [`Waiter::wait`] blocks on kqueue or polls). After it signals, call
+    /// [`Waiter::drain`].
+    pub fn try_clone_fd(&self) -> io::Result<Option<std::os::fd::OwnedFd>> {
+        self.inner.try_clone_fd()
     }
 }
 
@@ -55,7 +57,7 @@ mod imp {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     use rustix::fs::inotify;
     use std::io;
-    use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::path::Path;
     use std::time::Duration;
 
@@ -102,8 +104,8 @@ mod imp {
             }
         }
 
-        pub(super) fn fd(&self) -> Option<RawFd> {
-            Some(self.fd.as_raw_fd())
+        pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
+            Ok(Some(self.fd.try_clone()?))
         }
     }
 }
@@ -118,7 +120,7 @@ mod imp {
 ))]
 mod imp {
     use std::io;
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::OwnedFd;
     use std::path::Path;
     use std::time::Duration;
 
@@ -157,8 +159,8 @@ mod imp {
             Ok(())
         }
 
-        pub(super) fn fd(&self) -> Option<RawFd> {
-            Some(self.watcher.as_raw_fd())
+        pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
+            Ok(None)
         }
     }
 }
@@ -175,7 +177,7 @@ mod imp {
 )))]
 mod imp {
     use std::io;
-    use std::os::fd::RawFd;
+    use std::os::fd::OwnedFd;
     use std::path::Path;
     use std::time::Duration;
 
@@ -194,8 +196,8 @@ mod imp {
         pub(super) fn drain(&self) -> io::Result<()> {
             Ok(())
         }
-        pub(super) fn fd(&self) -> Option<RawFd> {
-            None
+        pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
+            Ok(None)
         }
     }
 }

@@ -440,7 +440,13 @@ mod tests {
         let m: MacAddr = "b2:a0:01:02:03:0f".parse().unwrap();
         assert_eq!(m.0, [0xb2, 0xa0, 1, 2, 3, 0x0f]);
         assert_eq!(m.to_string(), "b2:a0:01:02:03:0f");
-        for bad in ["", "b2:a0", "b2:a0:01:02:03:04:05", "zz:a0:01:02:03:04", "123:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "b2:a0",
+            "b2:a0:01:02:03:04:05",
+            "zz:a0:01:02:03:04",
+            "123:0:0:0:0:0",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
         assert!(MacAddr::BROADCAST.is_group());
