@@ -174,7 +174,7 @@ impl Stack {
 }
 
 /// A new TCP socket with `kib` KiB send and receive buffers, tuned for a
-/// bus: no Nagle delay, no delayed ACKs.
+/// bus: no Nagle delay, no delayed ACKs, Reno congestion control.
 pub fn tcp_socket(kib: usize) -> tcp::Socket<'static> {
     let bytes = kib.max(4) * 1024;
     let mut s = tcp::Socket::new(
@@ -183,6 +183,11 @@ pub fn tcp_socket(kib: usize) -> tcp::Socket<'static> {
     );
     s.set_nagle_enabled(false);
     s.set_ack_delay(None);
+    // Without congestion control, a sender that loses frames (its window
+    // larger than what the bus's ring holds for the receiver, or several
+    // connections at once) retransmits its whole window again and again,
+    // overrunning the reader each time; Reno backs off and recovers.
+    s.set_congestion_control(tcp::CongestionControl::Reno);
     s
 }
 
