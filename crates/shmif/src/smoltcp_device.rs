@@ -25,12 +25,12 @@
 //! use shmif::smoltcp_device::ShmifDevice;
 //! use smoltcp::iface::{Config, Interface as IpInterface, SocketSet};
 //! use smoltcp::time::Instant;
-//! use smoltcp::wire::{EthernetAddress, IpCidr};
+//! use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 //!
 //! let mut dev = ShmifDevice::new(shmif::Interface::attach("/tmp/bus")?);
 //! let mac = EthernetAddress(dev.interface().mac().0);
 //! let mut ip = IpInterface::new(Config::new(mac.into()), &mut dev, Instant::now());
-//! ip.update_ip_addrs(|a| a.push(IpCidr::new([10, 0, 0, 1].into(), 24)).unwrap());
+//! ip.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24)).unwrap());
 //! let mut sockets = SocketSet::new(vec![]);
 //! loop {
 //!     // Answers ARP and ping; add sockets to do more.
