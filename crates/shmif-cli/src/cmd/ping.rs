@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 /// --ip (or --ip6), resolves DEST with ARP (IPv4) or neighbour discovery
 /// (IPv6), and sends echo requests. It prints one line per reply with its
 /// round-trip time, then a summary with the loss and the min/avg/median/max
-/// RTT. It exits 0 if at least one reply came back, 1 otherwise. SIGINT
-/// stops it early, with the summary.
+/// RTT. It exits 0 if at least one reply came back (none with wrong data),
+/// 1 otherwise. SIGINT stops it early, with the summary.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shmif ping /tmp/bus --ip 10.0.0.2/24 10.0.0.1 -c 3\n  \
