@@ -105,11 +105,9 @@ impl Stack {
         }
         .with_context(|| format!("cannot attach to bus {}", bus.display()))?;
         let shmif = Arc::new(shmif);
+        // Received checksums are verified (the device's default): skipping
+        // that made no measurable difference to throughput here.
         let mut dev = ShmifDevice::new(shmif.clone());
-        // Frames on a bus are in shared memory: they cannot be damaged on
-        // the way, so received checksums are not verified (sent ones are
-        // always computed).
-        dev.set_verify_checksums(false);
         let mut config = Config::new(EthernetAddress(shmif.mac().0).into());
         config.random_seed = shmif.sender_id();
         let mut ip = IpInterface::new(config, &mut dev, smoltcp::time::Instant::now());
