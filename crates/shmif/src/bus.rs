@@ -21,12 +21,23 @@ pub const LOCK_COOLDOWN: u32 = 1001;
 /// How long a lock waiter sleeps after [`LOCK_COOLDOWN`] failed attempts.
 pub const LOCK_SLEEP: Duration = Duration::from_millis(1);
 
+/// How long a lock waiter lets a holder that is known to be dead keep the
+/// bus lock before taking it over.
+pub const DEAD_HOLDER_GRACE: Duration = Duration::from_millis(100);
+/// How long the lock may stay held, by a holder that cannot be identified
+/// (a NetBSD peer, or one of ours in another PID namespace), with nothing
+/// changing on the bus, before a waiter takes it over. No real critical
+/// section takes more than microseconds; a NetBSD peer that panicked or was
+/// killed inside the lock leaves it held forever.
+pub const STUCK_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How to open a bus file.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
     create: bool,
     mode: u32,
     follow_symlinks: bool,
+    stuck_lock_timeout: Option<Duration>,
 }
 
 impl Default for OpenOptions {
@@ -35,6 +46,7 @@ impl Default for OpenOptions {
             create: true,
             mode: 0o600,
             follow_symlinks: false,
+            stuck_lock_timeout: Some(STUCK_LOCK_TIMEOUT),
         }
     }
 }
@@ -61,6 +73,76 @@ impl OpenOptions {
         self.follow_symlinks = yes;
         self
     }
+    /// After how long a lock held by an unidentifiable holder, with the bus
+    /// unchanged meanwhile, is taken over (default [`STUCK_LOCK_TIMEOUT`]);
+    /// `None`: never, as NetBSD. Holders of ours that died are always taken
+    /// over after [`DEAD_HOLDER_GRACE`]; live ones never are.
+    pub fn stuck_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stuck_lock_timeout = timeout;
+        self
+    }
+}
+
+/// What a lock holder of ours writes into the header's spare word: its PID
+/// (22 bits cover Linux's largest `pid_max`) and 10 bits naming its PID
+/// namespace, so that a waiter in another namespace knows it cannot judge
+/// the PID. 0 means "no holder recorded" (a NetBSD peer, or none).
+fn my_holder_tag() -> u32 {
+    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| (std::process::id() & PID_MASK) | (namespace_tag() << 22))
+}
+
+const PID_MASK: u32 = (1 << 22) - 1;
+
+fn namespace_tag() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid")
+        .map(|m| (m.ino() as u32 ^ (m.ino() >> 32) as u32 ^ m.dev() as u32) % 1023 + 1)
+        .unwrap_or(0)
+}
+
+/// What a waiter can tell about the lock's holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// A peer of ours in this PID namespace whose process exists.
+    Alive,
+    /// A peer of ours in this PID namespace whose process is gone (or a
+    /// zombie).
+    Dead,
+    /// Nothing recorded, or recorded from another PID namespace.
+    Unknown,
+}
+
+fn judge_holder(tag: u32) -> Holder {
+    let pid = tag & PID_MASK;
+    if tag == 0 || pid == 0 || (tag >> 22) != (my_holder_tag() >> 22) {
+        return Holder::Unknown;
+    }
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Holder::Unknown;
+    };
+    match rustix::process::test_kill_process(p) {
+        Err(rustix::io::Errno::SRCH) => Holder::Dead,
+        _ => {
+            // A killed process that nobody has reaped yet still answers
+            // kill(0); its state in /proc says it is a zombie.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            match stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next())
+            {
+                Some('Z') | Some('X') => Holder::Dead,
+                _ => Holder::Alive,
+            }
+        }
+    }
+}
+
+/// A waiter's view of one continuous holding of the lock.
+struct Watch {
+    since: std::time::Instant,
+    holder: u32,
+    ctl: Control,
 }
 
 /// Checks that `path` names something a bus may live in, before it is
@@ -165,6 +247,18 @@ pub struct Bus {
     path: PathBuf,
     file: File,
     map: Mapping,
+    stuck_lock_timeout: Option<Duration>,
+    takeovers: std::sync::atomic::AtomicU64,
+    resets: std::sync::atomic::AtomicU64,
+}
+
+/// What this mapping of a bus has had to repair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recoveries {
+    /// Times a lock left by a dead or stuck holder was taken over.
+    pub lock_takeovers: u64,
+    /// Times the ring was found inconsistent after a takeover and reset.
+    pub ring_resets: u64,
 }
 
 impl std::fmt::Debug for Bus {
@@ -205,6 +299,9 @@ impl Bus {
             path: path.to_path_buf(),
             file,
             map,
+            stuck_lock_timeout: opts.stuck_lock_timeout,
+            takeovers: Default::default(),
+            resets: Default::default(),
         };
         {
             let guard = bus.lock();
@@ -232,25 +329,103 @@ impl Bus {
 
     /// Takes the bus lock: compare-and-swap 0 to 1, sleeping 1 ms after
     /// every [`LOCK_COOLDOWN`] failed tries, exactly as NetBSD peers do.
+    ///
+    /// Unlike NetBSD, a waiter does not wait forever for a holder that will
+    /// never release: each holder of ours records itself in the header's
+    /// spare word, and a waiter takes the lock over from a recorded holder
+    /// whose process is gone after [`DEAD_HOLDER_GRACE`], or from an
+    /// unidentifiable one after the stuck-lock timeout with nothing on the
+    /// bus changing. After a takeover the ring is checked and, if the dead
+    /// holder left it inconsistent, reset (see [`crate::ring::reset`]).
     pub fn lock(&self) -> BusGuard<'_> {
         let word = self.map.lock_word();
         let mut tries = 0u32;
-        while word
-            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            tries += 1;
-            if tries > LOCK_COOLDOWN {
-                std::thread::sleep(LOCK_SLEEP);
-                tries = 0;
-            } else {
-                std::hint::spin_loop();
+        let mut watch: Option<Watch> = None;
+        loop {
+            if word
+                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
             }
+            tries += 1;
+            if tries <= LOCK_COOLDOWN {
+                std::hint::spin_loop();
+                continue;
+            }
+            tries = 0;
+            if let Some(guard) = self.consider_takeover(&mut watch) {
+                return guard;
+            }
+            std::thread::sleep(LOCK_SLEEP);
         }
         self.map
             .spare_word()
-            .store(std::process::id(), Ordering::Relaxed);
+            .store(my_holder_tag(), Ordering::Relaxed);
         BusGuard { bus: self }
+    }
+
+    /// Decides, after a cooldown, whether the current holding of the lock
+    /// is one to take over, and if so takes it.
+    fn consider_takeover(&self, watch: &mut Option<Watch>) -> Option<BusGuard<'_>> {
+        let holder = self.map.spare_word().load(Ordering::Relaxed);
+        // Read without the lock: only to notice that the bus is moving.
+        let ctl = self.map.load_control();
+        let now = std::time::Instant::now();
+        let since = match watch {
+            Some(w) if w.holder == holder && w.ctl == ctl => w.since,
+            _ => {
+                *watch = Some(Watch {
+                    since: now,
+                    holder,
+                    ctl,
+                });
+                return None;
+            }
+        };
+        let waited = now.duration_since(since);
+        let steal = match judge_holder(holder) {
+            Holder::Alive => false,
+            Holder::Dead => waited >= DEAD_HOLDER_GRACE,
+            Holder::Unknown => self.stuck_lock_timeout.is_some_and(|t| waited >= t),
+        };
+        if !steal {
+            return None;
+        }
+        // Claim the holding: of several waiters, one wins this swap.
+        if self
+            .map
+            .spare_word()
+            .compare_exchange(holder, my_holder_tag(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            *watch = None;
+            return None;
+        }
+        if self.map.lock_word().load(Ordering::Acquire) == 0 {
+            // Released meanwhile after all: take it the ordinary way.
+            *watch = None;
+            return None;
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.takeovers.fetch_add(1, Ordering::Relaxed);
+        let guard = BusGuard { bus: self };
+        let ctl = guard.control();
+        let mut data = self.map.data();
+        if crate::ring::check_chain(&data, &ctl).is_err() {
+            let fresh = crate::ring::reset(&mut data, &ctl);
+            guard.set_control(&fresh);
+            self.resets.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(guard)
+    }
+
+    /// How often this mapping has recovered the bus from a dead holder.
+    pub fn recoveries(&self) -> Recoveries {
+        Recoveries {
+            lock_takeovers: self.takeovers.load(Ordering::Relaxed),
+            ring_resets: self.resets.load(Ordering::Relaxed),
+        }
     }
 
     /// Wakes every reader on the bus: writes the version word (3) at file
@@ -309,6 +484,11 @@ impl BusGuard<'_> {
     /// Stores the ring's shared state.
     pub fn set_control(&self, c: &Control) {
         self.bus.map.store_control(c)
+    }
+    /// Stores `first` alone, before frame bytes are written over evicted
+    /// frames (see [`crate::ring::append_with`]).
+    pub fn set_first(&self, first: u32) {
+        self.bus.map.store_first(first)
     }
     /// The data region, as a [`crate::ring::Region`] that reads and writes
     /// the shared ring (only while this guard holds the lock).

@@ -71,6 +71,11 @@ pub struct Counters {
     /// Frames skipped as malformed: shorter than 14 bytes (other than the
     /// ring's zero-length placeholders), or impossible headers.
     pub malformed: u64,
+    /// Times this interface took over the bus lock from a dead or stuck
+    /// holder.
+    pub lock_takeovers: u64,
+    /// Times it then found the ring inconsistent and reset it.
+    pub ring_resets: u64,
 }
 
 #[derive(Debug, Default)]
@@ -325,6 +330,17 @@ impl Interface {
             overrun_bytes: g(&c.overrun_bytes),
             overruns_unmeasured: g(&c.overruns_unmeasured),
             malformed: g(&c.malformed),
+            ..self
+                .current_link()
+                .map(|l| {
+                    let r = l.bus.recoveries();
+                    Counters {
+                        lock_takeovers: r.lock_takeovers,
+                        ring_resets: r.ring_resets,
+                        ..Counters::default()
+                    }
+                })
+                .unwrap_or_default()
         }
     }
 
@@ -396,14 +412,18 @@ impl Interface {
                     usec,
                     sender: self.sender,
                 };
-                if let Err(source) = ring::append(&mut data, &mut ctl, &h, f) {
-                    failure = Some(source);
-                    break;
+                match ring::append_with(&mut data, &mut ctl, &h, f, |first| g.set_first(first)) {
+                    // Publish each frame at once: a writer killed mid-batch
+                    // leaves a consistent ring.
+                    Ok(_) => g.set_control(&ctl),
+                    Err(source) => {
+                        failure = Some(source);
+                        break;
+                    }
                 }
                 n += 1;
                 bytes += f.len() as u64;
             }
-            g.set_control(&ctl);
         }
         bump(&self.counters.tx_frames, n);
         bump(&self.counters.tx_bytes, bytes);

@@ -88,6 +88,11 @@ impl Mapping {
         self.u32_word(field::LAST).store(c.last, Ordering::Relaxed);
     }
 
+    /// Stores `first` alone (see [`crate::ring::append_with`]).
+    pub(crate) fn store_first(&self, first: u32) {
+        self.u32_word(field::FIRST).store(first, Ordering::Relaxed);
+    }
+
     /// The data region, for reading and writing frames under the lock.
     pub(crate) fn data(&self) -> SharedData<'_> {
         SharedData { map: self }

@@ -284,6 +284,21 @@ pub fn append<R: Region + ?Sized>(
     header: &FrameHeaderRepr,
     payload: &[u8],
 ) -> Result<Appended, Corrupt> {
+    append_with(region, ctl, header, payload, |_| {})
+}
+
+/// [`append`], calling `publish_first` with the new `first` after the plan
+/// is made and before the first byte is written. A writer stores it to the
+/// bus header there (as NetBSD does before each copy), so that a writer
+/// killed mid-copy leaves a chain from `first` to `last` that is still
+/// intact: nothing it overwrote is reachable from `first`.
+pub fn append_with<R: Region + ?Sized, F: FnOnce(u32)>(
+    region: &mut R,
+    ctl: &mut Control,
+    header: &FrameHeaderRepr,
+    payload: &[u8],
+    publish_first: F,
+) -> Result<Appended, Corrupt> {
     let size = region.size();
     check_control(size, ctl)?;
     if payload.len() > MAX_FRAME_LEN || header.len as usize != payload.len() {
@@ -329,6 +344,7 @@ pub fn append<R: Region + ?Sized>(
         written[k] = (off, bytes);
     }
 
+    publish_first(first);
     for &(off, bytes) in &written[..count] {
         region.write(off, bytes);
     }
@@ -339,6 +355,49 @@ pub fn append<R: Region + ?Sized>(
         ctl.gen = ctl.gen.wrapping_add(1);
     }
     Ok(Appended { at, wrapped })
+}
+
+/// Checks that the ring is consistent: following the frame chain from
+/// `first` (from offset 0 while nothing was evicted) lands exactly on `last`
+/// within one lap, every header on the way and at `last` claims a possible
+/// length, and `first` is not `size` once the ring has wrapped.
+///
+/// This is what a peer that takes over the lock of a dead holder checks
+/// before trusting the ring again.
+pub fn check_chain<R: Region + ?Sized>(region: &R, ctl: &Control) -> Result<(), Corrupt> {
+    let size = region.size();
+    check_control(size, ctl)?;
+    let start = if ctl.first == size { 0 } else { ctl.first };
+    let mut off = start;
+    let mut travelled: u64 = 0;
+    loop {
+        let h = header_at(region, off)?;
+        if off == ctl.last {
+            return Ok(());
+        }
+        travelled += FRAME_HEADER_LEN as u64 + u64::from(h.len);
+        if travelled > u64::from(size) {
+            return Err(Corrupt::Chain { at: start });
+        }
+        off = advance(size, off, FRAME_HEADER_LEN as u32 + h.len);
+    }
+}
+
+/// Resets a ring whose contents cannot be trusted, so that every reader,
+/// this crate's and NetBSD's, resynchronises: two zero-length entries at
+/// offsets 0 and 24 (`first` = 0, `last` = 24, which differ as NetBSD
+/// asserts), and the generation moved on by two, which makes every reader's
+/// position invalid (a generation gap over one) so it restarts at `first`.
+/// Frames still in the ring are lost; new frames follow at offset 48.
+pub fn reset<R: Region + ?Sized>(region: &mut R, ctl: &Control) -> Control {
+    let empty = FrameHeaderRepr::default().to_bytes();
+    region.write(0, &empty);
+    region.write(FRAME_HEADER_LEN as u32, &empty);
+    Control {
+        gen: ctl.gen.wrapping_add(2),
+        first: 0,
+        last: FRAME_HEADER_LEN as u32,
+    }
 }
 
 /// A reader's private position in the ring (NetBSD's `sc_nextpacket` and
@@ -534,6 +593,52 @@ mod tests {
         };
         let mut buf = [0u8; MAX_FRAME_LEN];
         assert!(matches!(r.step(&ring, &ctl, &mut buf), Step::Corrupt(_)));
+    }
+
+    #[test]
+    fn check_chain_accepts_good_rings_and_reset_resyncs_readers() {
+        let mut ring = vec![0u8; 4096];
+        let mut ctl = Control::fresh(4096);
+        check_chain(&ring, &ctl).unwrap();
+        let mut r = Reader::at_end(&ring, &ctl).unwrap();
+        for k in 0..40u64 {
+            append(
+                &mut ring,
+                &mut ctl,
+                &hdr(100 + k as usize, k),
+                &vec![k as u8; 100 + k as usize],
+            )
+            .unwrap();
+            check_chain(&ring, &ctl).unwrap();
+        }
+        // Damage a header in the middle of the chain.
+        let start = if ctl.first == 4096 { 0 } else { ctl.first };
+        let mid = next_offset(&ring, start).unwrap();
+        ring[mid as usize..mid as usize + 4].copy_from_slice(&7u32.to_ne_bytes());
+        assert!(check_chain(&ring, &ctl).is_err());
+        let fresh = reset(&mut ring, &ctl);
+        check_chain(&ring, &fresh).unwrap();
+        assert_eq!(fresh.gen, ctl.gen + 2);
+        // A reader from before the reset resyncs and then sees new frames only.
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let mut ctl = fresh;
+        append(&mut ring, &mut ctl, &hdr(60, 99), &[9u8; 60]).unwrap();
+        let mut got = Vec::new();
+        let mut overran = false;
+        for _ in 0..10 {
+            match r.step(&ring, &ctl, &mut buf) {
+                Step::Frame { header, overrun } => {
+                    overran |= overrun.is_some();
+                    if header.len > 0 {
+                        got.push(header.sender);
+                    }
+                }
+                Step::Empty => break,
+                Step::Corrupt(c) => panic!("{c}"),
+            }
+        }
+        assert!(overran);
+        assert_eq!(got, vec![99]);
     }
 
     #[test]
