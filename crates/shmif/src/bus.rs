@@ -89,7 +89,13 @@ impl OpenOptions {
 /// the PID. 0 means "no holder recorded" (a NetBSD peer, or none).
 fn my_holder_tag() -> u32 {
     static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *TAG.get_or_init(|| (std::process::id() & PID_MASK) | (namespace_tag() << 22))
+    *TAG.get_or_init(|| holder_tag(std::process::id()))
+}
+
+/// The spare-word tag a lock holder with process id `pid` in this PID
+/// namespace records (for tools and tests that inspect a bus).
+pub fn holder_tag(pid: u32) -> u32 {
+    (pid & PID_MASK) | (namespace_tag() << 22)
 }
 
 const PID_MASK: u32 = (1 << 22) - 1;

@@ -1,0 +1,277 @@
+//! Chaos: a writer process is SIGKILLed at random moments, often while it
+//! holds the bus lock on purpose. After every kill the surviving processes
+//! must exchange frames again within 1 s, and no corrupt frame may ever be
+//! delivered to anyone.
+//!
+//! `SHMIF_CHAOS_ROUNDS` sets the number of rounds (default 200).
+
+use shmif::{Bus, Interface, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DATA: [u8; 2] = [0x88, 0xb5];
+const PROBE: [u8; 2] = [0x88, 0xb6];
+const ECHO: [u8; 2] = [0x88, 0xb7];
+
+fn fnv64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A broadcast frame of `kind` with a body and an FNV-64 trailer.
+fn frame(src: [u8; 6], kind: [u8; 2], seq: u64, body_len: usize) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&kind);
+    f.extend_from_slice(&seq.to_be_bytes());
+    for i in 0..body_len {
+        f.push((seq as usize ^ i) as u8);
+    }
+    let sum = fnv64(&f[14..]);
+    f.extend_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The kind and sequence number of an intact frame; `Err` if corrupt.
+fn check(f: &[u8]) -> Result<([u8; 2], u64), String> {
+    if f.len() < 14 + 8 + 8 {
+        return Err(format!("short frame: {} bytes", f.len()));
+    }
+    let (body, sum) = f[14..].split_at(f.len() - 22);
+    if fnv64(body) != u64::from_be_bytes(sum.try_into().unwrap()) {
+        return Err(format!("CORRUPT frame of {} bytes", f.len()));
+    }
+    Ok((
+        [f[12], f[13]],
+        u64::from_be_bytes(body[..8].try_into().unwrap()),
+    ))
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+struct Kill(Vec<Child>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(role: &str, bus: &Path, seed: u64) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "chaos_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SHMIF_CHAOS_ROLE", role)
+        .env("SHMIF_CHAOS_BUS", bus)
+        .env("SHMIF_CHAOS_SEED", seed.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn protocol(line: &str) -> Option<&str> {
+    line.find("@@ ").map(|i| &line[i + 3..])
+}
+
+/// The child's next protocol line (libtest prints its own lines too).
+fn next_protocol(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Option<String> {
+    lines
+        .map_while(Result::ok)
+        .find_map(|l| protocol(&l).map(String::from))
+}
+
+#[test]
+#[ignore = "entry point for the chaos test's child processes"]
+fn chaos_child() {
+    let Ok(role) = std::env::var("SHMIF_CHAOS_ROLE") else {
+        return;
+    };
+    let bus = std::env::var("SHMIF_CHAOS_BUS").unwrap();
+    let seed: u64 = std::env::var("SHMIF_CHAOS_SEED").unwrap().parse().unwrap();
+    match role.as_str() {
+        "writer" => writer(Path::new(&bus), seed),
+        "echoer" => echoer(Path::new(&bus)),
+        _ => unreachable!(),
+    }
+}
+
+/// Sends checksummed frames in bursts and holds the bus lock on purpose
+/// between bursts, until killed.
+fn writer(bus: &Path, seed: u64) {
+    let ifc = Interface::attach(bus).unwrap();
+    // The test-only hook: a second mapping whose lock it holds on purpose.
+    let raw = Bus::open(bus, &OpenOptions::new()).unwrap();
+    let mut rng = Rng(seed | 1);
+    println!("@@ ready");
+    std::io::stdout().flush().unwrap();
+    let mac = ifc.mac().0;
+    let mut seq = 0u64;
+    loop {
+        for _ in 0..rng.below(40) {
+            let len = rng.below(1400) as usize;
+            ifc.send(&frame(mac, DATA, seq, len)).unwrap();
+            seq += 1;
+        }
+        if rng.below(2) == 0 {
+            let _g = raw.lock();
+            std::thread::sleep(Duration::from_micros(rng.below(8000)));
+        }
+    }
+}
+
+/// Answers every probe with an echo and checks every frame it sees; on
+/// stdin EOF prints its tallies.
+fn echoer(bus: &Path) {
+    let ifc = std::sync::Arc::new(Interface::attach(bus).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let ifc = ifc.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            ifc.down();
+        });
+    }
+    println!("@@ ready");
+    std::io::stdout().flush().unwrap();
+    let (mut good, mut corrupt, mut echoed) = (0u64, 0u64, 0u64);
+    let mac = ifc.mac().0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let f = match ifc.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        match check(&f.data) {
+            Ok((kind, seq)) => {
+                good += 1;
+                if kind == PROBE {
+                    ifc.send(&frame(mac, ECHO, seq, 16)).unwrap();
+                    echoed += 1;
+                }
+            }
+            Err(e) => {
+                corrupt += 1;
+                eprintln!("echoer: {e}");
+            }
+        }
+    }
+    let c = ifc.counters();
+    println!(
+        "@@ tally good={good} corrupt={corrupt} echoed={echoed} overruns={} malformed={} takeovers={} resets={}",
+        c.overruns, c.malformed, c.lock_takeovers, c.ring_resets
+    );
+}
+
+fn lock_word(bus: &Path) -> u32 {
+    let b = std::fs::read(bus).unwrap();
+    u32::from_ne_bytes(b[24..28].try_into().unwrap())
+}
+
+#[test]
+fn survivors_keep_talking_while_writers_are_killed() {
+    let rounds: usize = std::env::var("SHMIF_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("chaos: {rounds} rounds, seed {seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let me = Interface::attach(&bus).unwrap();
+    let mut echoer = spawn("echoer", &bus, 0);
+    let mut echo_out = BufReader::new(echoer.stdout.take().unwrap()).lines();
+    let echo_in = echoer.stdin.take().unwrap();
+    let mut kids = Kill(vec![echoer]);
+    assert_eq!(next_protocol(&mut echo_out).as_deref(), Some("ready"));
+
+    let mac = me.mac().0;
+    let (mut in_lock, mut worst, mut corrupt_here, mut good_here) = (0, Duration::ZERO, 0, 0);
+    for round in 0..rounds {
+        let mut w = spawn("writer", &bus, rng.below(u64::MAX));
+        let mut out = BufReader::new(w.stdout.take().unwrap()).lines();
+        let ready = next_protocol(&mut out);
+        assert_eq!(ready.as_deref(), Some("ready"), "writer did not start");
+        std::thread::sleep(Duration::from_micros(500 + rng.below(20_000)));
+        w.kill().unwrap();
+        w.wait().unwrap();
+        if lock_word(&bus) == 1 {
+            in_lock += 1;
+        }
+        // The survivors must talk again within 1 s.
+        let start = Instant::now();
+        me.send(&frame(mac, PROBE, round as u64, 32)).unwrap();
+        let mut answered = false;
+        while start.elapsed() < Duration::from_secs(1) {
+            let Some(f) = me
+                .recv_timeout(Duration::from_secs(1).saturating_sub(start.elapsed()))
+                .unwrap()
+            else {
+                break;
+            };
+            match check(&f.data) {
+                Ok((kind, seq)) => {
+                    good_here += 1;
+                    if kind == ECHO && seq == round as u64 {
+                        answered = true;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    corrupt_here += 1;
+                    eprintln!("test process: {e}");
+                }
+            }
+        }
+        let took = start.elapsed();
+        worst = worst.max(took);
+        assert!(answered, "round {round}: no echo within 1 s (seed {seed})");
+    }
+    drop(echo_in);
+    let tally = next_protocol(&mut echo_out).unwrap_or_default();
+    kids.0.clear();
+    let c = me.counters();
+    eprintln!(
+        "chaos: {rounds} kills, {in_lock} while holding the lock; slowest recovery {worst:?}; \
+         test process: {good_here} good, {corrupt_here} corrupt, takeovers {}, resets {}, overruns {}; echoer: {tally}",
+        c.lock_takeovers, c.ring_resets, c.overruns
+    );
+    assert_eq!(
+        corrupt_here, 0,
+        "corrupt frames delivered to the test process"
+    );
+    assert!(tally.contains("corrupt=0"), "echoer: {tally}");
+    assert!(
+        in_lock * 5 >= rounds,
+        "only {in_lock} of {rounds} kills hit the lock: the test did not test recovery"
+    );
+}
