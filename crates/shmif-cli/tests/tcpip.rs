@@ -72,18 +72,59 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        // SIGTERM first (the host detaches cleanly), SIGKILL if it lingers.
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// Runs `shmif ARGS` to its end (each command here has its own timeout).
+/// Runs `shmif ARGS` to its end; kills it and fails after a minute, so
+/// that a hang cannot stall the test run.
 fn shmif(args: &[&str]) -> Output {
-    Command::new(SHMIF)
+    let mut child = Command::new(SHMIF)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .expect("run shmif")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shmif");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut o = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut o).unwrap();
+        o
+    });
+    let mut e = Vec::new();
+    let err_reader = std::thread::spawn(move || {
+        std::io::Read::read_to_end(&mut err, &mut e).unwrap();
+        e
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmif {} did not finish within 60 s", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
 }
 
 fn text(o: &Output) -> String {
@@ -379,7 +420,7 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
     });
     assert_eq!(back, b"echo me");
 
-    // A sender killed in the middle of a transfer: the sink goes on
+    // A sender that stops in the middle of a transfer: the sink goes on
     // serving, and the next transfer is verified.
     let mut sender = Command::new(SHMIF)
         .args([
@@ -396,7 +437,9 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let _ = sender.kill();
+    // SIGTERM: it detaches at once, sending neither FIN nor RST.
+    let pid = rustix::process::Pid::from_child(&sender);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     let _ = sender.wait();
     let o = shmif(&[
         "tcp-send",
