@@ -73,6 +73,9 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         // SIGTERM first (the host detaches cleanly), SIGKILL if it lingers.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return; // already reaped: its pid may belong to someone else now
+        }
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(2);
