@@ -88,8 +88,7 @@ impl OpenOptions {
 /// namespace, so that a waiter in another namespace knows it cannot judge
 /// the PID. 0 means "no holder recorded" (a NetBSD peer, or none).
 fn my_holder_tag() -> u32 {
-    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *TAG.get_or_init(|| holder_tag(std::process::id()))
+    crate::mapping::process_tag(|| holder_tag(std::process::id()))
 }
 
 /// The spare-word tag a lock holder with process id `pid` in this PID
@@ -441,6 +440,45 @@ impl Bus {
         self.file
             .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
+    }
+
+    /// Fails with [`Error::BusGone`] if the file was truncated under this
+    /// mapping (its pages then read as zeros). Cheap: one atomic load.
+    pub fn check_mapping(&self) -> Result<(), Error> {
+        if self.map.is_gone() {
+            return Err(Error::BusGone {
+                path: self.path.clone(),
+                what: "truncated",
+            });
+        }
+        Ok(())
+    }
+
+    /// Fails with [`Error::BusGone`] if the path no longer names the file
+    /// this mapping is of (removed, or replaced by another file), or the
+    /// file was truncated. Two system calls: call when the file's metadata
+    /// changed, not on every frame.
+    pub fn check_identity(&self) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt;
+        self.check_mapping()?;
+        let gone = |what| {
+            Err(Error::BusGone {
+                path: self.path.clone(),
+                what,
+            })
+        };
+        let mine = match self.file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Err(Error::io(&self.path, "cannot stat bus file", e)),
+        };
+        if mine.len() < BUS_SIZE as u64 {
+            return gone("truncated");
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.dev() == mine.dev() && m.ino() == mine.ino() => Ok(()),
+            Ok(_) => gone("replaced by another file"),
+            Err(_) => gone("removed"),
+        }
     }
 
     /// The version word as currently in the mapping (0 on a bus that never

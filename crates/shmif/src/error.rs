@@ -36,6 +36,15 @@ pub enum Error {
         #[source]
         source: crate::ring::Corrupt,
     },
+    /// The bus file was truncated, removed or replaced while attached: this
+    /// mapping no longer reaches the other peers. Attach again.
+    #[error("{path}: the bus file was {what} while attached; attach again to rejoin the bus")]
+    BusGone {
+        /// The bus file.
+        path: PathBuf,
+        /// What happened to it.
+        what: &'static str,
+    },
     /// A frame outside 14..=1514 bytes was offered for sending.
     #[error("frame of {len} bytes cannot be sent: a bus frame is 14 to 1514 bytes (Ethernet header + at most 1500 bytes of payload, no FCS)")]
     FrameSize {

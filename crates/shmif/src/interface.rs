@@ -425,6 +425,7 @@ impl Interface {
                 bytes += f.len() as u64;
             }
         }
+        link.bus.check_mapping()?;
         bump(&self.counters.tx_frames, n);
         bump(&self.counters.tx_bytes, bytes);
         if n > 0 {
@@ -479,6 +480,7 @@ impl Interface {
                 let s = reader.step(&g.data(), &ctl, &mut scratch[..]);
                 s
             };
+            link.bus.check_mapping()?;
             match step {
                 Step::Empty => return Ok(None),
                 Step::Corrupt(_) => {
@@ -551,22 +553,27 @@ impl Interface {
                 },
                 None => None,
             };
-            self.wait_for_wakeup(left)?;
+            let _ = self.wait_for_wakeup(left)?;
         }
     }
 
     /// Blocks until the bus file changes or `timeout` passes; for callers
-    /// that drive [`Interface::try_recv_into`] themselves. Returns
-    /// [`Error::Down`] if the interface is down.
-    pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<(), Error> {
+    /// that drive [`Interface::try_recv_into`] themselves. Returns whether a
+    /// change was seen (`false`: timed out), or [`Error::Down`] if the
+    /// interface is down.
+    pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<bool, Error> {
         let link = self.active_link()?;
-        link.waiter
+        let seen = link
+            .waiter
             .wait(timeout)
             .map_err(|e| Error::io(link.bus.path(), "cannot wait for bus wake-up", e))?;
         if !self.is_up() {
             return Err(Error::Down);
         }
-        Ok(())
+        if link.waiter.take_metadata_changed() {
+            link.bus.check_identity()?;
+        }
+        Ok(seen)
     }
 }
 

@@ -6,16 +6,157 @@
 //! defined for shared memory; the ring is copied in and out through raw
 //! pointers, bounds-checked against the mapping, and everything copied out
 //! is validated by [`crate::ring`] before it is trusted.
+//!
+//! A bus file can be truncated by another process while it is mapped; the
+//! next access to a page past the new end raises SIGBUS, which would kill
+//! the process. A SIGBUS handler installed here recognises faults inside a
+//! bus mapping, replaces that whole mapping with private zero pages (so the
+//! faulting access completes and reads zeros), and marks the mapping gone;
+//! the layers above check the mark after each operation and report a clear
+//! error. Faults elsewhere go to the previous handler or the default action.
 
 use crate::ring::{Control, Region};
 use crate::wire::{field, BUS_HEADER_LEN, BUS_SIZE, DATA_SIZE};
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// How many bus mappings one process can have at once.
+const MAX_MAPPINGS: usize = 1024;
+
+/// Where a live bus mapping is, for the SIGBUS handler (which can only use
+/// atomics). `start == 0`: free slot.
+struct Slot {
+    start: AtomicUsize,
+    len: AtomicUsize,
+    gone: AtomicBool,
+}
+
+static SLOTS: [Slot; MAX_MAPPINGS] = [const {
+    Slot {
+        start: AtomicUsize::new(0),
+        len: AtomicUsize::new(0),
+        gone: AtomicBool::new(false),
+    }
+}; MAX_MAPPINGS];
+
+/// The SIGBUS disposition before ours, to pass foreign faults on to.
+static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    for slot in &SLOTS {
+        let start = slot.start.load(Ordering::Acquire);
+        let len = slot.len.load(Ordering::Acquire);
+        if start != 0 && addr >= start && addr < start + len {
+            // SAFETY: [start, start+len) is a mapping this module made and
+            // still owns (the slot is cleared before it is unmapped); replacing
+            // it with anonymous memory of the same size keeps every pointer
+            // into it valid. mmap is a plain system call, safe in a handler.
+            let p = unsafe {
+                libc::mmap(
+                    start as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                slot.gone.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+    // Not ours: hand it to whoever handled SIGBUS before, or die as usual.
+    match PREVIOUS.get() {
+        Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
+            if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: with SA_SIGINFO the previous handler has this type.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(prev.sa_sigaction) };
+                f(sig, info, ctx);
+            } else {
+                // SAFETY: without SA_SIGINFO the previous handler has this type.
+                let f: extern "C" fn(libc::c_int) =
+                    unsafe { std::mem::transmute(prev.sa_sigaction) };
+                f(sig);
+            }
+        }
+        _ => {
+            // SAFETY: restoring the default action; returning re-runs the
+            // faulting access, which then terminates the process as it would
+            // have without this handler.
+            unsafe {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+fn install_sigbus_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sigaction with a zeroed, then filled, struct; the handler
+        // only touches atomics, calls mmap and sigaction, or chains.
+        unsafe {
+            let mut prev: libc::sigaction = std::mem::zeroed();
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_sigbus as *const () as usize;
+            act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+            libc::sigemptyset(&mut act.sa_mask);
+            if libc::sigaction(libc::SIGBUS, &act, &mut prev) == 0 {
+                let _ = PREVIOUS.set(prev);
+            }
+        }
+    });
+}
+
+/// This process's lock-holder tag, computed once per process: 0 until then,
+/// and reset to 0 in the child after `fork`, whose pid differs.
+static PROCESS_TAG: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn reset_process_tag_in_child() {
+    PROCESS_TAG.store(0, Ordering::Relaxed);
+}
+
+/// The tag this process records as lock holder (`compute` makes it), cached
+/// without a system call per lock, and correct in forked children.
+pub(crate) fn process_tag(compute: fn() -> u32) -> u32 {
+    let t = PROCESS_TAG.load(Ordering::Relaxed);
+    if t != 0 {
+        return t;
+    }
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a child-side fork handler that only stores to an
+        // atomic, which is async-signal-safe as fork handlers must be.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(reset_process_tag_in_child));
+        }
+    });
+    let t = compute();
+    PROCESS_TAG.store(t, Ordering::Relaxed);
+    t
+}
 
 /// A `MAP_SHARED`, read-write mapping of a whole bus file.
 pub(crate) struct Mapping {
     raw: memmap2::MmapRaw,
+    slot: Option<&'static Slot>,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            slot.start.store(0, Ordering::Release);
+        }
+    }
 }
 
 impl Mapping {
@@ -30,7 +171,25 @@ impl Mapping {
         if raw.len() != BUS_SIZE {
             return Err(io::Error::other("mapping has the wrong size"));
         }
-        Ok(Mapping { raw })
+        install_sigbus_handler();
+        let start = raw.as_mut_ptr() as usize;
+        let slot = SLOTS.iter().find(|s| {
+            s.start
+                .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        });
+        if let Some(s) = slot {
+            s.gone.store(false, Ordering::Relaxed);
+            s.len.store(BUS_SIZE, Ordering::Relaxed);
+            s.start.store(start, Ordering::Release);
+        }
+        Ok(Mapping { raw, slot })
+    }
+
+    /// Whether the file under this mapping was truncated (a SIGBUS was
+    /// caught and the mapping replaced by zero pages).
+    pub(crate) fn is_gone(&self) -> bool {
+        self.slot.is_some_and(|s| s.gone.load(Ordering::Acquire))
     }
 
     fn u32_word(&self, off: usize) -> &AtomicU32 {

@@ -211,7 +211,7 @@ impl<I: Borrow<Interface>> ShmifDevice<I> {
             self.rx_pending = Some(r.len);
             return Ok(());
         }
-        iface.wait_for_wakeup(timeout)
+        iface.wait_for_wakeup(timeout).map(drop)
     }
 
     /// Sends what is queued, then sleeps until the next frame arrives or

@@ -42,6 +42,14 @@ impl Waiter {
         self.inner.drain()
     }
 
+    /// Whether, since the last call, an event said the file's metadata
+    /// changed (it may have been removed, replaced or truncated), as
+    /// opposed to ordinary wake-up writes. Always false where the platform
+    /// does not tell.
+    pub fn take_metadata_changed(&self) -> bool {
+        self.inner.take_metadata_changed()
+    }
+
     /// A new descriptor for the same watch, which polls readable when the
     /// bus file has changed, for `poll`/`epoll`/async runtimes. `None` where
     /// this platform offers none (only Linux does here; elsewhere
@@ -59,18 +67,47 @@ mod imp {
     use std::io;
     use std::os::fd::{AsFd, OwnedFd};
     use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     #[derive(Debug)]
     pub(super) struct Inner {
         fd: OwnedFd,
+        metadata_changed: AtomicBool,
     }
 
     impl Inner {
         pub(super) fn new(path: &Path) -> io::Result<Self> {
+            use inotify::WatchFlags as W;
             let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
-            inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY)?;
-            Ok(Inner { fd })
+            inotify::add_watch(
+                &fd,
+                path,
+                W::MODIFY | W::ATTRIB | W::DELETE_SELF | W::MOVE_SELF,
+            )?;
+            Ok(Inner {
+                fd,
+                metadata_changed: AtomicBool::new(false),
+            })
+        }
+
+        pub(super) fn take_metadata_changed(&self) -> bool {
+            self.metadata_changed.swap(false, Ordering::Relaxed)
+        }
+
+        /// Notes events other than IN_MODIFY in a buffer of inotify events.
+        fn scan(&self, mut events: &[u8]) {
+            const HEADER: usize = 16;
+            const IN_MODIFY: u32 = 0x2;
+            while events.len() >= HEADER {
+                let mask = u32::from_ne_bytes([events[4], events[5], events[6], events[7]]);
+                let name_len =
+                    u32::from_ne_bytes([events[12], events[13], events[14], events[15]]) as usize;
+                if mask & !IN_MODIFY != 0 {
+                    self.metadata_changed.store(true, Ordering::Relaxed);
+                }
+                events = events.get(HEADER + name_len..).unwrap_or(&[]);
+            }
         }
 
         pub(super) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
@@ -96,7 +133,7 @@ mod imp {
             loop {
                 match rustix::io::read(self.fd.as_fd(), &mut buf) {
                     Ok(0) => return Ok(()),
-                    Ok(_) => continue,
+                    Ok(n) => self.scan(&buf[..n]),
                     Err(rustix::io::Errno::AGAIN) => return Ok(()),
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => return Err(e.into()),
@@ -159,6 +196,10 @@ mod imp {
             Ok(())
         }
 
+        pub(super) fn take_metadata_changed(&self) -> bool {
+            false
+        }
+
         pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
             Ok(None)
         }
@@ -195,6 +236,9 @@ mod imp {
         }
         pub(super) fn drain(&self) -> io::Result<()> {
             Ok(())
+        }
+        pub(super) fn take_metadata_changed(&self) -> bool {
+            false
         }
         pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
             Ok(None)

@@ -298,3 +298,44 @@ fn bad_files_are_refused_and_left_untouched() {
     assert!(attach_err(&m).contains("no such bus file"));
     assert!(!m.exists());
 }
+
+#[test]
+fn a_bus_truncated_while_attached_gives_an_error_not_sigbus() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let a = Interface::attach(&bus).unwrap();
+    let b = Interface::attach(&bus).unwrap();
+    a.send(&frame(MacAddr::BROADCAST, a.mac(), 1, 60)).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bus)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let e = a
+        .send(&frame(MacAddr::BROADCAST, a.mac(), 2, 60))
+        .unwrap_err();
+    assert!(matches!(e, Error::BusGone { .. }), "{e}");
+    assert!(e.to_string().contains("truncated"), "{e}");
+    assert!(e.to_string().contains(&bus.display().to_string()), "{e}");
+    let e = b.try_recv().unwrap_err();
+    assert!(matches!(e, Error::BusGone { .. }), "{e}");
+}
+
+#[test]
+fn a_bus_replaced_or_removed_while_attached_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let b = Interface::attach(&bus).unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, vec![0u8; BUS_SIZE]).unwrap();
+    std::fs::rename(&other, &bus).unwrap();
+    let e = b.recv_timeout(Duration::from_secs(2)).unwrap_err();
+    assert!(e.to_string().contains("replaced"), "{e}");
+
+    let bus2 = dir.path().join("bus2");
+    let c = Interface::attach(&bus2).unwrap();
+    std::fs::remove_file(&bus2).unwrap();
+    let e = c.recv_timeout(Duration::from_secs(2)).unwrap_err();
+    assert!(e.to_string().contains("removed"), "{e}");
+}
