@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
+/// How many ring entries one receive call looks at before giving up (they
+/// may all be for other interfaces, or a hostile peer may have made the
+/// chain a cycle). A full ring of minimum-size frames is about 27,000.
+const MAX_STEPS_PER_CALL: usize = 65_536;
+
 /// A frame received from the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -66,7 +71,8 @@ pub struct Counters {
     /// Ring bytes (frames and their headers) lost to those overruns, where
     /// the distance was knowable.
     pub overrun_bytes: u64,
-    /// Overruns whose loss could not be measured (more than a lap behind).
+    /// Overruns whose loss could not be measured (the generation jumped:
+    /// a ring reset, or a hostile peer).
     pub overruns_unmeasured: u64,
     /// Frames skipped as malformed: shorter than 14 bytes (other than the
     /// ring's zero-length placeholders), or impossible headers.
@@ -473,7 +479,9 @@ impl Interface {
             buf: scratch,
         } = &mut *rx;
         let reader = reader.as_mut().ok_or(Error::Down)?;
-        loop {
+        // A hostile peer can make the chain a cycle of frames nobody wants;
+        // one call gives up after a bounded number of steps.
+        for _ in 0..MAX_STEPS_PER_CALL {
             let step = {
                 let g = link.bus.lock();
                 let ctl = g.control();
@@ -512,6 +520,7 @@ impl Interface {
                 }
             }
         }
+        Ok(None)
     }
 
     /// Receives the next frame without blocking; `None` if nothing waits.

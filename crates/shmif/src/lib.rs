@@ -32,6 +32,8 @@
 pub mod bus;
 pub mod dump;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interface;
 #[allow(unsafe_code)]
 mod mapping;

@@ -414,8 +414,9 @@ pub struct Reader {
 /// it had not read yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overrun {
-    /// Ring bytes (headers and payloads) skipped, if the distance is known;
-    /// `None` when the reader fell more than a generation behind.
+    /// Ring bytes (headers and payloads) skipped. `None` when the distance
+    /// cannot be trusted: the generation went backwards or jumped absurdly
+    /// (a reset after a dead lock holder, or a hostile peer).
     pub bytes_lost: Option<u64>,
 }
 
@@ -501,9 +502,13 @@ impl Reader {
             } else {
                 (ctl.first, ctl.gen)
             };
+            // Positions in the stream of ring bytes are exact (generation
+            // times size plus offset) however far behind the reader was;
+            // only a generation moved on by a reset, or by a hostile peer,
+            // makes the distance meaningless, and it is then left unknown.
             let old = Self::linear(size, self.next, self.devgen);
             let new = Self::linear(size, next, devgen);
-            let bytes_lost = if ctl.gen.wrapping_sub(self.devgen) <= 1 && new >= old {
+            let bytes_lost = if new >= old && ctl.gen.wrapping_sub(self.devgen) < (1 << 32) {
                 u64::try_from(new - old).ok()
             } else {
                 None

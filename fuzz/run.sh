@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs each fuzz target for SECONDS (default 30) on its seed corpus.
+# Usage: bash fuzz/run.sh [SECONDS]
+set -euo pipefail
+secs="${1:-30}"
+cd "$(dirname "$0")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/ring" "$work/bus_image"
+cp seeds/ring/* "$work/ring/"
+for f in ../tests/fixtures/*.bus.gz; do
+    gzip -dc "$f" > "$work/bus_image/$(basename "$f" .gz)"
+done
+for t in ring bus_image; do
+    echo "== fuzz target $t for ${secs}s"
+    # -rss_limit_mb: a bus image is 1 MiB and the harness copies it.
+    cargo +nightly fuzz run "$t" "$work/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 \
+        -max_len=$([ "$t" = ring ] && echo 16384 || echo 1048584) 2>&1 \
+        | grep -E "^#[0-9]+.*(DONE|pulse)|Done [0-9]+ runs|ERROR|panicked|SUMMARY|==[0-9]+==" || true
+    # libFuzzer exits non-zero on a finding; cargo fuzz leaves it in artifacts/.
+    if ls artifacts/"$t"/crash-* artifacts/"$t"/oom-* artifacts/"$t"/timeout-* >/dev/null 2>&1; then
+        echo "FUZZ FINDING in target $t: see fuzz/artifacts/$t/" >&2
+        exit 1
+    fi
+done
