@@ -29,6 +29,8 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+pub mod async_io;
 pub mod bus;
 pub mod dump;
 mod error;
