@@ -5,24 +5,15 @@
 //!
 //! `SHMIF_CHAOS_ROUNDS` sets the number of rounds (default 200).
 
+mod common;
+use common::{fnv64, role, say, Kid};
 use shmif::{Bus, Interface, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const DATA: [u8; 2] = [0x88, 0xb5];
 const PROBE: [u8; 2] = [0x88, 0xb6];
 const ECHO: [u8; 2] = [0x88, 0xb7];
-
-fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// A broadcast frame of `kind` with a body and an FNV-64 trailer.
 fn frame(src: [u8; 6], kind: [u8; 2], seq: u64, body_len: usize) -> Vec<u8> {
@@ -63,57 +54,15 @@ impl Rng {
     }
 }
 
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(role: &str, bus: &Path, seed: u64) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "chaos_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHMIF_CHAOS_ROLE", role)
-        .env("SHMIF_CHAOS_BUS", bus)
-        .env("SHMIF_CHAOS_SEED", seed.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-fn protocol(line: &str) -> Option<&str> {
-    line.find("@@ ").map(|i| &line[i + 3..])
-}
-
-/// The child's next protocol line (libtest prints its own lines too).
-fn next_protocol(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Option<String> {
-    lines
-        .map_while(Result::ok)
-        .find_map(|l| protocol(&l).map(String::from))
-}
-
 #[test]
 #[ignore = "entry point for the chaos test's child processes"]
 fn chaos_child() {
-    let Ok(role) = std::env::var("SHMIF_CHAOS_ROLE") else {
+    let Some((role, args)) = role() else {
         return;
     };
-    let bus = std::env::var("SHMIF_CHAOS_BUS").unwrap();
-    let seed: u64 = std::env::var("SHMIF_CHAOS_SEED").unwrap().parse().unwrap();
     match role.as_str() {
-        "writer" => writer(Path::new(&bus), seed),
-        "echoer" => echoer(Path::new(&bus)),
+        "writer" => writer(Path::new(&args[0]), args[1].parse().unwrap()),
+        "echoer" => echoer(Path::new(&args[0])),
         _ => unreachable!(),
     }
 }
@@ -125,8 +74,7 @@ fn writer(bus: &Path, seed: u64) {
     // The test-only hook: a second mapping whose lock it holds on purpose.
     let raw = Bus::open(bus, &OpenOptions::new()).unwrap();
     let mut rng = Rng(seed | 1);
-    println!("@@ ready");
-    std::io::stdout().flush().unwrap();
+    say("ready");
     let mac = ifc.mac().0;
     let mut seq = 0u64;
     loop {
@@ -157,8 +105,7 @@ fn echoer(bus: &Path) {
             ifc.down();
         });
     }
-    println!("@@ ready");
-    std::io::stdout().flush().unwrap();
+    say("ready");
     let (mut good, mut corrupt, mut echoed) = (0u64, 0u64, 0u64);
     let mac = ifc.mac().0;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -182,10 +129,10 @@ fn echoer(bus: &Path) {
         }
     }
     let c = ifc.counters();
-    println!(
-        "@@ tally good={good} corrupt={corrupt} echoed={echoed} overruns={} malformed={} takeovers={} resets={}",
+    say(&format!(
+        "tally good={good} corrupt={corrupt} echoed={echoed} overruns={} malformed={} takeovers={} resets={}",
         c.overruns, c.malformed, c.lock_takeovers, c.ring_resets
-    );
+    ));
 }
 
 fn lock_word(bus: &Path) -> u32 {
@@ -208,22 +155,22 @@ fn survivors_keep_talking_while_writers_are_killed() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let me = Interface::attach(&bus).unwrap();
-    let mut echoer = spawn("echoer", &bus, 0);
-    let mut echo_out = BufReader::new(echoer.stdout.take().unwrap()).lines();
-    let echo_in = echoer.stdin.take().unwrap();
-    let mut kids = Kill(vec![echoer]);
-    assert_eq!(next_protocol(&mut echo_out).as_deref(), Some("ready"));
+    let busarg = bus.display().to_string();
+    let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
+    echoer.expect("ready");
 
     let mac = me.mac().0;
     let (mut in_lock, mut worst, mut corrupt_here, mut good_here) = (0, Duration::ZERO, 0, 0);
     for round in 0..rounds {
-        let mut w = spawn("writer", &bus, rng.below(u64::MAX));
-        let mut out = BufReader::new(w.stdout.take().unwrap()).lines();
-        let ready = next_protocol(&mut out);
-        assert_eq!(ready.as_deref(), Some("ready"), "writer did not start");
+        let mut w = Kid::spawn(
+            "chaos_child",
+            "writer",
+            &[busarg.clone(), rng.below(u64::MAX).to_string()],
+        );
+        w.expect("ready");
         std::thread::sleep(Duration::from_micros(500 + rng.below(20_000)));
-        w.kill().unwrap();
-        w.wait().unwrap();
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
         if lock_word(&bus) == 1 {
             in_lock += 1;
         }
@@ -256,9 +203,8 @@ fn survivors_keep_talking_while_writers_are_killed() {
         worst = worst.max(took);
         assert!(answered, "round {round}: no echo within 1 s (seed {seed})");
     }
-    drop(echo_in);
-    let tally = next_protocol(&mut echo_out).unwrap_or_default();
-    kids.0.clear();
+    echoer.stdin.take();
+    let tally = echoer.expect("tally");
     let c = me.counters();
     eprintln!(
         "chaos: {rounds} kills, {in_lock} while holding the lock; slowest recovery {worst:?}; \

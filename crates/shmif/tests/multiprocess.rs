@@ -1,28 +1,17 @@
-//! Separate processes on one bus file.
-//!
-//! The child processes are this test binary run again with
-//! `SHMIF_TEST_ROLE` set, entering the ignored `child_entry` test; they talk
-//! to the parent over stdin/stdout with lines starting `@@ `.
+//! Separate processes on one bus file: three peers exchanging 10,000
+//! frames each, and a blocked receive woken from another process.
 
+mod common;
+use common::{fnv64, role, say, Kid};
 use shmif::Interface;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PEERS: usize = 3;
 const FRAMES_PER_PEER: u32 = 10_000;
 const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
-
-fn fnv64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// Frame `seq` of peer `who`: broadcast, numbered, with a checksum trailer.
 fn numbered_frame(src: [u8; 6], who: u8, seq: u32) -> Vec<u8> {
@@ -53,68 +42,13 @@ fn check_frame(f: &[u8]) -> Result<(u8, u32), String> {
     Ok((body[0], u32::from_be_bytes(body[1..5].try_into().unwrap())))
 }
 
-struct Children(Vec<Child>);
-impl Drop for Children {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn_child(role: &str, args: &[String]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_entry",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SHMIF_TEST_ROLE", role)
-        .env("SHMIF_TEST_ARGS", args.join("\u{1f}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child")
-}
-
-/// The protocol part of a child's output line (libtest may print its own
-/// text before it on the same line).
-fn protocol(line: &str) -> Option<&str> {
-    line.find("@@ ").map(|i| &line[i + 3..])
-}
-
-/// Reads protocol lines (`@@ ...`) from a child until one satisfies `want`.
-fn read_until(
-    lines: &mut impl Iterator<Item = std::io::Result<String>>,
-    want: &str,
-) -> Option<String> {
-    for line in lines.by_ref() {
-        let line = line.ok()?;
-        if let Some(rest) = protocol(&line) {
-            if rest.starts_with(want) {
-                return Some(rest.to_string());
-            }
-        }
-    }
-    None
-}
-
 /// Entry point of child processes; does nothing in a normal test run.
 #[test]
 #[ignore = "entry point for child processes of the other tests"]
 fn child_entry() {
-    let Ok(role) = std::env::var("SHMIF_TEST_ROLE") else {
+    let Some((role, args)) = role() else {
         return;
     };
-    let args: Vec<String> = std::env::var("SHMIF_TEST_ARGS")
-        .unwrap_or_default()
-        .split('\u{1f}')
-        .map(String::from)
-        .collect();
     match role.as_str() {
         "peer" => peer(Path::new(&args[0]), args[1].parse().unwrap()),
         "waker-receiver" => waker_receiver(Path::new(&args[0]), args[1].parse().unwrap()),
@@ -122,19 +56,14 @@ fn child_entry() {
     }
 }
 
-fn wait_for_go() {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "go");
-}
-
 /// A peer: sends its numbered frames paced, receives everyone else's, and
 /// reports what it got.
 fn peer(bus: &Path, who: u8) {
     let ifc = Arc::new(Interface::attach(bus).unwrap());
-    println!("@@ ready");
-    std::io::stdout().flush().unwrap();
-    wait_for_go();
+    say("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "go");
 
     let rx = Arc::clone(&ifc);
     let receiver = std::thread::spawn(move || {
@@ -175,14 +104,14 @@ fn peer(bus: &Path, who: u8) {
     }
     let (got, errors) = receiver.join().unwrap();
     let c = ifc.counters();
-    println!(
-        "@@ result got={got} overruns={} own={} errors={}",
+    say(&format!(
+        "result got={got} overruns={} own={} errors={}",
         c.overruns,
         c.rx_own,
         errors.len()
-    );
+    ));
     for e in errors.iter().take(5) {
-        println!("@@ error {e}");
+        say(&format!("error {e}"));
     }
 }
 
@@ -190,43 +119,44 @@ fn peer(bus: &Path, who: u8) {
 fn three_processes_exchange_ten_thousand_frames_each() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let mut kids = Children(Vec::new());
-    let mut outs = Vec::new();
-    let mut ins: Vec<ChildStdin> = Vec::new();
-    for who in 0..PEERS {
-        let mut c = spawn_child("peer", &[bus.display().to_string(), who.to_string()]);
-        ins.push(c.stdin.take().unwrap());
-        outs.push(BufReader::new(c.stdout.take().unwrap()).lines());
-        kids.0.push(c);
+    let mut kids: Vec<Kid> = (0..PEERS)
+        .map(|who| {
+            Kid::spawn(
+                "child_entry",
+                "peer",
+                &[bus.display().to_string(), who.to_string()],
+            )
+        })
+        .collect();
+    for k in &mut kids {
+        k.expect("ready");
     }
-    for (who, out) in outs.iter_mut().enumerate() {
-        read_until(out, "ready").unwrap_or_else(|| panic!("peer {who} never attached"));
+    for k in &mut kids {
+        writeln!(k.stdin.as_mut().unwrap(), "go").unwrap();
     }
-    for i in &mut ins {
-        writeln!(i, "go").unwrap();
-    }
-    let want = format!("got={}", (PEERS as u32 - 1) * FRAMES_PER_PEER);
-    for (who, out) in outs.iter_mut().enumerate() {
-        let result = read_until(out, "result").unwrap_or_else(|| panic!("peer {who} died"));
-        let mut details = Vec::new();
-        for line in out.by_ref().map_while(Result::ok) {
-            if let Some(rest) = protocol(&line) {
-                details.push(rest.to_string());
-            }
-        }
+    let want = (PEERS as u32 - 1) * FRAMES_PER_PEER;
+    for (who, k) in kids.iter_mut().enumerate() {
+        let result = k.expect("result");
+        let details: Vec<String> = std::iter::from_fn(|| k.next()).collect();
         eprintln!("peer {who}: {result}");
-        assert!(result.contains(&want), "peer {who}: {result} {details:?}");
-        assert!(
-            result.contains("overruns=0") && result.contains("errors=0"),
-            "peer {who}: {result} {details:?}"
+        assert_eq!(
+            common::field(&result, "got"),
+            u64::from(want),
+            "peer {who}: {details:?}"
         );
-        let own: u32 = result
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("own="))
-            .and_then(|n| n.parse().ok())
-            .unwrap();
+        assert_eq!(
+            common::field(&result, "overruns"),
+            0,
+            "peer {who}: {details:?}"
+        );
+        assert_eq!(
+            common::field(&result, "errors"),
+            0,
+            "peer {who}: {details:?}"
+        );
+        let own = common::field(&result, "own");
         assert!(
-            own > 0 && own <= FRAMES_PER_PEER,
+            own > 0 && own <= u64::from(FRAMES_PER_PEER),
             "peer {who} should have seen and skipped its own frames: {result}"
         );
     }
@@ -241,14 +171,12 @@ fn monotonic_ns() -> u64 {
 /// after the sender's timestamp.
 fn waker_receiver(bus: &Path, rounds: usize) {
     let ifc = Interface::attach(bus).unwrap();
-    println!("@@ ready");
-    std::io::stdout().flush().unwrap();
+    say("ready");
     for _ in 0..rounds {
         let f = ifc.recv().unwrap();
         let now = monotonic_ns();
         let sent = u64::from_be_bytes(f.data[14..22].try_into().unwrap());
-        println!("@@ latency_ns {}", now.saturating_sub(sent));
-        std::io::stdout().flush().unwrap();
+        say(&format!("latency_ns {}", now.saturating_sub(sent)));
     }
 }
 
@@ -257,13 +185,12 @@ fn blocked_recv_in_another_process_wakes_on_send() {
     const ROUNDS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let mut c = spawn_child(
+    let mut kid = Kid::spawn(
+        "child_entry",
         "waker-receiver",
         &[bus.display().to_string(), ROUNDS.to_string()],
     );
-    let mut out = BufReader::new(c.stdout.take().unwrap()).lines();
-    let _kids = Children(vec![c]);
-    read_until(&mut out, "ready").expect("receiver attached");
+    kid.expect("ready");
     let tx = Interface::attach(&bus).unwrap();
     let mut lat = Vec::new();
     for _ in 0..ROUNDS {
@@ -275,7 +202,7 @@ fn blocked_recv_in_another_process_wakes_on_send() {
         f.extend_from_slice(&monotonic_ns().to_be_bytes());
         f.resize(60, 0);
         tx.send(&f).unwrap();
-        let line = read_until(&mut out, "latency_ns").expect("receiver woke");
+        let line = kid.expect("latency_ns");
         let ns: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         lat.push(ns);
     }
