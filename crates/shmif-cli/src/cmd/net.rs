@@ -1,6 +1,7 @@
 //! What `host`, `ping`, `tcp-send` and `demo` share: address parsing, a
-//! smoltcp TCP/IP stack on a bus, stopping on SIGINT/SIGTERM, and the test
-//! pattern `tcp-send` sends and `host --tcp-sink` checks.
+//! smoltcp TCP/IP stack on a bus, activities that run on a stack (a ping
+//! run, a TCP transfer), stopping on SIGINT/SIGTERM, and the test pattern
+//! `tcp-send` sends and `host --tcp-sink` checks.
 
 use anyhow::{anyhow, Context, Result};
 use shmif::smoltcp_device::ShmifDevice;
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Default size of each TCP socket's send and receive buffer, in KiB. Large
 /// enough to keep the bus busy, small enough that one window of data (plus
@@ -79,6 +80,20 @@ pub fn addresses(ip: Option<IpCidr>, ip6: Option<IpCidr>) -> Result<Vec<IpCidr>>
         );
     }
     Ok(addrs)
+}
+
+/// Fails unless `addrs` has an address of `dest`'s family; `what` names
+/// the destination in the message (`DEST 10.0.0.1`, `--ping fd00::1`).
+pub fn check_family(what: &str, dest: IpAddr, addrs: &[IpCidr]) -> Result<()> {
+    let same = |c: &IpCidr| matches!(c, IpCidr::Ipv4(_)) == dest.is_ipv4();
+    if !addrs.iter().any(same) {
+        anyhow::bail!(
+            "{what} is {}, but this interface has no such address: add --ip{} ADDR/PREFIX",
+            if dest.is_ipv4() { "IPv4" } else { "IPv6" },
+            if dest.is_ipv4() { "" } else { "6" }
+        );
+    }
+    Ok(())
 }
 
 /// A TCP/IP host on a bus: a shmif interface, smoltcp's interface over it,
@@ -187,6 +202,65 @@ pub fn tcp_socket(kib: usize) -> tcp::Socket<'static> {
     // overrunning the reader each time; Reno backs off and recovers.
     s.set_congestion_control(tcp::CongestionControl::Reno);
     s
+}
+
+/// What an [`Activity`] needs after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// It handed data to a socket or took some: poll the stack again
+    /// before sleeping.
+    Busy,
+    /// Nothing to do until a frame arrives, smoltcp has a timer due, or
+    /// the given instant (`None`: no deadline of its own).
+    Idle(Option<Instant>),
+    /// Finished: call [`Activity::finish`].
+    Done,
+}
+
+/// Something a host does over many polls of its [`Stack`], next to
+/// whatever else the stack serves: a ping run ([`super::ping::Pinger`]), a
+/// TCP transfer ([`super::tcp_send::TcpSender`]).
+///
+/// The driver polls the stack, calls [`Activity::step`], and sleeps as the
+/// step says; when the interface is taken down (SIGINT/SIGTERM) it calls
+/// [`Activity::interrupt`]; in the end it calls [`Activity::finish`] once.
+/// [`run_alone`] is the driver for a stack that does nothing else.
+pub trait Activity {
+    /// Does what can be done now; called after each [`Stack::poll`].
+    fn step(&mut self, stack: &mut Stack) -> Step;
+    /// The interface was taken down (`why`): nothing more will come in.
+    fn interrupt(&mut self, why: &str);
+    /// Prints the report on stdout (failures on stderr), frees the
+    /// activity's sockets, and returns whether it succeeded.
+    fn finish(&mut self, stack: &mut Stack) -> bool;
+}
+
+/// What to say when the interface went down under an activity.
+pub fn down_reason(stop: &StopSignal) -> &'static str {
+    if stop.stopped() {
+        "interrupted"
+    } else {
+        "interface taken down"
+    }
+}
+
+/// Runs `act` on `stack` until it is done or the interface is taken down
+/// (by [`StopSignal`]), then finishes it; returns whether it succeeded.
+pub fn run_alone(stack: &mut Stack, act: &mut dyn Activity, stop: &StopSignal) -> Result<bool> {
+    loop {
+        stack.poll();
+        let until = match act.step(stack) {
+            Step::Busy => continue,
+            Step::Done => break,
+            Step::Idle(until) => until,
+        };
+        let max = until.map(|u| u.saturating_duration_since(Instant::now()));
+        if max != Some(Duration::ZERO) && !stack.wait(max)? {
+            act.interrupt(down_reason(stop));
+            break;
+        }
+    }
+    Ok(act.finish(stack))
 }
 
 /// Stops a command on SIGINT or SIGTERM: sets a flag and takes the shmif

@@ -1,14 +1,15 @@
 //! `shmif ping`: ICMP echo over a bus, from a userspace TCP/IP stack.
 
-use super::net::{self, Stack, StopSignal};
+use super::net::{self, Activity, Stack, Step, StopSignal};
 use anyhow::{Context, Result};
 use shmif::MacAddr;
+use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::icmp;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,8 @@ pub struct Args {
     pub quiet: bool,
 }
 
-fn parse_secs(s: &str) -> Result<f64, String> {
+/// Parses a number of seconds from 0 to 3600 (`--interval`, `--timeout`).
+pub fn parse_secs(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a number of seconds from 0 to 3600")),
@@ -88,162 +90,214 @@ fn payload(ident: u16, seq: u16, size: usize, out: &mut Vec<u8>) {
 
 /// Runs `shmif ping`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let dest = IpAddress::from(args.dest);
-    let max = 1500 - headers(args.dest);
-    if args.size > max {
-        anyhow::bail!(
-            "-s {}: at most {max} bytes fit in one {} frame (no fragmentation)",
-            args.size,
-            if args.dest.is_ipv4() { "IPv4" } else { "IPv6" }
-        );
-    }
+    let opts = PingOptions {
+        dest: args.dest,
+        count: args.count,
+        interval: Duration::from_secs_f64(args.interval),
+        size: args.size,
+        timeout: Duration::from_secs_f64(args.timeout),
+        quiet: args.quiet,
+    };
     let addrs = match (args.ip, args.ip6) {
         (Some(v6 @ IpCidr::Ipv6(_)), None) => vec![v6],
         (ip, ip6) => net::addresses(ip, ip6)?,
     };
+    opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
     let mut stack = Stack::attach(&args.bus, args.mac, &addrs)?;
-    let Some(src) = stack.source_for(dest) else {
-        anyhow::bail!(
-            "DEST {dest} is {}, but this interface has no such address: add --ip{} ADDR/PREFIX",
-            if args.dest.is_ipv4() { "IPv4" } else { "IPv6" },
-            if args.dest.is_ipv4() { "" } else { "6" }
-        );
-    };
     let stop = StopSignal::install(&stack.shmif)?;
+    let mut pinger = Pinger::start(&mut stack, opts, &args.bus)?;
+    Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
-    let packets = 64;
-    let room = packets * (args.size + 8);
-    let socket = icmp::Socket::new(
-        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; room]),
-        icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; room]),
-    );
-    let handle = stack.sockets.add(socket);
-    let ident = (stack.shmif.sender_id() & 0xffff) as u16;
-    stack
-        .sockets
-        .get_mut::<icmp::Socket>(handle)
-        .bind(icmp::Endpoint::Ident(ident))
-        .context("cannot open an ICMP socket")?;
-    let caps = ChecksumCapabilities::default();
+/// One run of echo requests: what `shmif ping` does, and `shmif host
+/// --ping`.
+#[derive(Debug, Clone)]
+pub struct PingOptions {
+    /// The address to ping.
+    pub dest: IpAddr,
+    /// How many requests (`None`: until interrupted).
+    pub count: Option<u64>,
+    /// Time between requests; zero sends each as soon as the previous
+    /// reply is in (or has timed out).
+    pub interval: Duration,
+    /// Bytes of data in each request.
+    pub size: usize,
+    /// How long to wait for each reply.
+    pub timeout: Duration,
+    /// Print only the summary.
+    pub quiet: bool,
+}
 
-    let interval = Duration::from_secs_f64(args.interval);
-    let timeout = Duration::from_secs_f64(args.timeout);
-    let started = Instant::now();
-    if !args.quiet {
-        net::say(&format!(
-            "PING {dest} from {src} ({}) on {}: {} data bytes",
-            stack.mac(),
-            args.bus.display(),
-            args.size
-        ));
+impl PingOptions {
+    /// Checks that a request fits in one frame and that `addrs` has an
+    /// address of DEST's family. `what` names DEST and `size_flag` the
+    /// size option in the messages.
+    pub fn check(&self, what: &str, size_flag: &str, addrs: &[IpCidr]) -> Result<()> {
+        let max = 1500 - headers(self.dest);
+        if self.size > max {
+            anyhow::bail!(
+                "{size_flag} {}: at most {max} bytes fit in one {} frame (no fragmentation)",
+                self.size,
+                if self.dest.is_ipv4() { "IPv4" } else { "IPv6" }
+            );
+        }
+        net::check_family(what, self.dest, addrs)
+    }
+}
+
+/// A ping run on a [`Stack`]: sends echo requests from its own ICMP socket,
+/// prints a line per reply and, when finished, the summary (the output of
+/// `shmif ping`). Succeeds if at least one reply came back and none had
+/// wrong data.
+pub struct Pinger {
+    opts: PingOptions,
+    dest: IpAddress,
+    src: IpAddress,
+    handle: SocketHandle,
+    ident: u16,
+    caps: ChecksumCapabilities,
+    started: Instant,
+    sent: u64,
+    next_send: Instant,
+    /// Requests in flight: sequence number -> time sent.
+    waiting: BTreeMap<u16, Instant>,
+    rtts: Vec<Duration>,
+    corrupt: u64,
+    /// Whether the interface went down: send nothing more.
+    interrupted: bool,
+    data: Vec<u8>,
+    expect: Vec<u8>,
+}
+
+impl Pinger {
+    /// Opens an ICMP socket on `stack` and prints the `PING` line (unless
+    /// quiet); the first request goes out at the first step. `opts` should
+    /// have passed [`PingOptions::check`] against the stack's addresses.
+    pub fn start(stack: &mut Stack, opts: PingOptions, bus: &Path) -> Result<Pinger> {
+        let dest = IpAddress::from(opts.dest);
+        let Some(src) = stack.source_for(dest) else {
+            anyhow::bail!(
+                "no source address for {dest} (this interface has no address of its family)"
+            );
+        };
+        let packets = 64;
+        let room = packets * (opts.size + 8);
+        let socket = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; room]),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; room]),
+        );
+        let handle = stack.sockets.add(socket);
+        let ident = (stack.shmif.sender_id() & 0xffff) as u16;
+        if let Err(e) = stack
+            .sockets
+            .get_mut::<icmp::Socket>(handle)
+            .bind(icmp::Endpoint::Ident(ident))
+        {
+            stack.sockets.remove(handle);
+            return Err(e).context("cannot open an ICMP socket");
+        }
+        if !opts.quiet {
+            net::say(&format!(
+                "PING {dest} from {src} ({}) on {}: {} data bytes",
+                stack.mac(),
+                bus.display(),
+                opts.size
+            ));
+        }
+        let size = opts.size;
+        Ok(Pinger {
+            opts,
+            dest,
+            src,
+            handle,
+            ident,
+            caps: ChecksumCapabilities::default(),
+            started: Instant::now(),
+            sent: 0,
+            next_send: Instant::now(),
+            waiting: BTreeMap::new(),
+            rtts: Vec::new(),
+            corrupt: 0,
+            interrupted: false,
+            data: Vec::with_capacity(size),
+            expect: Vec::with_capacity(size),
+        })
     }
 
-    let mut sent: u64 = 0;
-    let mut next_send = Instant::now();
-    // Requests in flight: sequence number -> time sent.
-    let mut waiting: BTreeMap<u16, Instant> = BTreeMap::new();
-    let mut rtts: Vec<Duration> = Vec::new();
-    let mut corrupt = 0u64;
-    let mut data = Vec::with_capacity(args.size);
-    let mut expect = Vec::with_capacity(args.size);
-
-    loop {
-        let now = Instant::now();
-        let more = args.count.map_or(true, |c| sent < c);
-        let may_send = if interval.is_zero() {
-            waiting.is_empty()
-        } else {
-            now >= next_send
-        };
-        if more && may_send && !stop.stopped() {
-            let seq = sent as u16;
-            payload(ident, seq, args.size, &mut data);
-            let s = stack.sockets.get_mut::<icmp::Socket>(handle);
-            let ok = match (dest, src) {
-                (IpAddress::Ipv4(_), _) => {
-                    let repr = Icmpv4Repr::EchoRequest {
-                        ident,
-                        seq_no: seq,
-                        data: &data,
-                    };
-                    s.send(repr.buffer_len(), dest)
-                        .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps))
-                        .is_ok()
-                }
-                (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
-                    let repr = Icmpv6Repr::EchoRequest {
-                        ident,
-                        seq_no: seq,
-                        data: &data,
-                    };
-                    s.send(repr.buffer_len(), dest)
-                        .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), &caps))
-                        .is_ok()
-                }
-                _ => false,
-            };
-            if ok {
-                waiting.insert(seq, Instant::now());
-            }
-            // Counted even when the socket is full: a request that could
-            // not go out is lost.
-            sent += 1;
-            next_send = if next_send + interval > now {
-                next_send + interval
-            } else {
-                now + interval
-            };
-        }
-
-        stack.poll();
-
-        let s = stack.sockets.get_mut::<icmp::Socket>(handle);
+    /// Takes in the replies waiting in the socket. Returns whether it sent
+    /// anything (an answer to a request that carried our identifier).
+    fn receive(&mut self, stack: &mut Stack) -> bool {
+        let (ident, dest, src, caps) = (self.ident, self.dest, self.src, &self.caps);
+        let s = stack.sockets.get_mut::<icmp::Socket>(self.handle);
+        let mut answered = false;
         while let Ok((pkt, from)) = s.recv() {
             let got = Instant::now();
-            let reply = match from {
+            let msg = match from {
                 IpAddress::Ipv4(_) => Icmpv4Packet::new_checked(pkt)
                     .ok()
-                    .and_then(|p| Icmpv4Repr::parse(&p, &caps).ok())
+                    .and_then(|p| Icmpv4Repr::parse(&p, caps).ok())
                     .and_then(|r| match r {
                         Icmpv4Repr::EchoReply {
                             ident: i,
                             seq_no,
                             data,
-                        } if i == ident => Some((seq_no, data)),
+                        } if i == ident => Some((true, seq_no, data)),
+                        Icmpv4Repr::EchoRequest {
+                            ident: i,
+                            seq_no,
+                            data,
+                        } if i == ident => Some((false, seq_no, data)),
                         _ => None,
                     }),
                 IpAddress::Ipv6(f) => {
                     let IpAddress::Ipv6(sa) = src else { continue };
                     Icmpv6Packet::new_checked(pkt)
                         .ok()
-                        .and_then(|p| Icmpv6Repr::parse(&f, &sa, &p, &caps).ok())
+                        .and_then(|p| Icmpv6Repr::parse(&f, &sa, &p, caps).ok())
                         .and_then(|r| match r {
                             Icmpv6Repr::EchoReply {
                                 ident: i,
                                 seq_no,
                                 data,
-                            } if i == ident => Some((seq_no, data)),
+                            } if i == ident => Some((true, seq_no, data)),
+                            Icmpv6Repr::EchoRequest {
+                                ident: i,
+                                seq_no,
+                                data,
+                            } if i == ident => Some((false, seq_no, data)),
                             _ => None,
                         })
                 }
             };
-            let Some((seq, reply_data)) = reply else {
+            let Some((is_reply, seq, reply_data)) = msg else {
                 continue;
             };
+            if !is_reply {
+                // Someone else's request that happens to carry our
+                // identifier: our socket took it, so smoltcp does not
+                // answer it; answer it here, as smoltcp would have.
+                let data = reply_data.to_vec();
+                answered |= answer(s, from, src, ident, seq, &data, caps);
+                continue;
+            }
             if from != dest {
                 continue;
             }
-            let Some(t0) = waiting.remove(&seq) else {
+            let Some(t0) = self.waiting.remove(&seq) else {
                 continue; // late (already timed out) or duplicate
             };
             let rtt = got.duration_since(t0);
-            payload(ident, seq, args.size, &mut expect);
-            let intact = reply_data == &expect[..];
+            payload(ident, seq, self.opts.size, &mut self.expect);
+            let intact = reply_data == &self.expect[..];
             if !intact {
-                corrupt += 1;
+                self.corrupt += 1;
             }
-            rtts.push(rtt);
-            if !args.quiet {
+            self.rtts.push(rtt);
+            if !self.opts.quiet {
                 net::say(&format!(
                     "{} bytes from {from}: icmp_seq={seq} time={:.3} ms{}",
                     reply_data.len() + 8,
@@ -252,63 +306,163 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 ));
             }
         }
-
-        let now = Instant::now();
-        waiting.retain(|_, t| now.duration_since(*t) < timeout);
-        let done_sending = args.count.is_some_and(|c| sent >= c) || stop.stopped();
-        if done_sending && waiting.is_empty() {
-            break;
-        }
-        // Sleep until a frame, smoltcp's next timer, the next request, or
-        // the oldest reply's deadline.
-        let mut until: Option<Instant> = waiting.values().min().map(|t| *t + timeout);
-        let send_pending = !interval.is_zero() || waiting.is_empty();
-        if !done_sending && send_pending {
-            until = Some(until.map_or(next_send, |u| u.min(next_send)));
-        }
-        let max = until.map(|u| u.saturating_duration_since(Instant::now()));
-        if max != Some(Duration::ZERO) && !stack.wait(max)? {
-            // Taken down by SIGINT/SIGTERM: summary of what we have.
-            break;
-        }
+        answered
     }
 
-    let received = rtts.len() as u64;
-    let lost = sent.saturating_sub(received);
-    let loss = if sent > 0 {
-        100.0 * lost as f64 / sent as f64
-    } else {
-        0.0
-    };
-    net::say(&format!("--- {dest} ping statistics ---"));
-    net::say(&format!(
-        "{sent} packets transmitted, {received} received, {loss:.0}% packet loss, time {:.3} s{}",
-        started.elapsed().as_secs_f64(),
-        if corrupt > 0 {
-            format!(", {corrupt} with wrong data")
+    /// Sends request number `self.sent`.
+    fn send_request(&mut self, stack: &mut Stack, now: Instant) {
+        let (ident, dest, caps) = (self.ident, self.dest, &self.caps);
+        let seq = self.sent as u16;
+        payload(ident, seq, self.opts.size, &mut self.data);
+        let data = &self.data;
+        let s = stack.sockets.get_mut::<icmp::Socket>(self.handle);
+        let ok = match (dest, self.src) {
+            (IpAddress::Ipv4(_), _) => {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data,
+                };
+                s.send(repr.buffer_len(), dest)
+                    .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), caps))
+                    .is_ok()
+            }
+            (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
+                let repr = Icmpv6Repr::EchoRequest {
+                    ident,
+                    seq_no: seq,
+                    data,
+                };
+                s.send(repr.buffer_len(), dest)
+                    .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), caps))
+                    .is_ok()
+            }
+            _ => false,
+        };
+        if ok {
+            self.waiting.insert(seq, Instant::now());
+        }
+        // Counted even when the socket is full: a request that could not
+        // go out is lost.
+        self.sent += 1;
+        let interval = self.opts.interval;
+        self.next_send = if self.next_send + interval > now {
+            self.next_send + interval
         } else {
-            String::new()
-        }
-    ));
-    if !rtts.is_empty() {
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let min = rtts.iter().min().copied().unwrap_or_default();
-        let max = rtts.iter().max().copied().unwrap_or_default();
-        let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
-        let mut sorted = rtts.clone();
-        sorted.sort();
-        let median = sorted[sorted.len() / 2];
-        net::say(&format!(
-            "rtt min/avg/median/max = {:.3}/{:.3}/{:.3}/{:.3} ms",
-            ms(min),
-            ms(avg),
-            ms(median),
-            ms(max)
-        ));
+            now + interval
+        };
     }
-    Ok(if received > 0 && corrupt == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+}
+
+/// Answers an echo request (`seq`, `data`) from `to` through socket `s`.
+fn answer(
+    s: &mut icmp::Socket,
+    to: IpAddress,
+    src: IpAddress,
+    ident: u16,
+    seq: u16,
+    data: &[u8],
+    caps: &ChecksumCapabilities,
+) -> bool {
+    match (to, src) {
+        (IpAddress::Ipv4(_), _) => {
+            let repr = Icmpv4Repr::EchoReply {
+                ident,
+                seq_no: seq,
+                data,
+            };
+            s.send(repr.buffer_len(), to)
+                .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), caps))
+                .is_ok()
+        }
+        (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
+            let repr = Icmpv6Repr::EchoReply {
+                ident,
+                seq_no: seq,
+                data,
+            };
+            s.send(repr.buffer_len(), to)
+                .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), caps))
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
+impl Activity for Pinger {
+    fn step(&mut self, stack: &mut Stack) -> Step {
+        let mut busy = self.receive(stack);
+        let now = Instant::now();
+        let timeout = self.opts.timeout;
+        self.waiting.retain(|_, t| now.duration_since(*t) < timeout);
+        let more = !self.interrupted && self.opts.count.map_or(true, |c| self.sent < c);
+        let interval_zero = self.opts.interval.is_zero();
+        let may_send = if interval_zero {
+            self.waiting.is_empty()
+        } else {
+            now >= self.next_send
+        };
+        if more && may_send {
+            self.send_request(stack, now);
+            busy = true;
+        }
+        let done_sending = self.interrupted || self.opts.count.is_some_and(|c| self.sent >= c);
+        if done_sending && self.waiting.is_empty() {
+            return Step::Done;
+        }
+        if busy {
+            return Step::Busy;
+        }
+        // Until the next request or the oldest reply's deadline.
+        let mut until: Option<Instant> = self.waiting.values().min().map(|t| *t + timeout);
+        if !done_sending && (!interval_zero || self.waiting.is_empty()) {
+            until = Some(until.map_or(self.next_send, |u| u.min(self.next_send)));
+        }
+        Step::Idle(until)
+    }
+
+    fn interrupt(&mut self, _why: &str) {
+        // The summary says what came back; what is in flight is lost.
+        self.interrupted = true;
+        self.waiting.clear();
+    }
+
+    fn finish(&mut self, stack: &mut Stack) -> bool {
+        stack.sockets.remove(self.handle);
+        let (sent, rtts, dest) = (self.sent, &self.rtts, self.dest);
+        let received = rtts.len() as u64;
+        let lost = sent.saturating_sub(received);
+        let loss = if sent > 0 {
+            100.0 * lost as f64 / sent as f64
+        } else {
+            0.0
+        };
+        net::say(&format!("--- {dest} ping statistics ---"));
+        net::say(&format!(
+            "{sent} packets transmitted, {received} received, {loss:.0}% packet loss, time {:.3} s{}",
+            self.started.elapsed().as_secs_f64(),
+            if self.corrupt > 0 {
+                format!(", {} with wrong data", self.corrupt)
+            } else {
+                String::new()
+            }
+        ));
+        if !rtts.is_empty() {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let min = rtts.iter().min().copied().unwrap_or_default();
+            let max = rtts.iter().max().copied().unwrap_or_default();
+            let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
+            let mut sorted = rtts.clone();
+            sorted.sort();
+            let median = sorted[sorted.len() / 2];
+            net::say(&format!(
+                "rtt min/avg/median/max = {:.3}/{:.3}/{:.3}/{:.3} ms",
+                ms(min),
+                ms(avg),
+                ms(median),
+                ms(max)
+            ));
+        }
+        received > 0 && self.corrupt == 0
+    }
 }

@@ -1,8 +1,9 @@
 //! `shmif tcp-send`: push a checkable byte stream to a TCP server on a bus.
 
-use super::net::{self, Stack, StopSignal};
+use super::net::{self, Activity, Stack, Step, StopSignal};
 use anyhow::{bail, Result};
 use shmif::MacAddr;
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use std::net::SocketAddr;
@@ -58,7 +59,8 @@ pub struct Args {
     pub timeout: f64,
 }
 
-fn parse_megabytes(s: &str) -> Result<f64, String> {
+/// Parses a positive number of mebibytes (`--megabytes`).
+pub fn parse_megabytes(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
         _ => Err(format!("`{s}` is not a positive number of mebibytes")),
@@ -71,63 +73,155 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// Runs `shmif tcp-send`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let total = (args.megabytes * net::MIB).round() as u64;
-    if total == 0 {
-        bail!("--megabytes {}: less than one byte", args.megabytes);
-    }
-    if args.dest.port() == 0 {
-        bail!("DEST:PORT {}: port 0 cannot be connected to", args.dest);
-    }
+    let opts = TcpSendOptions {
+        dest: args.dest,
+        megabytes: args.megabytes,
+        expect_echo: args.expect_echo,
+        tcp_buffer: args.tcp_buffer,
+        timeout: Duration::from_secs_f64(args.timeout.clamp(0.001, 1e6)),
+    };
     let addrs = match (args.ip, args.ip6) {
         (Some(v6 @ IpCidr::Ipv6(_)), None) => vec![v6],
         (ip, ip6) => net::addresses(ip, ip6)?,
     };
+    opts.check(&format!("DEST {}", args.dest), &addrs)?;
     let mut stack = Stack::attach(&args.bus, args.mac, &addrs)?;
-    let remote = IpEndpoint::from(args.dest);
-    if stack.source_for(remote.addr).is_none() {
-        bail!(
-            "DEST {} is {}, but this interface has no such address: add --ip{} ADDR/PREFIX",
-            args.dest,
-            if args.dest.is_ipv4() { "IPv4" } else { "IPv6" },
-            if args.dest.is_ipv4() { "" } else { "6" }
-        );
-    }
     let stop = StopSignal::install(&stack.shmif)?;
-    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.001, 1e6));
+    let port = local_port(&stack, 0, &[]);
+    let mut sender = TcpSender::start(&mut stack, opts, port, "shmif tcp-send")?;
+    Ok(if net::run_alone(&mut stack, &mut sender, &stop)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
-    let handle = stack.sockets.add(net::tcp_socket(args.tcp_buffer));
-    let local_port = 49152 + (stack.shmif.sender_id() % 16384) as u16;
-    {
-        let s = stack.sockets.get_mut::<tcp::Socket>(handle);
-        let cx = stack.ip.context();
-        if let Err(e) = s.connect(cx, remote, local_port) {
-            bail!("cannot connect to {}: {e}", args.dest);
-        }
+/// The local port for this stack's `n`th outgoing connection: in the
+/// dynamic range (49152 to 65535), derived from the interface's random
+/// sender id, and none of `avoid` (ports the stack listens on, whose
+/// listening sockets would take the connection's segments).
+pub fn local_port(stack: &Stack, n: u16, avoid: &[u16]) -> u16 {
+    let base = stack.shmif.sender_id() % 16384;
+    (0..16384u64)
+        .map(|k| 49152 + ((base + u64::from(n) + k) % 16384) as u16)
+        .find(|p| !avoid.contains(p))
+        .unwrap_or(49152)
+}
+
+/// One transfer of the test pattern: what `shmif tcp-send` does, and
+/// `shmif host --tcp-send`.
+#[derive(Debug, Clone)]
+pub struct TcpSendOptions {
+    /// The server.
+    pub dest: SocketAddr,
+    /// How much to send, in MiB.
+    pub megabytes: f64,
+    /// Fail unless the server sends the whole stream back.
+    pub expect_echo: bool,
+    /// The socket's send and receive buffer size, in KiB.
+    pub tcp_buffer: usize,
+    /// Give up after this long without progress.
+    pub timeout: Duration,
+}
+
+impl TcpSendOptions {
+    /// Bytes to send.
+    pub fn total(&self) -> u64 {
+        (self.megabytes * net::MIB).round() as u64
     }
 
-    let mut sent: u64 = 0; // bytes handed to the socket
-    let mut echoed: u64 = 0;
-    let mut echo_bad: Option<u64> = None;
-    let mut start: Option<Instant> = None;
-    let mut acked_at: Option<Instant> = None;
-    let mut last_progress = Instant::now();
-    let mut last_mark = (0u64, 0usize, 0u64, tcp::State::Closed);
-    let failure: Option<String> = loop {
-        stack.poll();
-        let s = stack.sockets.get_mut::<tcp::Socket>(handle);
-        let state = s.state();
-        if start.is_none() && matches!(state, tcp::State::Established) {
-            start = Some(Instant::now());
+    /// Checks that there is something to send, a port to send it to, and
+    /// an address in `addrs` of DEST's family; `what` names DEST in the
+    /// messages.
+    pub fn check(&self, what: &str, addrs: &[IpCidr]) -> Result<()> {
+        if self.total() == 0 {
+            bail!("--megabytes {}: less than one byte", self.megabytes);
         }
-        if start.is_none() && state == tcp::State::Closed {
-            break Some(format!(
-                "connection to {} refused or reset (is a server listening there?)",
-                args.dest
+        if self.dest.port() == 0 {
+            bail!("{what}: port 0 cannot be connected to");
+        }
+        net::check_family(what, self.dest.ip(), addrs)
+    }
+}
+
+/// A transfer on a [`Stack`]: connects its own TCP socket, sends the
+/// pattern, checks whatever comes back against it, and prints the
+/// `tcp-send` report when finished. Succeeds when everything was sent and
+/// acknowledged (and, with `expect_echo`, echoed back intact).
+pub struct TcpSender {
+    opts: TcpSendOptions,
+    /// Prefix of the failure message on stderr (`shmif tcp-send`).
+    context: String,
+    handle: SocketHandle,
+    total: u64,
+    /// Bytes handed to the socket.
+    sent: u64,
+    echoed: u64,
+    echo_bad: Option<u64>,
+    start: Option<Instant>,
+    acked_at: Option<Instant>,
+    last_progress: Instant,
+    /// Bytes acknowledged, bytes queued, bytes echoed, state: progress is
+    /// a change in any.
+    last_mark: (u64, usize, u64, tcp::State),
+    failure: Option<String>,
+}
+
+impl TcpSender {
+    /// Adds a socket to `stack` and starts connecting from `local_port`.
+    /// `opts` should have passed [`TcpSendOptions::check`] against the
+    /// stack's addresses; `context` prefixes the failure message.
+    pub fn start(
+        stack: &mut Stack,
+        opts: TcpSendOptions,
+        local_port: u16,
+        context: &str,
+    ) -> Result<TcpSender> {
+        let handle = stack.sockets.add(net::tcp_socket(opts.tcp_buffer));
+        let s = stack.sockets.get_mut::<tcp::Socket>(handle);
+        if let Err(e) = s.connect(stack.ip.context(), IpEndpoint::from(opts.dest), local_port) {
+            stack.sockets.remove(handle);
+            bail!("cannot connect to {}: {e}", opts.dest);
+        }
+        Ok(TcpSender {
+            total: opts.total(),
+            opts,
+            context: context.to_string(),
+            handle,
+            sent: 0,
+            echoed: 0,
+            echo_bad: None,
+            start: None,
+            acked_at: None,
+            last_progress: Instant::now(),
+            last_mark: (0, 0, 0, tcp::State::Closed),
+            failure: None,
+        })
+    }
+
+    fn fail(&mut self, why: String) -> Step {
+        self.failure = Some(why);
+        Step::Done
+    }
+}
+
+impl Activity for TcpSender {
+    fn step(&mut self, stack: &mut Stack) -> Step {
+        let total = self.total;
+        let dest = self.opts.dest;
+        let s = stack.sockets.get_mut::<tcp::Socket>(self.handle);
+        let state = s.state();
+        if self.start.is_none() && matches!(state, tcp::State::Established) {
+            self.start = Some(Instant::now());
+        }
+        if self.start.is_none() && state == tcp::State::Closed {
+            return self.fail(format!(
+                "connection to {dest} refused or reset (is a server listening there?)"
             ));
         }
         let mut moved = false;
-        while sent < total && s.can_send() {
-            let at = sent;
+        while self.sent < total && s.can_send() {
+            let at = self.sent;
             let n = s
                 .send(|buf| {
                     let n = buf.len().min((total - at) as usize);
@@ -138,27 +232,31 @@ pub fn run(args: Args) -> Result<ExitCode> {
             if n == 0 {
                 break;
             }
-            sent += n as u64;
+            self.sent += n as u64;
             moved = true;
         }
-        if sent == total && s.may_send() {
+        if self.sent == total && s.may_send() {
             s.close(); // FIN after the data
         }
         while s.can_recv() {
-            let at = echoed;
+            let at = self.echoed;
             match s.recv(|buf| (buf.len(), (buf.len(), net::pattern_check(at, buf)))) {
                 Ok((n, bad)) if n > 0 => {
-                    if echo_bad.is_none() {
-                        echo_bad = bad;
+                    if self.echo_bad.is_none() {
+                        self.echo_bad = bad;
                     }
-                    echoed += n as u64;
+                    self.echoed += n as u64;
                     moved = true;
                 }
                 _ => break,
             }
         }
-        if start.is_some() && acked_at.is_none() && sent == total && s.send_queue() == 0 {
-            acked_at = Some(Instant::now());
+        if self.start.is_some()
+            && self.acked_at.is_none()
+            && self.sent == total
+            && s.send_queue() == 0
+        {
+            self.acked_at = Some(Instant::now());
         }
         // Done once everything (and our FIN) is acknowledged and the peer
         // has closed too, which lets it finish cleanly; a server that keeps
@@ -167,99 +265,99 @@ pub fn run(args: Args) -> Result<ExitCode> {
             state,
             tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed
         );
-        if let Some(t) = acked_at.filter(|_| fin_acked) {
+        if let Some(t) = self.acked_at.filter(|_| fin_acked) {
             if matches!(state, tcp::State::TimeWait | tcp::State::Closed) {
-                break None;
+                return Step::Done;
             }
-            if !args.expect_echo && t.elapsed() >= LINGER {
-                break None;
+            if !self.opts.expect_echo && t.elapsed() >= LINGER {
+                return Step::Done;
             }
         }
-        if start.is_some() && state == tcp::State::Closed && acked_at.is_none() {
-            break Some(format!(
-                "connection reset by {} after {} of {total} bytes",
-                args.dest,
-                sent - s.send_queue() as u64
+        let acked = self.sent - s.send_queue() as u64;
+        if self.start.is_some() && state == tcp::State::Closed && self.acked_at.is_none() {
+            return self.fail(format!(
+                "connection reset by {dest} after {acked} of {total} bytes"
             ));
         }
-        let mark = (sent - s.send_queue() as u64, s.send_queue(), echoed, state);
-        if mark != last_mark {
-            last_mark = mark;
-            last_progress = Instant::now();
+        let mark = (acked, s.send_queue(), self.echoed, state);
+        if mark != self.last_mark {
+            self.last_mark = mark;
+            self.last_progress = Instant::now();
         }
         if moved {
-            continue;
+            return Step::Busy;
         }
-        let left = timeout.saturating_sub(last_progress.elapsed());
-        let nap = if acked_at.is_some() {
+        let timeout = self.opts.timeout;
+        let left = timeout.saturating_sub(self.last_progress.elapsed());
+        if left.is_zero() {
+            return self.fail(match self.start {
+                None => format!(
+                    "no answer from {dest} in {:.1} s (no host with that address on the bus?)",
+                    timeout.as_secs_f64()
+                ),
+                Some(_) => format!(
+                    "stalled: no progress for {:.1} s ({acked} of {total} bytes acknowledged, {} echoed)",
+                    timeout.as_secs_f64(),
+                    self.echoed
+                ),
+            });
+        }
+        let nap = if self.acked_at.is_some() {
             left.min(LINGER)
         } else {
             left
         };
-        if left.is_zero() {
-            break Some(match start {
-                None => format!(
-                    "no answer from {} in {:.1} s (no host with that address on the bus?)",
-                    args.dest,
-                    timeout.as_secs_f64()
-                ),
-                Some(_) => format!(
-                    "stalled: no progress for {:.1} s ({} of {total} bytes acknowledged, {echoed} echoed)",
-                    timeout.as_secs_f64(),
-                    mark.0
-                ),
-            });
-        }
-        if !stack.wait(Some(nap))? {
-            break Some(if stop.stopped() {
-                "interrupted".to_string()
-            } else {
-                "interface taken down".to_string()
-            });
-        }
-    };
+        Step::Idle(Some(Instant::now() + nap))
+    }
 
-    let acked = match acked_at {
-        Some(_) => total,
-        None => last_mark.0,
-    };
-    let secs = match (start, acked_at) {
-        (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
-        (Some(s), None) => s.elapsed().as_secs_f64(),
-        _ => 0.0,
-    };
-    let src = stack
-        .source_for(remote.addr)
-        .map(|a: IpAddress| a.to_string())
-        .unwrap_or_default();
-    net::say(&format!(
-        "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
-        args.dest,
-        net::mib_per_sec(acked, secs)
-    ));
-    let mut ok = failure.is_none();
-    if echoed > 0 || args.expect_echo {
-        let verdict = match echo_bad {
-            Some(at) => {
-                ok = false;
-                format!("pattern MISMATCH at byte {at}")
-            }
-            None if echoed == total => "pattern ok".to_string(),
-            None => {
-                if args.expect_echo {
-                    ok = false;
-                }
-                format!("incomplete (pattern ok so far; {total} sent)")
-            }
+    fn interrupt(&mut self, why: &str) {
+        if self.failure.is_none() {
+            self.failure = Some(why.to_string());
+        }
+    }
+
+    fn finish(&mut self, stack: &mut Stack) -> bool {
+        stack.sockets.remove(self.handle);
+        let total = self.total;
+        let acked = match self.acked_at {
+            Some(_) => total,
+            None => self.last_mark.0,
         };
-        net::say(&format!("echo: {echoed} bytes back, {verdict}"));
+        let secs = match (self.start, self.acked_at) {
+            (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
+            (Some(s), None) => s.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        let remote = IpAddress::from(self.opts.dest.ip());
+        let src = stack
+            .source_for(remote)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        net::say(&format!(
+            "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
+            self.opts.dest,
+            net::mib_per_sec(acked, secs)
+        ));
+        let mut ok = self.failure.is_none();
+        if self.echoed > 0 || self.opts.expect_echo {
+            let verdict = match self.echo_bad {
+                Some(at) => {
+                    ok = false;
+                    format!("pattern MISMATCH at byte {at}")
+                }
+                None if self.echoed == total => "pattern ok".to_string(),
+                None => {
+                    if self.opts.expect_echo {
+                        ok = false;
+                    }
+                    format!("incomplete (pattern ok so far; {total} sent)")
+                }
+            };
+            net::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
+        }
+        if let Some(f) = &self.failure {
+            eprintln!("{}: {f}", self.context);
+        }
+        ok
     }
-    if let Some(f) = failure {
-        eprintln!("shmif tcp-send: {f}");
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
