@@ -18,7 +18,7 @@ for t in ring bus_image; do
         -max_len=$([ "$t" = ring ] && echo 16384 || echo 1048584) 2>&1 \
         | grep -E "^#[0-9]+.*(DONE|pulse)|Done [0-9]+ runs|ERROR|panicked|SUMMARY|==[0-9]+==" || true
     # libFuzzer exits non-zero on a finding; cargo fuzz leaves it in artifacts/.
-    if ls artifacts/"$t"/crash-* artifacts/"$t"/oom-* artifacts/"$t"/timeout-* >/dev/null 2>&1; then
+    if [ -n "$(find artifacts/"$t" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \) 2>/dev/null)" ]; then
         echo "FUZZ FINDING in target $t: see fuzz/artifacts/$t/" >&2
         exit 1
     fi

@@ -121,15 +121,12 @@ impl fmt::Display for Corrupt {
 
 impl std::error::Error for Corrupt {}
 
-/// `shmif_advance`: `off + delta`, reduced once modulo the ring size.
+/// `shmif_advance`: `off + delta` modulo the ring size. NetBSD subtracts
+/// the size once, which is the same whenever `off <= size` and `delta <
+/// size`, as on any real bus; the full reduction keeps small rings (tests,
+/// fuzzing) in range too.
 fn advance(size: u32, off: u32, delta: u32) -> u32 {
-    let n = u64::from(off) + u64::from(delta);
-    let n = if n >= u64::from(size) {
-        n - u64::from(size)
-    } else {
-        n
-    };
-    // `off <= size` and `delta < size` keep `n` below `size`.
+    let n = (u64::from(off) + u64::from(delta)) % u64::from(size.max(1));
     u32::try_from(n).unwrap_or(0)
 }
 
@@ -301,7 +298,10 @@ pub fn append_with<R: Region + ?Sized, F: FnOnce(u32)>(
 ) -> Result<Appended, Corrupt> {
     let size = region.size();
     check_control(size, ctl)?;
-    if payload.len() > MAX_FRAME_LEN || header.len as usize != payload.len() {
+    // NetBSD's precondition (`len < DATASIZE/2`): a frame must fit in half
+    // the ring, or eviction would walk over the frame being written.
+    let fits = (FRAME_HEADER_LEN + payload.len()) < size as usize / 2;
+    if payload.len() > MAX_FRAME_LEN || header.len as usize != payload.len() || !fits {
         return Err(Corrupt::Length {
             at: ctl.last,
             len: payload.len() as u32,

@@ -51,6 +51,22 @@ fn bus_image_harness_on_fixtures_and_damaged_fixtures() {
     shmif::fuzzing::bus_image(&[0x54, 0xd0, 0x11, 0xca]);
 }
 
+/// Inputs the fuzzers once crashed on, kept so they stay fixed.
+#[test]
+fn regressions_found_by_fuzzing() {
+    for (target, harness) in [
+        ("ring", shmif::fuzzing::ring_ops as fn(&[u8])),
+        ("bus_image", shmif::fuzzing::bus_image),
+    ] {
+        let dir = root().join("fuzz/regressions").join(target);
+        for e in std::fs::read_dir(&dir).into_iter().flatten() {
+            let p = e.unwrap().path();
+            eprintln!("replaying {}", p.display());
+            harness(&std::fs::read(&p).unwrap());
+        }
+    }
+}
+
 #[test]
 fn ring_harness_on_seeds() {
     let dir = root().join("fuzz/seeds/ring");
