@@ -32,6 +32,8 @@ enum Command {
     Ping(cmd::ping::Args),
     TcpSend(cmd::tcp_send::Args),
     Demo(cmd::demo::Args),
+    Capture(cmd::capture::Args),
+    Tap(cmd::tap::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
         Command::Ping(a) => cmd::ping::run(a),
         Command::TcpSend(a) => cmd::tcp_send::run(a),
         Command::Demo(a) => cmd::demo::run(a),
+        Command::Capture(a) => cmd::capture::run(a),
+        Command::Tap(a) => cmd::tap::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod capture;
 pub mod demo;
 pub mod dump;
 pub mod host;
@@ -7,4 +8,5 @@ pub mod listen;
 pub mod net;
 pub mod ping;
 pub mod send;
+pub mod tap;
 pub mod tcp_send;

@@ -1,0 +1,502 @@
+//! `shmif capture`: every frame on a bus from now on, live, as pcap, pcapng
+//! or one line each.
+//!
+//! Attaches to the bus as a promiscuous interface, so it receives every
+//! frame that every other peer writes, and waits for them with poll(2) on
+//! the bus's wake-up descriptor (no busy polling). Output is flushed
+//! whenever the bus has nothing more waiting, so a reader of the pipe
+//! (`tcpdump -r -`, `wireshark -k -i -`) sees each frame as soon as it is
+//! captured. On the way out it reports to standard error how many frames it
+//! captured and what overruns cost.
+//!
+//! The signal plumbing here ([`StopSignals`]) is shared with `shmif tap`.
+
+use super::dump::lib_error;
+use anyhow::{anyhow, Context as _};
+use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use shmif::wire::MAX_FRAME_LEN;
+use shmif::{Interface, Received};
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufWriter, Read as _, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Snapshot length written in the file headers: a full Ethernet frame with
+/// FCS, as `shmif dump` (and libpcap's `shmif_dumpbus`) write.
+const SNAPLEN: u32 = 1518;
+
+/// pcapng `if_tsresol`: timestamps in nanoseconds (pcap-file writes
+/// enhanced packet blocks in nanoseconds).
+const TSRESOL_NANOSECONDS: u8 = 9;
+
+/// Capture every frame on a shmif bus, live, to pcap, pcapng or text.
+///
+/// Attaches to BUS (creating it if missing) as a new promiscuous interface
+/// and captures every frame any other peer writes from then on, whoever it
+/// is addressed to. With -w it writes them to FILE as a classic pcap
+/// (link type Ethernet, microsecond timestamps), or as pcapng with
+/// --pcapng; `-w -` writes to standard output, for `tcpdump -r -` or
+/// `wireshark -k -i -`. Without -w it prints one line per frame: the time
+/// (HH:MM:SS.uuuuuu, UTC) and a decoded summary. Output is flushed whenever
+/// no more frames are waiting, so readers see traffic as it happens.
+///
+/// Timestamps are, by default, the sender's, from the bus frame header:
+/// peers using this crate write the wall-clock time, so the capture gets
+/// real dates, and the time is when the frame was sent even if the capture
+/// reads a burst at once. Rump kernels write their uptime instead (dates in
+/// 1970); `--timestamps capture` stamps each frame with the time it was
+/// read instead.
+///
+/// Stops after COUNT frames, on SIGINT or SIGTERM, or when the reader of
+/// standard output goes away; then prints to standard error the frames
+/// captured and what was lost to overruns (frames overwritten on the ring
+/// before the capture read them, when it falls a whole ring behind).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    shmif capture /tmp/bus                                 # one line per frame until Ctrl-C\n  \
+    shmif capture /tmp/bus -w bus.pcap -c 100              # the next 100 frames to a pcap\n  \
+    shmif capture /tmp/bus -w - | tcpdump -n -e -r -       # decoded live by tcpdump\n  \
+    shmif capture /tmp/bus -w - --pcapng | wireshark -k -i -   # live in Wireshark\n\n\
+    Exit status: 0 when COUNT frames were captured, on SIGINT/SIGTERM, or when the reader of \
+    standard output went away; 1 on an error (bad bus, unwritable FILE).")]
+pub struct Args {
+    /// The bus file (created if missing).
+    #[arg(value_name = "BUS")]
+    pub bus: PathBuf,
+
+    /// Write the frames to FILE as pcap (or pcapng with --pcapng) instead of
+    /// printing summaries; `-` writes to standard output.
+    #[arg(short = 'w', long = "write", value_name = "FILE|-")]
+    pub write: Option<PathBuf>,
+
+    /// Stop after capturing COUNT frames.
+    #[arg(short = 'c', long, value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Write pcapng (a section header, an interface description block for
+    /// the bus, link type Ethernet, then enhanced packet blocks) instead of
+    /// classic pcap. Needs -w.
+    #[arg(long, requires = "write")]
+    pub pcapng: bool,
+
+    /// Which time to record for each frame: `sender` (the frame header's
+    /// timestamp, written by the sending peer) or `capture` (when this
+    /// command read it).
+    #[arg(long, value_name = "SOURCE", value_enum, default_value_t = Timestamps::Sender)]
+    pub timestamps: Timestamps,
+}
+
+/// Where a frame's recorded time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Timestamps {
+    /// The sender's timestamp from the bus frame header (wall clock for
+    /// this crate's peers, uptime for rump kernels).
+    Sender,
+    /// The time this command read the frame off the bus (wall clock).
+    Capture,
+}
+
+/// SIGINT and SIGTERM, turned into a descriptor that polls readable (a
+/// self-pipe), so that one poll(2) waits for frames and signals alike.
+pub(crate) struct StopSignals {
+    read: UnixStream,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignals {
+    /// Catches SIGINT and SIGTERM from now on (they no longer kill the
+    /// process; [`StopSignals::caught`] tells).
+    pub(crate) fn new() -> io::Result<Self> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            ids.push(signal_hook::low_level::pipe::register(
+                sig,
+                write.try_clone()?,
+            )?);
+        }
+        Ok(StopSignals { read, ids })
+    }
+
+    /// The descriptor to poll for readability.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Whether a signal arrived (consumes the notification).
+    pub(crate) fn caught(&self) -> bool {
+        let mut buf = [0u8; 16];
+        let mut any = false;
+        loop {
+            match (&self.read).read(&mut buf) {
+                Ok(0) => return any,
+                Ok(_) => any = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return any,
+            }
+        }
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// Waits until one of `fds` is ready or `timeout` passes (`None`: no
+/// limit), retrying on EINTR.
+pub(crate) fn poll_fds(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
+    let ts = timeout.map(|d| Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
+    loop {
+        match poll(fds, ts.as_ref()) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A buffered output shared between a pcap writer (which owns one handle)
+/// and the loop that flushes it (which keeps the other).
+#[derive(Clone)]
+struct Shared(Rc<RefCell<BufWriter<Box<dyn Write>>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// The output format and its writer.
+enum Format {
+    /// One summary line per frame.
+    Text(Shared),
+    /// Classic pcap.
+    Pcap(PcapWriter<Shared>, Shared),
+    /// pcapng.
+    PcapNg(PcapNgWriter<Shared>, Shared),
+}
+
+fn pcap_io(e: PcapError) -> io::Error {
+    match e {
+        PcapError::IoError(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// `HH:MM:SS.uuuuuu` of a timestamp, UTC.
+fn clock(sec: u32, usec: u32) -> String {
+    let day = sec % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        usec
+    )
+}
+
+impl Format {
+    /// Starts the output: the file header for pcap, the section header and
+    /// the bus's interface description for pcapng.
+    fn start(args: &Args, out: Box<dyn Write>) -> io::Result<Self> {
+        let shared = Shared(Rc::new(RefCell::new(BufWriter::with_capacity(
+            64 * 1024,
+            out,
+        ))));
+        if args.write.is_none() {
+            return Ok(Format::Text(shared));
+        }
+        if !args.pcapng {
+            let header = PcapHeader {
+                version_major: 2,
+                version_minor: 4,
+                ts_correction: 0,
+                ts_accuracy: 0,
+                snaplen: SNAPLEN,
+                datalink: DataLink::ETHERNET,
+                ts_resolution: TsResolution::MicroSecond,
+                endianness: Endianness::native(),
+            };
+            let w = PcapWriter::with_header(shared.clone(), header).map_err(pcap_io)?;
+            return Ok(Format::Pcap(w, shared));
+        }
+        let section = SectionHeaderBlock {
+            endianness: Endianness::native(),
+            options: vec![SectionHeaderOption::UserApplication(Cow::Owned(format!(
+                "shmif capture {}",
+                env!("CARGO_PKG_VERSION")
+            )))],
+            ..Default::default()
+        };
+        let mut w = PcapNgWriter::with_section_header(shared.clone(), section).map_err(pcap_io)?;
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: SNAPLEN,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(args.bus.display().to_string())),
+                InterfaceDescriptionOption::IfDescription(Cow::Borrowed(
+                    "shmif shared-memory Ethernet bus",
+                )),
+                InterfaceDescriptionOption::IfTsResol(TSRESOL_NANOSECONDS),
+            ],
+        };
+        w.write_pcapng_block(idb).map_err(pcap_io)?;
+        Ok(Format::PcapNg(w, shared))
+    }
+
+    /// Writes one frame.
+    fn frame(&mut self, (sec, usec): (u32, u32), data: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        match self {
+            Format::Text(out) => writeln!(
+                out,
+                "{} {}",
+                clock(sec, usec),
+                crate::summary::summarize(data)
+            ),
+            Format::Pcap(w, _) => w
+                .write_raw_packet(&RawPcapPacket {
+                    ts_sec: sec,
+                    ts_frac: usec,
+                    incl_len: len,
+                    orig_len: len,
+                    data: Cow::Borrowed(data),
+                })
+                .map(drop)
+                .map_err(pcap_io),
+            Format::PcapNg(w, _) => w
+                .write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: 0,
+                    timestamp: Duration::new(u64::from(sec), 0)
+                        + Duration::from_micros(u64::from(usec)),
+                    original_len: len,
+                    data: Cow::Borrowed(data),
+                    options: vec![],
+                })
+                .map(drop)
+                .map_err(pcap_io),
+        }
+    }
+
+    /// Pushes everything written so far to the file or pipe.
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Format::Text(out) | Format::Pcap(_, out) | Format::PcapNg(_, out) => out.flush(),
+        }
+    }
+}
+
+/// Refuses an output path that is the bus file itself: creating it would
+/// truncate the bus.
+fn check_not_the_bus(out: &Path, bus: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Ok(b)) = (std::fs::metadata(out), std::fs::metadata(bus)) else {
+        return Ok(());
+    };
+    if a.dev() == b.dev() && a.ino() == b.ino() {
+        return Err(anyhow!(
+            "{}: refusing to write the capture over the bus file itself",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The time now, as bus timestamps are: seconds and microseconds.
+fn now() -> (u32, u32) {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as u32, d.subsec_micros())
+}
+
+/// Why the capture ended.
+enum End {
+    /// COUNT frames were captured.
+    Count,
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The reader of standard output went away.
+    OutputClosed,
+}
+
+/// Runs `shmif capture`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let signals = StopSignals::new().context("cannot catch SIGINT/SIGTERM")?;
+    let iface = Interface::attach(&args.bus).map_err(lib_error)?;
+    iface.set_promiscuous(true);
+
+    let to_stdout = match args.write.as_deref() {
+        None => true,
+        Some(p) if p.as_os_str() == "-" => true,
+        Some(_) => false,
+    };
+    let (what, out): (String, Box<dyn Write>) = match args.write.as_deref() {
+        Some(p) if !to_stdout => {
+            check_not_the_bus(p, &args.bus)?;
+            let f = File::create(p).with_context(|| format!("{}: cannot create", p.display()))?;
+            (p.display().to_string(), Box::new(f))
+        }
+        _ => ("standard output".to_string(), Box::new(io::stdout())),
+    };
+    let write_error = |e: io::Error| anyhow!("{what}: cannot write the capture: {e}");
+    // The header goes out with the first flush, before the first wait.
+    let mut format = Format::start(&args, out).map_err(write_error)?;
+
+    let wake = iface.wakeup_fd().map_err(lib_error)?;
+    let stdout = io::stdout();
+    let kind = match (&args.write, args.pcapng) {
+        (None, _) => "one line per frame",
+        (Some(_), false) => "pcap",
+        (Some(_), true) => "pcapng",
+    };
+    eprintln!(
+        "shmif: capturing on {} (promiscuous), link-type EN10MB (Ethernet), {kind} to {what}",
+        args.bus.display()
+    );
+
+    let mut buf = [0u8; MAX_FRAME_LEN];
+    let mut captured = 0u64;
+    let mut bytes = 0u64;
+    let end = 'capture: loop {
+        // Consume the wake-ups (and check the bus file is still the one
+        // mapped), then empty the ring: a frame written after the drain
+        // raises a new event, so the poll below cannot sleep through it.
+        iface
+            .wait_for_wakeup(Some(Duration::ZERO))
+            .map_err(lib_error)?;
+        loop {
+            let Some(Received { len, sec, usec, .. }) =
+                iface.try_recv_into(&mut buf).map_err(lib_error)?
+            else {
+                break;
+            };
+            let stamp = match args.timestamps {
+                Timestamps::Sender => (sec, usec),
+                Timestamps::Capture => now(),
+            };
+            match format.frame(stamp, &buf[..len]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    break 'capture End::OutputClosed
+                }
+                Err(e) => return Err(write_error(e)),
+            }
+            captured += 1;
+            bytes += len as u64;
+            if args.count.is_some_and(|n| captured >= n) {
+                break 'capture End::Count;
+            }
+        }
+        match format.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break End::OutputClosed,
+            Err(e) => return Err(write_error(e)),
+        }
+
+        let mut fds = vec![PollFd::new(&signals.read, PollFlags::IN)];
+        if let Some(w) = &wake {
+            fds.push(PollFd::new(w, PollFlags::IN));
+        }
+        if to_stdout {
+            // No events asked: poll still reports POLLERR/POLLHUP, which a
+            // pipe's write end gets when its reader has gone.
+            fds.push(PollFd::from_borrowed_fd(stdout.as_fd(), PollFlags::empty()));
+        }
+        // Without a wake-up descriptor (not Linux), look at the ring as
+        // often as the library's own fallback does.
+        let timeout = wake.is_none().then_some(shmif::wait::POLL_INTERVAL);
+        poll_fds(&mut fds, timeout).context("poll")?;
+        let out_gone = to_stdout
+            && fds
+                .last()
+                .is_some_and(|f| f.revents().intersects(PollFlags::ERR | PollFlags::HUP));
+        drop(fds);
+        if signals.caught() {
+            break End::Signal;
+        }
+        if out_gone {
+            break End::OutputClosed;
+        }
+    };
+    if !matches!(end, End::OutputClosed) {
+        match format.flush() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(write_error(e)),
+        }
+    }
+    drop(format);
+
+    let c = iface.counters();
+    let why = match end {
+        End::Count => "count reached",
+        End::Signal => "interrupted",
+        End::OutputClosed => "reader of standard output went away",
+    };
+    let unmeasured = if c.overruns_unmeasured > 0 {
+        format!(", {} more overruns of unknown size", c.overruns_unmeasured)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "shmif: {}: {captured} frames captured ({bytes} bytes); lost to overruns: {} bytes of \
+         frames in {} overruns{unmeasured}; malformed {} ({why})",
+        args.bus.display(),
+        c.overrun_bytes,
+        c.overruns - c.overruns_unmeasured.min(c.overruns),
+        c.malformed,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_format() {
+        assert_eq!(clock(1, 20_008), "00:00:01.020008");
+        assert_eq!(clock(86_400 + 3_723, 5), "01:02:03.000005");
+    }
+
+    #[test]
+    fn signals_poll_readable_when_caught() {
+        let s = StopSignals::new().unwrap();
+        assert!(!s.caught());
+        signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+        let mut fds = [PollFd::from_borrowed_fd(s.fd(), PollFlags::IN)];
+        assert_eq!(poll_fds(&mut fds, Some(Duration::from_secs(5))).unwrap(), 1);
+        assert!(s.caught());
+        assert!(!s.caught());
+    }
+}
