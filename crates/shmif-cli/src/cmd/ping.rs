@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// Send ICMP echo requests to a host on a bus and report the replies.
@@ -191,7 +192,11 @@ impl Pinger {
             icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; packets], vec![0; room]),
         );
         let handle = stack.sockets.add(socket);
-        let ident = (stack.shmif.sender_id() & 0xffff) as u16;
+        // Each run in this process its own identifier: a late reply to an
+        // earlier run is not taken for one to this run.
+        static RUNS: AtomicU16 = AtomicU16::new(0);
+        let ident =
+            (stack.shmif.sender_id() as u16).wrapping_add(RUNS.fetch_add(1, Ordering::Relaxed));
         if let Err(e) = stack
             .sockets
             .get_mut::<icmp::Socket>(handle)
