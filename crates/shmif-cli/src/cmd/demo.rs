@@ -12,16 +12,19 @@ use std::time::{Duration, Instant};
 
 /// Show the bus at work: two TCP/IP hosts, ping, TCP, and a pcap.
 ///
-/// The demo creates a bus in a new temporary directory (or at --bus),
-/// starts two `shmif host` processes on it (A: 10.0.0.1 and fd00::1, B:
-/// 10.0.0.2 and fd00::2, both with a TCP sink on port 9000 and TCP echo on
-/// port 7), and from a third interface (10.0.0.3, fd00::3) pings A over
-/// IPv4 and B over IPv6, sends 20 MiB over TCP to A's sink, which checks
-/// every byte, and 1 MiB through B's echo over IPv6. It then stops the
-/// hosts, saves the bus as a pcap with `shmif dump -p`, and shows the last
-/// frames. Every step is a separate `shmif` process, as you would run it.
-/// Exits non-zero if any step fails; the hosts are stopped and the
-/// temporary directory removed in every case, unless --keep.
+/// The demo creates a bus in a new temporary directory (or at --bus) and
+/// starts two `shmif host` processes on it. Host A (10.0.0.1, fd00::1)
+/// serves a TCP sink on port 9000 and TCP echo on port 7. Host B (10.0.0.2,
+/// fd00::2) is started with actions (`shmif host --ping ... --tcp-send ...
+/// --exit-when-done`): once up it pings A over IPv4 and IPv6, sends
+/// --megabytes MiB over TCP to A's sink, which checks every byte, and the
+/// same amount through A's echo over IPv6, checking every byte that comes
+/// back; then it exits, 0 only if all of that succeeded. The demo prints
+/// both hosts' reports (RTTs, throughput, verdicts) and a summary, stops A,
+/// saves the bus as a pcap with `shmif dump -p`, and shows the last frames.
+/// Every step is a separate `shmif` process, as you would run it. Exits
+/// non-zero if any step fails; the hosts are stopped and the temporary
+/// directory removed in every case, unless --keep.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shmif demo                               # everything in a temporary directory, removed after\n  \
@@ -40,7 +43,8 @@ pub struct Args {
     /// temporary directory, or BUS.pcap beside --bus.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
-    /// How much to send over TCP to host A's sink, in MiB.
+    /// How much host B sends over TCP to host A's sink, and through host
+    /// A's echo, in MiB.
     #[arg(long, default_value_t = 20.0, value_name = "N")]
     pub megabytes: f64,
     /// How many of the bus's last frames to show.
@@ -382,116 +386,120 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Result<()> {
     let bus = place.bus.to_string_lossy().into_owned();
     println!("shmif demo: bus {}", place.bus.display());
-
-    // 1. Two hosts.
-    let hosts = [
-        ("host A", "10.0.0.1/24", "fd00::1/64"),
-        ("host B", "10.0.0.2/24", "fd00::2/64"),
-    ];
-    let mut ids = Vec::new();
-    for (name, ip, ip6) in hosts {
-        let a = strings(&[
-            "host",
-            &bus,
-            "--ip",
-            ip,
-            "--ip6",
-            ip6,
-            "--tcp-sink",
-            "9000",
-            "--tcp-echo",
-            "7",
-        ]);
-        let id = children.spawn(name, exe, &a)?;
-        let up = children.expect_line(id, "ready line", Duration::from_secs(10), |l| {
-            l.starts_with("host ") && l.contains(" up on ")
-        })?;
-        println!("  {name}: {up}");
-        ids.push(id);
-    }
-    let (a, b) = (ids[0], ids[1]);
-    let me = ["--ip", "10.0.0.3/24", "--ip6", "fd00::3/64"];
-
-    // 2. Ping A over IPv4 and B over IPv6.
-    for (dest, who) in [("10.0.0.1", "host A"), ("fd00::2", "host B")] {
-        let mut a = strings(&["ping", &bus]);
-        a.extend(strings(&me));
-        a.extend(strings(&[dest, "-c", "5", "-i", "0.01", "-W", "2"]));
-        let (status, out) = run_step(children, "ping", exe, &a)?;
-        let rtt = out
-            .iter()
-            .find(|l| l.starts_with("rtt "))
-            .cloned()
-            .unwrap_or_default();
-        let loss = out
-            .iter()
-            .find(|l| l.contains("packets transmitted"))
-            .cloned()
-            .unwrap_or_default();
-        if !status.success() {
-            bail!("ping {dest} ({who}) failed ({status}): {}", out.join(" | "));
-        }
-        println!("ping {dest} ({who}) from the demo's interface:");
-        for l in out.iter().filter(|l| l.contains(" bytes from ")) {
-            println!("  {l}");
-        }
-        println!("  {loss}");
-        println!("  {rtt}");
-    }
-
-    // 3. TCP: MiB to A's sink, every byte checked there.
     let mb = format!("{}", args.megabytes);
-    let mut t = strings(&["tcp-send", &bus]);
-    t.extend(strings(&me));
-    t.extend(strings(&["10.0.0.1:9000", "--megabytes", &mb]));
-    let (status, out) = run_step(children, "tcp-send", exe, &t)?;
-    if !status.success() {
-        bail!("tcp-send to host A failed ({status}): {}", out.join(" | "));
+    let total = (args.megabytes * net::MIB).round() as u64;
+
+    // 1. Host A, the server.
+    let a_args = strings(&[
+        "host",
+        &bus,
+        "--ip",
+        "10.0.0.1/24",
+        "--ip6",
+        "fd00::1/64",
+        "--tcp-sink",
+        "9000",
+        "--tcp-echo",
+        "7",
+    ]);
+    let a = children.spawn("host A", exe, &a_args)?;
+    let up = children.expect_line(a, "ready line", Duration::from_secs(10), is_up)?;
+    println!("  host A: {up}");
+
+    // 2. Host B, the client: its actions run as soon as it is up, and it
+    // exits when they are done (0 only if all succeeded).
+    let b_args = strings(&[
+        "host",
+        &bus,
+        "--ip",
+        "10.0.0.2/24",
+        "--ip6",
+        "fd00::2/64",
+        "--ping",
+        "10.0.0.1",
+        "--ping",
+        "fd00::1",
+        "--ping-count",
+        "5",
+        "--ping-interval",
+        "0.01",
+        "--tcp-send",
+        "10.0.0.1:9000",
+        "--tcp-send-echo",
+        "[fd00::1]:7",
+        "--megabytes",
+        &mb,
+        "--exit-when-done",
+    ]);
+    let b = children.spawn("host B", exe, &b_args)?;
+    let up = children.expect_line(b, "ready line", Duration::from_secs(10), is_up)?;
+    println!("  host B: {up}");
+    println!(
+        "host B pings host A (IPv4, IPv6), sends {mb} MiB to A's sink (IPv4) and {mb} MiB through A's echo (IPv6):"
+    );
+    // Generous for big transfers: a slow machine still does 20 MiB/s.
+    let timeout = STEP_TIMEOUT + Duration::from_secs_f64(2.0 * args.megabytes / 20.0);
+    let (status, out) = children.finish(b, timeout)?;
+    for l in &out {
+        println!("  host B: {l}");
     }
-    let sent = out
-        .iter()
-        .find(|l| l.starts_with("tcp-send "))
-        .ok_or_else(|| anyhow!("tcp-send printed no result"))?;
-    let verdict = children.expect_line(a, "tcp-sink report", Duration::from_secs(10), |l| {
+    if !status.success() {
+        bail!("host B's actions failed ({status})");
+    }
+
+    // 3. A's side of the transfers: every byte checked in its sink, every
+    // byte echoed.
+    let sink = children.expect_line(a, "tcp-sink report", Duration::from_secs(10), |l| {
         l.starts_with("tcp-sink 9000:")
     })?;
-    let total = (args.megabytes * net::MIB).round() as u64;
-    println!("TCP, {mb} MiB to host A's sink:");
-    println!("  {sent}");
-    println!("  host A: {verdict}");
-    if !verdict.contains(&format!(": {total} bytes ")) || !verdict.contains("pattern ok") {
-        bail!("host A's sink did not get exactly the {total} bytes of the pattern: {verdict}");
-    }
+    let echo = children.expect_line(a, "tcp-echo report", Duration::from_secs(10), |l| {
+        l.starts_with("tcp-echo 7:")
+    })?;
+    println!("  host A: {sink}");
+    println!("  host A: {echo}");
 
-    // 4. TCP over IPv6 through B's echo.
-    let mut e = strings(&["tcp-send", &bus]);
-    e.extend(strings(&me));
-    e.extend(strings(&[
-        "[fd00::2]:7",
-        "--megabytes",
-        "1",
-        "--expect-echo",
-    ]));
-    let (status, out) = run_step(children, "tcp-send (echo)", exe, &e)?;
-    if !status.success() {
+    // 4. Check both sides' reports, and sum them up.
+    let sent = find(&out, "tcp-send 10.0.0.2 -> 10.0.0.1:9000:")?;
+    let sent6 = find(&out, "tcp-send fd00::2 -> [fd00::1]:7:")?;
+    let back = find(&out, "echo: ")?;
+    let whole = format!(": {total} bytes in ");
+    if !sent.contains(&whole) {
+        bail!("host B did not send all {total} bytes to A's sink: {sent}");
+    }
+    if !(sink.contains("from 10.0.0.2:") && sink.contains(&whole) && sink.contains("pattern ok")) {
+        bail!("host A's sink did not get exactly the {total} bytes of the pattern from B: {sink}");
+    }
+    if !(sent6.contains(&whole)
+        && back.starts_with(&format!("echo: {total} bytes back, pattern ok")))
+    {
         bail!(
-            "tcp-send through host B's echo failed ({status}): {}",
-            out.join(" | ")
+            "the echo through host A did not bring back the {total} bytes intact: {sent6} | {back}"
         );
     }
-    println!("TCP over IPv6, 1 MiB through host B's echo:");
-    for l in &out {
-        println!("  {l}");
+    if !(echo.contains("from fd00::2") && echo.contains(&format!("echoed {total} bytes"))) {
+        bail!("host A's echo did not echo the {total} bytes from B: {echo}");
     }
+    println!("summary:");
+    for dest in ["10.0.0.1", "fd00::1"] {
+        println!("  ping B -> A {dest}: {}", ping_summary(&out, dest)?);
+    }
+    println!(
+        "  TCP B -> A sink {}, verified by A: {}",
+        mb_label(&mb),
+        rate(&sent)
+    );
+    println!(
+        "  TCP B -> A echo -> B over IPv6 {}, verified by B: {}",
+        mb_label(&mb),
+        rate(&sent6)
+    );
 
-    // 5. Stop the hosts: they detach cleanly and exit 0.
-    for id in [a, b] {
-        let status = children.terminate(id, Duration::from_secs(5))?;
-        if !status.success() {
-            bail!("{} exited with {status} on SIGTERM", children.name(id));
-        }
+    // 5. Stop host A: it detaches cleanly and exits 0.
+    let status = children.terminate(a, Duration::from_secs(5))?;
+    if !status.success() {
+        bail!("host A exited with {status} on SIGTERM");
     }
-    println!("stopped both hosts (SIGTERM; both detached and exited 0)");
+    println!("host B exited 0 after its actions; host A stopped (SIGTERM), detached and exited 0");
 
     // 6. The bus as a pcap, and its last frames.
     let pcap = place.pcap.to_string_lossy().into_owned();
@@ -524,4 +532,46 @@ fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Res
         println!("  {l}");
     }
     Ok(())
+}
+
+/// Whether `l` is a host's ready line.
+fn is_up(l: &str) -> bool {
+    l.starts_with("host ") && l.contains(" up on ")
+}
+
+/// The first line of `out` that starts with `prefix`.
+fn find(out: &[String], prefix: &str) -> Result<String> {
+    out.iter()
+        .find(|l| l.starts_with(prefix))
+        .cloned()
+        .ok_or_else(|| anyhow!("host B printed no `{prefix}` line"))
+}
+
+/// The loss and RTT lines of the ping of `dest` in `out`, on one line.
+fn ping_summary(out: &[String], dest: &str) -> Result<String> {
+    let header = format!("--- {dest} ping statistics ---");
+    let at = out
+        .iter()
+        .position(|l| *l == header)
+        .ok_or_else(|| anyhow!("host B printed no statistics for its ping of {dest}"))?;
+    let loss = out
+        .get(at + 1)
+        .and_then(|l| l.split(", time ").next())
+        .unwrap_or_default();
+    let rtt = out
+        .get(at + 2)
+        .filter(|l| l.starts_with("rtt "))
+        .map(|l| l.as_str())
+        .unwrap_or("no RTT");
+    Ok(format!("{loss}; {rtt}"))
+}
+
+/// `20 MiB`.
+fn mb_label(mb: &str) -> String {
+    format!("{mb} MiB")
+}
+
+/// The `N MiB/s` at the end of a `tcp-send` line.
+fn rate(line: &str) -> &str {
+    line.rsplit(", ").next().unwrap_or(line)
 }
