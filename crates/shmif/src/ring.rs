@@ -358,9 +358,10 @@ pub fn append_with<R: Region + ?Sized, F: FnOnce(u32)>(
 }
 
 /// Checks that the ring is consistent: following the frame chain from
-/// `first` (from offset 0 while nothing was evicted) lands exactly on `last`
-/// within one lap, every header on the way and at `last` claims a possible
-/// length, and `first` is not `size` once the ring has wrapped.
+/// `first` (from offset 0 while nothing was evicted) lands exactly on `last`,
+/// every header on the way and at `last` claims a possible length, the
+/// chain up to the end of the newest frame fits in one lap, and `first`
+/// differs from `last` once anything was evicted.
 ///
 /// This is what a peer that takes over the lock of a dead holder checks
 /// before trusting the ring again.
@@ -368,16 +369,23 @@ pub fn check_chain<R: Region + ?Sized>(region: &R, ctl: &Control) -> Result<(), 
     let size = region.size();
     check_control(size, ctl)?;
     let start = if ctl.first == size { 0 } else { ctl.first };
+    // NetBSD asserts that `first` and `last` differ once anything has been
+    // evicted; appending to such a ring would evict the frame being written.
+    if ctl.first != size && ctl.first == ctl.last {
+        return Err(Corrupt::Chain { at: start });
+    }
     let mut off = start;
     let mut travelled: u64 = 0;
     loop {
         let h = header_at(region, off)?;
-        if off == ctl.last {
-            return Ok(());
-        }
         travelled += FRAME_HEADER_LEN as u64 + u64::from(h.len);
+        // Everything from `first` to the end of the newest frame must fit
+        // in one lap, or the newest frame overwrote the oldest.
         if travelled > u64::from(size) {
             return Err(Corrupt::Chain { at: start });
+        }
+        if off == ctl.last {
+            return Ok(());
         }
         off = advance(size, off, FRAME_HEADER_LEN as u32 + h.len);
     }
