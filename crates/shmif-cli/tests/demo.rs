@@ -27,18 +27,49 @@ fn demo_runs_end_to_end_and_cleans_up() {
     let o = demo(&[]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
+    // Host B's own pings of host A, over IPv4 and IPv6, with their RTTs.
+    for dest in ["10.0.0.1", "fd00::1"] {
+        assert!(
+            out.contains(&format!("host B: 64 bytes from {dest}: icmp_seq=0 time=")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "ping B -> A {dest}: 5 packets transmitted, 5 received"
+            )),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        out.matches("host B: rtt min/avg/median/max = ").count(),
+        2,
+        "{out}"
+    );
+    // 20 MiB from B to A's sink, verified on both sides; and through A's
+    // echo back to B over IPv6.
     assert!(
-        out.contains("64 bytes from 10.0.0.1: icmp_seq=0 time="),
+        out.contains("host B: tcp-send 10.0.0.2 -> 10.0.0.1:9000: 20971520 bytes in "),
+        "{out}"
+    );
+    let sink = out
+        .lines()
+        .find(|l| l.starts_with("  host A: tcp-sink 9000: from 10.0.0.2:"))
+        .unwrap_or_else(|| panic!("no sink report from B's transfer:\n{out}"));
+    assert!(
+        sink.contains(": 20971520 bytes in ") && sink.contains("pattern ok"),
+        "{sink}"
+    );
+    assert!(
+        out.contains("host B: tcp-send fd00::2 -> [fd00::1]:7: 20971520 bytes in "),
         "{out}"
     );
     assert!(
-        out.contains("64 bytes from fd00::2: icmp_seq=0 time="),
+        out.contains("host B: echo: 20971520 bytes back, pattern ok"),
         "{out}"
     );
-    assert!(out.contains("rtt min/avg/median/max = "), "{out}");
+    assert!(out.contains("actions done: 4 of 4 succeeded"), "{out}");
     assert!(out.contains("MiB/s"), "{out}");
-    assert!(out.contains("20971520 bytes in "), "{out}");
-    assert!(out.contains("pattern ok"), "{out}");
+    assert!(out.contains("host B exited 0 after its actions"), "{out}");
     assert!(out.contains("pcap: "), "{out}");
     assert!(out.contains("last 8 frames on the bus:"), "{out}");
     assert!(out.contains("packet "), "{out}");
@@ -66,7 +97,14 @@ fn demo_keeps_the_bus_and_pcap_where_asked() {
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&format!("pcap: {}", pcap.display())), "{out}");
-    assert!(out.contains("2097152 bytes in "), "{out}");
+    assert!(
+        out.contains("tcp-send 10.0.0.2 -> 10.0.0.1:9000: 2097152 bytes in "),
+        "{out}"
+    );
+    assert!(
+        out.contains("echo: 2097152 bytes back, pattern ok"),
+        "{out}"
+    );
     assert_eq!(std::fs::metadata(&bus).unwrap().len(), 1 << 20, "bus kept");
     let p = std::fs::read(&pcap).unwrap();
     assert!(

@@ -1,5 +1,6 @@
 //! TCP/IP over a bus, between separate `shmif` processes: `host`, `ping`
-//! (IPv4 and IPv6) and `tcp-send` to a sink and through an echo.
+//! (IPv4 and IPv6) and `tcp-send` to a sink and through an echo, and hosts
+//! that ping and send to each other (`host --ping --tcp-send`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -14,6 +15,8 @@ const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
 struct Host {
     child: Child,
     lines: Receiver<String>,
+    /// Every line read so far, in order.
+    seen: Vec<String>,
 }
 
 impl Host {
@@ -36,7 +39,11 @@ impl Host {
                 }
             }
         });
-        let mut h = Host { child, lines };
+        let mut h = Host {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
         let up = h.expect(|l| l.contains(" up on "), Duration::from_secs(10));
         assert!(up.starts_with("host "), "{up}");
         h
@@ -48,21 +55,64 @@ impl Host {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(l) if want(&l) => return l,
-                Ok(_) => {}
-                Err(e) => panic!("host printed no expected line: {e}"),
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if want(&l) {
+                        return l;
+                    }
+                }
+                Err(e) => panic!(
+                    "host printed no expected line: {e}; so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
 
+    /// Waits (up to `timeout`) for the host to exit by itself; its status
+    /// and every line it printed.
+    fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "host did not finish within {timeout:?}; so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, std::mem::take(&mut self.seen));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host closed stdout but did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGTERM, and the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_with_output().0
+    }
+
+    /// SIGTERM; the exit status and every line the host printed.
+    fn terminate_with_output(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
+                // The reader passes on the last lines, then disconnects.
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.seen.push(l);
+                }
+                return (s, std::mem::take(&mut self.seen));
             }
             assert!(Instant::now() < deadline, "host ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(5));
@@ -300,6 +350,226 @@ fn ping_v4_v6_and_tcp_between_processes() {
     // SIGTERM: the host detaches and exits 0.
     let status = host.terminate();
     assert!(status.success(), "host exited with {status}");
+}
+
+/// The index of the first line of `lines` that `want` accepts.
+fn line_at(lines: &[String], want: impl Fn(&str) -> bool) -> usize {
+    lines
+        .iter()
+        .position(|l| want(l))
+        .unwrap_or_else(|| panic!("no such line in:\n{}", lines.join("\n")))
+}
+
+#[test]
+fn host_pings_and_sends_to_another_host_while_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let b = bus.to_str().unwrap();
+    let mut server = Host::start(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.1/24",
+            "--ip6",
+            "fd00::1/64",
+            "--tcp-sink",
+            "9000",
+            "--tcp-echo",
+            "7",
+        ],
+    );
+    // The client serves a sink of its own, and its actions (in this
+    // order) take about two seconds: the pings, at 10 ms intervals.
+    let mut client = Host::start(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.2/24",
+            "--ip6",
+            "fd00::2/64",
+            "--tcp-sink",
+            "9001",
+            "--ping",
+            "10.0.0.1",
+            "--tcp-send",
+            "10.0.0.1:9000",
+            "--ping",
+            "fd00::1",
+            "--tcp-send-echo",
+            "[fd00::1]:7",
+            "--ping-count",
+            "100",
+            "--ping-interval",
+            "0.01",
+            "--megabytes",
+            "3",
+            "--exit-when-done",
+        ],
+    );
+
+    // While the client is busy with its first action, a third interface
+    // pings it and sends to its sink: it answers and serves as usual.
+    client.expect(|l| l.starts_with("PING 10.0.0.1 "), Duration::from_secs(5));
+    let o = shmif(&[
+        "ping",
+        b,
+        "--ip",
+        "10.0.0.3/24",
+        "10.0.0.2",
+        "-c",
+        "3",
+        "-i",
+        "0.01",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(reply_lines(&o), 3, "{}", text(&o));
+    let o = shmif(&[
+        "tcp-send",
+        b,
+        "--ip",
+        "10.0.0.3/24",
+        "10.0.0.2:9001",
+        "--megabytes",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (status, out) = client.finish(Duration::from_secs(30));
+    let all = out.join("\n");
+    assert!(status.success(), "client exited with {status}:\n{all}");
+    // Its own sink report came while its actions were still running.
+    let served = line_at(&out, |l| {
+        l.starts_with("tcp-sink 9001: from 10.0.0.3:")
+            && l.contains(": 1048576 bytes in ")
+            && l.contains("pattern ok")
+    });
+    let last_ping = line_at(&out, |l| l == "--- fd00::1 ping statistics ---");
+    assert!(served < last_ping, "served only after the actions:\n{all}");
+    // The actions ran in order and printed what ping and tcp-send print.
+    let order = [
+        line_at(&out, |l| l.starts_with("PING 10.0.0.1 from 10.0.0.2 ")),
+        line_at(&out, |l| {
+            l.starts_with("tcp-send 10.0.0.2 -> 10.0.0.1:9000: ")
+        }),
+        line_at(&out, |l| l.starts_with("PING fd00::1 from fd00::2 ")),
+        line_at(&out, |l| l.starts_with("tcp-send fd00::2 -> [fd00::1]:7: ")),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "order {order:?}:\n{all}"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|l| l.contains("packets transmitted, 100 received, 0% packet loss"))
+            .count(),
+        2,
+        "{all}"
+    );
+    assert!(
+        all.contains("64 bytes from fd00::1: icmp_seq=99 time="),
+        "{all}"
+    );
+    assert_eq!(
+        out.iter()
+            .filter(|l| l.starts_with("rtt min/avg/median/max = "))
+            .count(),
+        2,
+        "{all}"
+    );
+    assert!(
+        all.contains("tcp-send 10.0.0.2 -> 10.0.0.1:9000: 3145728 bytes in "),
+        "{all}"
+    );
+    assert!(
+        all.contains("echo: 3145728 bytes back, pattern ok"),
+        "{all}"
+    );
+    assert!(all.contains(": actions done: 4 of 4 succeeded"), "{all}");
+    assert!(all.contains("stopping (actions done)"), "{all}");
+
+    // The server's side: every byte from the client checked, and echoed.
+    let sink = server.expect(|l| l.starts_with("tcp-sink 9000:"), Duration::from_secs(10));
+    assert!(
+        sink.contains("from 10.0.0.2:")
+            && sink.contains(": 3145728 bytes in ")
+            && sink.contains("pattern ok"),
+        "{sink}"
+    );
+    let echo = server.expect(|l| l.starts_with("tcp-echo 7:"), Duration::from_secs(10));
+    assert!(
+        echo.contains("from fd00::2") && echo.contains("echoed 3145728 bytes"),
+        "{echo}"
+    );
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn host_actions_against_a_missing_host_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let b = bus.to_str().unwrap();
+    // Nobody has 10.0.0.99: no reply, no connection; exit 1.
+    let client = Host::start(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.2/24",
+            "--ping",
+            "10.0.0.99",
+            "--tcp-send",
+            "10.0.0.99:9000",
+            "--ping-count",
+            "2",
+            "--ping-interval",
+            "0.05",
+            "--ping-timeout",
+            "0.3",
+            "--tcp-timeout",
+            "1",
+            "--exit-when-done",
+        ],
+    );
+    let (status, out) = client.finish(Duration::from_secs(30));
+    let all = out.join("\n");
+    assert_eq!(status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("2 packets transmitted, 0 received, 100% packet loss"),
+        "{all}"
+    );
+    assert!(
+        all.contains("tcp-send 10.0.0.2 -> 10.0.0.99:9000: 0 bytes in "),
+        "{all}"
+    );
+    assert!(all.contains(": actions done: 0 of 2 succeeded"), "{all}");
+
+    // Without --exit-when-done, a host whose action failed goes on
+    // serving, and exits 1 on SIGTERM.
+    let mut host = Host::start(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.3/24",
+            "--ping",
+            "10.0.0.99",
+            "--ping-count",
+            "1",
+            "--ping-timeout",
+            "0.2",
+        ],
+    );
+    host.expect(
+        |l| l.contains(": actions done: 0 of 1 succeeded"),
+        Duration::from_secs(10),
+    );
+    let o = shmif(&["ping", b, "--ip", "10.0.0.4/24", "10.0.0.3", "-c", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (status, out) = host.terminate_with_output();
+    assert_eq!(status.code(), Some(1), "{}", out.join("\n"));
+    assert!(
+        out.iter().any(|l| l.contains("stopping (signal)")),
+        "{}",
+        out.join("\n")
+    );
 }
 
 /// A TCP/IP stack in this test process, on the library and smoltcp
