@@ -90,9 +90,13 @@ impl<'a> Dump<'a> {
             )));
         }
         if image.len() != BUS_SIZE {
+            let got = if image.len() > BUS_SIZE {
+                format!("more than {BUS_SIZE} bytes")
+            } else {
+                format!("{} bytes", image.len())
+            };
             return Err(DumpError::NotABus(format!(
-                "{} bytes long, a bus is {BUS_SIZE}",
-                image.len()
+                "{got} long, a bus is {BUS_SIZE}"
             )));
         }
         if !matches!(h.version(), 0 | 2 | 3) {
@@ -141,6 +145,7 @@ impl<'a> Dump<'a> {
             // than any honest walk needs.
             budget: 2 * (DATA_SIZE as usize / crate::wire::V2_FRAME_HEADER_LEN) + 2,
             done: false,
+            last_header: None,
         }
     }
 }
@@ -157,6 +162,8 @@ pub struct Frames<'a> {
     index: usize,
     budget: usize,
     done: bool,
+    /// Offset of the last header read, to check the walk ended on `last`.
+    last_header: Option<u32>,
 }
 
 impl Iterator for Frames<'_> {
@@ -170,6 +177,7 @@ impl Iterator for Frames<'_> {
             }
             self.budget -= 1;
             let at = self.cur;
+            self.last_header = Some(at);
             let mut raw = [0u8; FRAME_HEADER_LEN];
             let (pay, wrapped) = read_wrapped(self.data, at, &mut raw[..self.hlen]);
             if wrapped {
@@ -204,6 +212,17 @@ impl Iterator for Frames<'_> {
             };
             self.index += 1;
             return Some(Ok(frame));
+        }
+        // An intact chain ends with the header at `last` (true of every bus
+        // written by NetBSD); anything else means a length in the chain was
+        // damaged into another plausible value and the walk lost its way.
+        if !self.done {
+            self.done = true;
+            if let Some(at) = self.last_header {
+                if at != self.last {
+                    return Some(Err(Corrupt::Chain { at }));
+                }
+            }
         }
         None
     }

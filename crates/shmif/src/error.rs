@@ -4,11 +4,12 @@ use std::io;
 use std::path::PathBuf;
 
 /// Everything that can go wrong attaching to a bus or using it. Errors about
-/// a file name the file.
+/// a file name the file; the underlying cause, where there is one, is the
+/// error's `source()` (print with `{:#}` in anyhow, or walk the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call on the bus file failed.
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Io {
         /// The bus file.
         path: PathBuf,
@@ -28,7 +29,7 @@ pub enum Error {
     },
     /// The bus holds something impossible (written by a broken or hostile
     /// peer).
-    #[error("{path}: bus is corrupt: {source}")]
+    #[error("{path}: bus is corrupt")]
     Corrupt {
         /// The bus file.
         path: PathBuf,
