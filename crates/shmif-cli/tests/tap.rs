@@ -103,6 +103,13 @@ for seq in range(count):
 sys.exit(0 if ok == count else 1)
 "#;
 
+/// Writes a line straight to standard error: unlike `eprintln!`, not
+/// captured by the test harness, so it shows in every test run's log.
+fn loud(msg: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
 /// Whether this process may make namespaces and TAPs; if not, why.
 fn missing_privilege() -> Option<String> {
     let caps = rustix::thread::capabilities(None).ok();
@@ -136,10 +143,10 @@ fn skip(test: &str) -> bool {
     match missing_privilege() {
         None => false,
         Some(what) => {
-            eprintln!(
+            loud(&format!(
                 "\n*** SKIPPED: {test}: needs root/CAP_NET_ADMIN and /dev/net/tun; missing here: \
                  {what} ***\n"
-            );
+            ));
             true
         }
     }
@@ -395,7 +402,7 @@ fn kernel_ping(ns: &Netns, dst: &str, v6: bool) -> Vec<f64> {
         args.extend(["-n", "-c", "3", "-i", "0.2", "-W", "2", dst]);
         ns.exec(&args)
     } else {
-        eprintln!("(no ping command here: raw ICMP from python3 instead)");
+        loud("(no ping command here: raw ICMP from python3 instead)");
         ns.exec(&[
             "python3",
             "-c",
@@ -449,8 +456,14 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
 
     let v4 = kernel_ping(&na, "10.213.0.2", false);
     let v6 = kernel_ping(&nb, "fd42:213::1", true);
-    eprintln!("kernel -> kernel ping over the bus, IPv4: {}", summary(&v4));
-    eprintln!("kernel -> kernel ping over the bus, IPv6: {}", summary(&v6));
+    loud(&format!(
+        "kernel -> kernel ping over the bus, IPv4: {}",
+        summary(&v4)
+    ));
+    loud(&format!(
+        "kernel -> kernel ping over the bus, IPv6: {}",
+        summary(&v6)
+    ));
 
     // 50 MiB between kernel sockets, hashed on both ends.
     const BYTES: u64 = 50 * 1024 * 1024;
@@ -479,11 +492,11 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
     assert_eq!(got[0], BYTES.to_string(), "bytes received");
     assert_eq!(got[1], sent[1], "sha256 of what arrived = of what was sent");
     let secs: f64 = sent[2].parse().unwrap();
-    eprintln!(
+    loud(&format!(
         "kernel -> kernel TCP over the bus: {BYTES} bytes in {secs:.2} s = {:.1} MiB/s ({:.0} Mbit/s), sha256 ok",
         BYTES as f64 / secs / 1048576.0,
         BYTES as f64 * 8.0 / secs / 1e6
-    );
+    ));
     drop(server);
 
     // SIGTERM and SIGINT detach cleanly, report, and remove the TAPs.
@@ -542,7 +555,7 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
 
     // The namespace's kernel pings the smoltcp host...
     let rtts = kernel_ping(&ns, "10.213.0.3", false);
-    eprintln!("kernel -> shmif host ping: {}", summary(&rtts));
+    loud(&format!("kernel -> shmif host ping: {}", summary(&rtts)));
     // ...and a smoltcp `shmif ping` pings the kernel.
     let o = run(Command::new(SHMIF).arg("ping").arg(&bus).args([
         "--ip",
@@ -556,10 +569,10 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "shmif ping: {}", show(&o));
     assert!(text.contains("3 received"), "{text}");
-    eprintln!(
+    loud(&format!(
         "shmif ping -> kernel: {}",
         text.lines().last().unwrap_or_default()
-    );
+    ));
 
     let (s, err) = capture.stop(rustix::process::Signal::INT);
     assert!(s.success(), "capture: {s}: {err:?}");
@@ -567,9 +580,7 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
     assert!(report.contains("frames captured"), "{report}");
 
     if !on_path("tcpdump") {
-        eprintln!(
-            "\n*** SKIPPED: reading the capture with tcpdump: tcpdump is not installed ***\n"
-        );
+        loud("\n*** SKIPPED: reading the capture with tcpdump: tcpdump is not installed ***\n");
         return;
     }
     let out = ok(Command::new("tcpdump").args(["-n", "-e", "-r"]).arg(&pcap));
@@ -685,7 +696,10 @@ fn without_privileges_it_says_what_is_missing() {
         c.args(["--inh-caps=-all", "--bounding-set=-net_admin", SHMIF]);
         c
     } else {
-        eprintln!("\n*** SKIPPED: without_privileges_it_says_what_is_missing: root here and no setpriv to drop CAP_NET_ADMIN ***\n");
+        loud(
+            "\n*** SKIPPED: without_privileges_it_says_what_is_missing: root here and no setpriv \
+             to drop CAP_NET_ADMIN ***\n",
+        );
         return;
     };
     let o = run(cmd.arg("tap").arg(&bus).args(["--tap", &name]));
