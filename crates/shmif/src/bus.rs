@@ -442,6 +442,12 @@ impl Bus {
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
     }
 
+    /// The ring's shared state read without the lock: a consistent snapshot
+    /// is not guaranteed, but a change shows that something was written.
+    pub fn peek_control(&self) -> Control {
+        self.map.load_control()
+    }
+
     /// Fails with [`Error::BusGone`] if the file was truncated under this
     /// mapping (its pages then read as zeros). Cheap: one atomic load.
     pub fn check_mapping(&self) -> Result<(), Error> {

@@ -339,3 +339,50 @@ fn a_bus_replaced_or_removed_while_attached_is_noticed() {
     let e = c.recv_timeout(Duration::from_secs(2)).unwrap_err();
     assert!(e.to_string().contains("removed"), "{e}");
 }
+
+#[test]
+fn spinning_and_busy_polling_receivers_get_frames_and_honour_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let a = Interface::attach(&bus).unwrap();
+    for spin in [Duration::from_micros(50), Duration::MAX] {
+        let b = Arc::new(Interface::attach(&bus).unwrap());
+        b.set_spin(spin);
+        assert_eq!(b.spin(), spin);
+        let t = Instant::now();
+        assert!(b
+            .recv_timeout(Duration::from_millis(100))
+            .unwrap()
+            .is_none());
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        let b2 = b.clone();
+        let rx = std::thread::spawn(move || b2.recv_timeout(Duration::from_secs(5)).unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+        a.send(&frame(MacAddr::BROADCAST, a.mac(), 7, 60)).unwrap();
+        assert_eq!(rx.join().unwrap().unwrap().data[14], 7);
+        // Down ends a busy-polling receive too.
+        let b3 = b.clone();
+        let rx = std::thread::spawn(move || b3.recv());
+        std::thread::sleep(Duration::from_millis(20));
+        b.down();
+        assert!(matches!(rx.join().unwrap(), Err(Error::Down)));
+    }
+}
+
+#[test]
+fn many_frames_arrive_in_order_through_the_batched_receive_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let a = Interface::attach(&bus).unwrap();
+    let b = Interface::attach(&bus).unwrap();
+    let c = Interface::attach(&bus).unwrap();
+    // Interleave frames for b with frames for c, more than one batch.
+    for k in 0..100u8 {
+        let to = if k % 3 == 0 { c.mac() } else { b.mac() };
+        a.send(&frame(to, a.mac(), k, 60 + usize::from(k))).unwrap();
+    }
+    let got: Vec<u8> = std::iter::from_fn(|| b.try_recv().unwrap().map(|f| f.data[14])).collect();
+    let want: Vec<u8> = (0..100u8).filter(|k| k % 3 != 0).collect();
+    assert_eq!(got, want);
+    assert_eq!(b.counters().rx_filtered, 34);
+}
