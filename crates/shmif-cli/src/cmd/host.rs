@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 /// --tcp-send-echo, one after the other in command-line order, while it
 /// goes on serving (and answering ARP and ping). Each prints what
 /// `shmif ping` or `shmif tcp-send` would print; then a line `actions
-/// done: N of M succeeded`. A ping succeeds if a reply came back and none
-/// had wrong data; a transfer if every byte was acknowledged (and, for
-/// --tcp-send-echo, came back intact).
+/// done: N of M succeeded` (`actions interrupted: ...` on a signal). A
+/// ping succeeds if a reply came back and none had wrong data; a transfer
+/// if every byte was acknowledged (and, for --tcp-send-echo, came back
+/// intact).
 ///
 /// With --exit-when-done the host detaches after the actions and exits 0
 /// if all succeeded, 1 otherwise. Without it, it serves until SIGINT or
@@ -494,6 +495,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let max = until.map(|u| u.saturating_duration_since(Instant::now()));
         if max != Some(Duration::ZERO) && !stack.wait(max)? {
             plan.interrupt(net::down_reason(&stop), &mut stack);
+            if !plan.reported && !plan.actions.is_empty() {
+                net::say(&format!(
+                    "host {}: actions interrupted: {} of {} succeeded",
+                    stack.addresses_text(),
+                    plan.succeeded,
+                    plan.actions.len()
+                ));
+            }
             break;
         }
     }
