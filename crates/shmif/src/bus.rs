@@ -279,22 +279,46 @@ impl Bus {
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Bus, Error> {
         let path = path.as_ref();
         check_path(path, opts)?;
-        let mut oo = std::fs::OpenOptions::new();
-        oo.read(true)
-            .write(true)
-            .create(opts.create)
-            .mode(opts.mode);
-        if !opts.follow_symlinks {
-            oo.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+        let open = |create_new: bool| {
+            let mut oo = std::fs::OpenOptions::new();
+            oo.read(true).write(true).mode(opts.mode);
+            if create_new {
+                oo.create_new(true);
+            }
+            if !opts.follow_symlinks {
+                oo.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+            }
+            oo.open(path)
+        };
+        // Create exclusively first, so that only a file made here gets the
+        // requested mode (exactly: the umask is not meant to narrow a mode
+        // asked for to share the bus).
+        let created = if opts.create {
+            match open(true) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(e) => return Err(Error::io(path, "cannot create bus file", e)),
+            }
+        } else {
+            None
+        };
+        let is_new = created.is_some();
+        let mut file = match created {
+            Some(f) => f,
+            None => open(false).map_err(|e| {
+                let what = if e.kind() == std::io::ErrorKind::NotFound {
+                    "no such bus file"
+                } else {
+                    "cannot open bus file"
+                };
+                Error::io(path, what, e)
+            })?,
+        };
+        if is_new {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+                .map_err(|e| Error::io(path, "cannot set the new bus file's mode", e))?;
         }
-        let mut file = oo.open(path).map_err(|e| {
-            let what = if e.kind() == std::io::ErrorKind::NotFound {
-                "no such bus file"
-            } else {
-                "cannot open bus file"
-            };
-            Error::io(path, what, e)
-        })?;
         let size = check_file(path, &mut file)?;
         if size == 0 {
             allocate(path, &file)?;

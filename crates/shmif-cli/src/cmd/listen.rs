@@ -6,7 +6,7 @@
 //! interface's counters to standard error.
 
 use super::dump::lib_error;
-use shmif::{Error, Interface};
+use shmif::Error;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,9 @@ pub struct Args {
     /// The bus file (created if missing).
     #[arg(value_name = "BUS")]
     pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
 
     /// Stop after receiving N frames.
     #[arg(short = 'c', long, value_name = "N",
@@ -90,7 +93,7 @@ enum End {
 
 /// Runs `shmif listen`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let iface = Arc::new(Interface::attach(&args.bus).map_err(lib_error)?);
+    let iface = Arc::new(args.bus_opts.attach(&args.bus, None).map_err(lib_error)?);
     iface.set_promiscuous(args.promisc);
 
     // Ctrl-C takes the interface down, which wakes a blocked receive.

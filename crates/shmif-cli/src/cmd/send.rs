@@ -7,7 +7,7 @@
 use super::dump::lib_error;
 use anyhow::{anyhow, Context as _};
 use shmif::wire::{MAX_FRAME_LEN, MIN_FRAME_LEN};
-use shmif::{Interface, MacAddr};
+use shmif::MacAddr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,9 @@ pub struct Args {
     /// The bus file (created if missing).
     #[arg(value_name = "BUS")]
     pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
 
     /// Destination MAC address, e.g. ff:ff:ff:ff:ff:ff for broadcast.
     #[arg(long, value_name = "MAC")]
@@ -152,8 +155,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let iface = match args.src {
-        Some(mac) => Interface::attach_with_mac(&args.bus, mac).map_err(lib_error)?,
-        None => Interface::attach(&args.bus).map_err(lib_error)?,
+        Some(mac) => args
+            .bus_opts
+            .attach(&args.bus, Some(mac))
+            .map_err(lib_error)?,
+        None => args.bus_opts.attach(&args.bus, None).map_err(lib_error)?,
     };
     let frame = build_frame(args.dst, iface.mac(), args.ethertype, &payload);
     for _ in 0..args.count {
