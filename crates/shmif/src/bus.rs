@@ -297,7 +297,14 @@ impl Bus {
             match open(true) {
                 Ok(f) => Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
-                Err(e) => return Err(Error::io(path, "cannot create bus file", e)),
+                Err(e) => {
+                    let what = if e.kind() == std::io::ErrorKind::NotFound {
+                        "cannot create bus file: its directory does not exist"
+                    } else {
+                        "cannot create bus file"
+                    };
+                    return Err(Error::io(path, what, e));
+                }
             }
         } else {
             None

@@ -295,7 +295,7 @@ fn bad_files_are_refused_and_left_untouched() {
 
     // A missing directory component.
     let m = dir.path().join("no-such-dir").join("bus");
-    assert!(attach_err(&m).contains("no such bus file"));
+    assert!(attach_err(&m).contains("directory does not exist"));
     assert!(!m.exists());
 }
 
