@@ -328,7 +328,13 @@ impl Bus {
         }
         let size = check_file(path, &mut file)?;
         if size == 0 {
-            allocate(path, &file)?;
+            if let Err(e) = allocate(path, &file) {
+                if is_new {
+                    // Leave nothing behind: the file did not exist before.
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
         }
         let map = Mapping::new(&file).map_err(|e| Error::io(path, "cannot map bus file", e))?;
         let bus = Bus {
