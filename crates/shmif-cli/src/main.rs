@@ -34,6 +34,9 @@ enum Command {
     Demo(cmd::demo::Args),
     Capture(cmd::capture::Args),
     Tap(cmd::tap::Args),
+    Bench(cmd::bench::Args),
+    #[command(hide = true)]
+    BenchWorker(cmd::bench::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Tap(a) => cmd::tap::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {
         Ok(code) => code,

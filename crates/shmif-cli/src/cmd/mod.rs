@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod bus_opts;
 pub mod capture;
 pub mod demo;

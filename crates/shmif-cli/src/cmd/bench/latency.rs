@@ -1,0 +1,114 @@
+//! Latency: ping-pong of one frame between this process and an echo
+//! process, and the bare wake-up round trip (a 4-byte `pwrite` raising
+//! inotify `IN_MODIFY`, each way) as the floor.
+
+use super::frames::{self, Kind};
+use super::proc::Worker;
+use super::worker::{latency_endpoint, poke, BareWatch, Wait};
+use anyhow::{bail, Result};
+use shmif::wire::MAX_FRAME_LEN;
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Round-trip times, sorted.
+#[derive(Debug, Clone)]
+pub struct Rtts(Vec<u64>);
+
+impl Rtts {
+    fn new(mut ns: Vec<u64>) -> Self {
+        ns.sort_unstable();
+        Rtts(ns)
+    }
+    /// The `q` quantile (0..=1), in µs.
+    pub fn quantile_us(&self, q: f64) -> f64 {
+        if self.0.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.0.len() - 1) as f64 * q).round() as usize;
+        self.0[i] as f64 / 1000.0
+    }
+    /// Median, µs.
+    pub fn p50(&self) -> f64 {
+        self.quantile_us(0.5)
+    }
+    /// 99th percentile, µs.
+    pub fn p99(&self) -> f64 {
+        self.quantile_us(0.99)
+    }
+    /// Samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Ping-pong of a 60-byte frame, both sides waiting as `wait` says:
+/// `warmup` round trips, then `rounds` measured ones.
+pub fn ping_pong(dir: &Path, wait: Wait, rounds: usize, warmup: usize) -> Result<Rtts> {
+    let bus = dir.join(format!("lat-{wait:?}"));
+    let _ = std::fs::remove_file(&bus);
+    let mut ep = latency_endpoint(&bus, wait)?;
+    let wait_arg: OsString = clap::ValueEnum::to_possible_value(&wait)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+        .into();
+    let echo = Worker::spawn(
+        "echo",
+        &["echo".into(), bus.clone().into(), "--wait".into(), wait_arg],
+    )?;
+    let mut ping = frames::build(60, ep.mac(), Kind::Ping, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..(warmup + rounds) as u64 {
+        frames::set_seq(&mut ping, i);
+        let t0 = Instant::now();
+        ep.send(&ping)?;
+        let deadline = t0 + Duration::from_secs(2);
+        loop {
+            let Some(len) = ep.recv(&mut buf, deadline)? else {
+                bail!("no echo of ping {i} within 2 s ({wait:?})");
+            };
+            if frames::parse(&buf[..len]) == Some((Kind::Pong, 0, i)) {
+                break;
+            }
+        }
+        if i >= warmup as u64 {
+            rtts.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    frames::set(&mut ping, Kind::Quit, 0, 0);
+    ep.send(&ping)?;
+    echo.finish(Duration::from_secs(1));
+    drop(ep);
+    let _ = std::fs::remove_file(&bus);
+    Ok(Rtts::new(rtts))
+}
+
+/// The floor: round trips of bare wake-ups between two processes (a
+/// `pwrite` of 4 bytes to one file, a blocking `read` of its inotify
+/// watch, the same back through a second file).
+pub fn wake_floor(dir: &Path, rounds: usize, warmup: usize) -> Result<Rtts> {
+    let (ping, pong) = (dir.join("wake-ping"), dir.join("wake-pong"));
+    for p in [&ping, &pong] {
+        std::fs::write(p, [0u8; 8])?;
+    }
+    let back = BareWatch::new(&pong)?;
+    let out = std::fs::OpenOptions::new().write(true).open(&ping)?;
+    let echo = Worker::spawn(
+        "wake echo",
+        &["wake-echo".into(), ping.clone().into(), pong.clone().into()],
+    )?;
+    let mut rtts = Vec::with_capacity(rounds);
+    for i in 0..warmup + rounds {
+        let t0 = Instant::now();
+        poke(&out)?;
+        back.wait()?;
+        if i >= warmup {
+            rtts.push(t0.elapsed().as_nanos() as u64);
+        }
+    }
+    drop(echo);
+    let _ = std::fs::remove_file(&ping);
+    let _ = std::fs::remove_file(&pong);
+    Ok(Rtts::new(rtts))
+}

@@ -1,0 +1,212 @@
+//! Throughput: one writer process, N reader processes, numbered frames;
+//! the unpaced rate and its loss, and the RFC 2544 rate (the highest
+//! offered rate whose loss stays under the threshold, by binary search on
+//! the writer's pacing).
+
+use super::proc::Worker;
+use super::worker::Mode;
+use anyhow::{bail, Result};
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+/// Loss at or above which a trial fails (RFC 2544 search): 0.1 %.
+pub const LOSS_THRESHOLD: f64 = 0.001;
+
+/// How long trials run and how far the search goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Length of one trial's sending, ns.
+    pub trial_ns: u64,
+    /// Pause after a trial before its end frames, ns (readers drain).
+    pub pause_ns: u64,
+    /// Binary search steps after the unpaced trial.
+    pub steps: u32,
+    /// Most frames per batch for the fast writer.
+    pub batch: usize,
+    /// Reader spin (ns) for the fast mode; `None`: the library default.
+    pub spin_ns: Option<u64>,
+}
+
+/// One trial's outcome.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// Offered rate, frames/s (0: unpaced).
+    pub offered: u64,
+    /// Data frames sent.
+    pub sent: u64,
+    /// ns from the first send to the end of the last.
+    pub elapsed_ns: u64,
+    /// Frames each reader received.
+    pub received: Vec<u64>,
+    /// Duplicated or reordered frames, all readers (must be 0).
+    pub dups: u64,
+    /// Overruns the readers saw, all readers.
+    pub overruns: u64,
+    /// Ring bytes lost to them, all readers.
+    pub overrun_bytes: u64,
+}
+
+impl Trial {
+    /// Frames per second the writer achieved.
+    pub fn send_rate(&self) -> f64 {
+        self.sent as f64 * 1e9 / self.elapsed_ns as f64
+    }
+    /// Frames per second delivered, mean over readers.
+    pub fn delivered_per_reader(&self) -> f64 {
+        let n = self.received.len().max(1) as f64;
+        self.received.iter().sum::<u64>() as f64 / n * 1e9 / self.elapsed_ns as f64
+    }
+    /// The worst reader's loss ratio.
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        self.received
+            .iter()
+            .map(|&r| 1.0 - r.min(self.sent) as f64 / self.sent as f64)
+            .fold(0.0, f64::max)
+    }
+    /// Whether this trial passes: loss under the threshold, every frame
+    /// in order, and (if paced) the writer kept up with the offered rate.
+    pub fn passes(&self) -> bool {
+        let kept_up = self.offered == 0 || self.send_rate() >= 0.97 * self.offered as f64;
+        self.loss() < LOSS_THRESHOLD && self.dups == 0 && kept_up
+    }
+}
+
+/// The figures for one configuration.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Fast or baseline.
+    pub mode: Mode,
+    /// Reader processes.
+    pub readers: usize,
+    /// Frame size (Ethernet frame, no FCS).
+    pub frame_bytes: usize,
+    /// The writer unpaced.
+    pub unpaced: Trial,
+    /// The fastest passing trial (the RFC 2544 rate), if any passed.
+    pub rfc: Option<Trial>,
+    /// Trials run.
+    pub trials: usize,
+}
+
+/// Runs one configuration: starts the readers and the writer on a fresh
+/// bus in `dir`, the unpaced trial, then the search.
+pub fn measure(
+    dir: &Path,
+    mode: Mode,
+    readers: usize,
+    frame_bytes: usize,
+    plan: &Plan,
+) -> Result<Row> {
+    let name = match mode {
+        Mode::Fast => "fast",
+        Mode::Baseline => "baseline",
+    };
+    let bus = dir.join(format!("tp-{name}-{readers}-{frame_bytes}"));
+    let _ = std::fs::remove_file(&bus);
+    let mode_arg: OsString = name.into();
+    let mut rs = Vec::new();
+    for k in 0..readers {
+        let mut args: Vec<OsString> = vec![
+            "reader".into(),
+            bus.clone().into(),
+            "--mode".into(),
+            mode_arg.clone(),
+        ];
+        if let (Mode::Fast, Some(ns)) = (mode, plan.spin_ns) {
+            args.extend(["--spin-ns".into(), ns.to_string().into()]);
+        }
+        rs.push(Worker::spawn(&format!("reader {k}"), &args)?);
+    }
+    let mut writer = Worker::spawn(
+        "writer",
+        &[
+            "writer".into(),
+            bus.clone().into(),
+            "--mode".into(),
+            mode_arg,
+            "--frame-bytes".into(),
+            frame_bytes.to_string().into(),
+            "--batch".into(),
+            plan.batch.to_string().into(),
+        ],
+    )?;
+    let mut next_trial = 1u32;
+    let mut run = |offered: u64| -> Result<Trial> {
+        let trial = next_trial;
+        next_trial += 1;
+        writer.send(&format!(
+            "run {trial} {offered} {} {}",
+            plan.trial_ns, plan.pause_ns
+        ))?;
+        let wait = Duration::from_nanos(plan.trial_ns + plan.pause_ns) + Duration::from_secs(10);
+        let done = writer.expect("done", wait)?;
+        let (sent, elapsed_ns) = (done[1].parse()?, done[2].parse()?);
+        let mut t = Trial {
+            offered,
+            sent,
+            elapsed_ns,
+            received: Vec::new(),
+            dups: 0,
+            overruns: 0,
+            overrun_bytes: 0,
+        };
+        for r in rs.iter_mut() {
+            // Lines of earlier trials (late after a timeout) are skipped.
+            let got = loop {
+                let f = r.expect("got", Duration::from_secs(5))?;
+                if f[0].parse::<u32>()? >= trial {
+                    break f;
+                }
+            };
+            if got[0].parse::<u32>()? != trial {
+                bail!("reader reported trial {} instead of {trial}", got[0]);
+            }
+            t.received.push(got[1].parse()?);
+            t.dups += got[2].parse::<u64>()?;
+            t.overruns += got[3].parse::<u64>()?;
+            t.overrun_bytes += got[4].parse::<u64>()?;
+        }
+        Ok(t)
+    };
+    let unpaced = run(0)?;
+    let mut trials = 1;
+    let mut rfc = None;
+    if unpaced.passes() {
+        rfc = Some(unpaced.clone());
+    } else {
+        let (mut lo, mut hi) = (0.0f64, unpaced.send_rate());
+        for _ in 0..plan.steps {
+            let mid = (lo + hi) / 2.0;
+            let t = run(mid.max(1.0) as u64)?;
+            trials += 1;
+            if t.passes() {
+                lo = mid;
+                if rfc.as_ref().map_or(true, |b: &Trial| {
+                    t.delivered_per_reader() > b.delivered_per_reader()
+                }) {
+                    rfc = Some(t);
+                }
+            } else {
+                hi = mid;
+            }
+        }
+    }
+    writer.send("quit")?;
+    writer.finish(Duration::from_secs(2));
+    for r in rs {
+        r.finish(Duration::from_secs(2));
+    }
+    let _ = std::fs::remove_file(&bus);
+    Ok(Row {
+        mode,
+        readers,
+        frame_bytes,
+        unpaced,
+        rfc,
+        trials,
+    })
+}

@@ -1,0 +1,345 @@
+//! The benchmark's child processes (`shmif bench-worker ROLE`, hidden):
+//! writers, readers and echoes, each one process on the bus, driven by the
+//! parent over stdin and reporting one line per result on stdout.
+
+use super::endpoint::{Baseline, Endpoint, Fast};
+use super::frames::{self, Kind};
+use crate::cmd::dump::lib_error;
+use anyhow::{anyhow, bail, Context as _, Result};
+use shmif::wire::MAX_FRAME_LEN;
+use shmif::Interface;
+use std::io::{BufRead, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// One process of a `shmif bench` run; not for direct use.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(subcommand)]
+    role: Role,
+}
+
+/// How a throughput process drives the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The library's `Interface` (batched sends, batched receives).
+    Fast,
+    /// NetBSD's algorithm, literally.
+    Baseline,
+}
+
+/// How an echo waits for frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Wait {
+    /// `Interface` with no spinning: sleep on the wake-up at once.
+    Blocking,
+    /// `Interface` with the library's default spin.
+    Default,
+    /// `Interface` never sleeping (`set_spin(Duration::MAX)`).
+    BusyPoll,
+    /// NetBSD's algorithm, literally.
+    Baseline,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Role {
+    /// Sends trials on command: `run TRIAL RATE DURATION_NS PAUSE_NS`
+    /// (RATE frames/s, 0 = as fast as possible), `quit`.
+    Writer {
+        bus: PathBuf,
+        #[arg(long)]
+        mode: Mode,
+        #[arg(long)]
+        frame_bytes: usize,
+        /// Most frames per batch (fast mode).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Counts each trial's frames; prints `got TRIAL RECEIVED DUPS
+    /// OVERRUNS OVERRUN_BYTES` at each trial's end frame.
+    Reader {
+        bus: PathBuf,
+        #[arg(long)]
+        mode: Mode,
+        /// Spin before sleeping, in ns (default: the library's).
+        #[arg(long)]
+        spin_ns: Option<u64>,
+    },
+    /// Sends every ping back as a pong.
+    Echo {
+        bus: PathBuf,
+        #[arg(long)]
+        wait: Wait,
+    },
+    /// Answers each change of PING with a 4-byte write to PONG (the bare
+    /// wake-up round trip).
+    WakeEcho { ping: PathBuf, pong: PathBuf },
+}
+
+/// Runs one worker role until its parent says quit (or dies).
+pub fn run(args: WorkerArgs) -> Result<ExitCode> {
+    // Never outlive the benchmark that started us.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    match args.role {
+        Role::Writer {
+            bus,
+            mode,
+            frame_bytes,
+            batch,
+        } => writer(&bus, mode, frame_bytes, batch.max(1)),
+        Role::Reader { bus, mode, spin_ns } => reader(&bus, mode, spin_ns),
+        Role::Echo { bus, wait } => echo(&bus, wait),
+        Role::WakeEcho { ping, pong } => wake_echo(&ping, &pong),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// An endpoint of the given throughput mode on `bus`.
+pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
+    Ok(match mode {
+        Mode::Fast => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
+        Mode::Baseline => Box::new(Baseline::open(bus)?),
+    })
+}
+
+/// An endpoint that waits as `wait` says.
+pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
+    let spin = match wait {
+        Wait::Baseline => return Ok(Box::new(Baseline::open(bus)?)),
+        Wait::Blocking => Some(Duration::ZERO),
+        Wait::Default => None,
+        Wait::BusyPoll => Some(Duration::MAX),
+    };
+    let i = Interface::attach(bus).map_err(lib_error)?;
+    if let Some(s) = spin {
+        i.set_spin(s);
+    }
+    Ok(Box::new(Fast(i)))
+}
+
+fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize) -> Result<()> {
+    let mut ep = endpoint(bus, mode)?;
+    let mac = ep.mac();
+    let mut frames: Vec<Vec<u8>> = (0..batch)
+        .map(|_| frames::build(bytes, mac, Kind::Data, 0, 0))
+        .collect();
+    let mut control = frames::build(bytes, mac, Kind::End, 0, 0);
+    say("ready")?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.as_slice() {
+            ["run", trial, rate, dur, pause] => {
+                let (trial, rate, dur, pause): (u32, u64, u64, u64) =
+                    (trial.parse()?, rate.parse()?, dur.parse()?, pause.parse()?);
+                for f in &mut frames {
+                    frames::set(f, Kind::Data, trial, 0);
+                }
+                let (sent, elapsed) = send_trial(&mut *ep, &mut frames, rate, dur)?;
+                std::thread::sleep(Duration::from_nanos(pause));
+                frames::set(&mut control, Kind::End, trial, sent);
+                for _ in 0..3 {
+                    ep.send(&control)?;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                say(&format!("done {trial} {sent} {elapsed}"))?;
+            }
+            ["quit"] => break,
+            _ => bail!("writer: unknown command {line:?}"),
+        }
+    }
+    frames::set(&mut control, Kind::Quit, 0, 0);
+    for _ in 0..3 {
+        ep.send(&control)?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Sends numbered frames for `dur` ns at `rate` frames/s (0: as fast as
+/// possible, full batches). Returns frames sent and ns from the first send
+/// to the end of the last.
+fn send_trial(
+    ep: &mut dyn Endpoint,
+    frames: &mut [Vec<u8>],
+    rate: u64,
+    dur: u64,
+) -> Result<(u64, u64)> {
+    let batch = frames.len() as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut last = 0u64;
+    loop {
+        let el = start.elapsed().as_nanos() as u64;
+        if el >= dur {
+            break;
+        }
+        let n = if rate == 0 {
+            batch
+        } else {
+            let due = (u128::from(el) * u128::from(rate) / 1_000_000_000) as u64 + 1;
+            if due <= sent {
+                // Ahead of schedule: wait for the next frame's time, leaving
+                // the processor to the readers.
+                let next = (u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64;
+                let gap = next.saturating_sub(el);
+                if gap > 200_000 {
+                    std::thread::sleep(Duration::from_nanos(gap - 100_000));
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            (due - sent).min(batch)
+        };
+        for (i, f) in frames[..n as usize].iter_mut().enumerate() {
+            frames::set_seq(f, sent + i as u64);
+        }
+        ep.send_batch(&frames[..n as usize])?;
+        sent += n;
+        last = start.elapsed().as_nanos() as u64;
+    }
+    Ok((sent, last.max(1)))
+}
+
+/// What a reader counted of one trial.
+#[derive(Default)]
+struct Tally {
+    trial: Option<u32>,
+    received: u64,
+    dups: u64,
+    expected: u64,
+    reported: Option<u32>,
+    overruns_at_start: (u64, u64),
+}
+
+fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
+    let mut ep: Box<dyn Endpoint> = match (mode, spin_ns) {
+        (Mode::Fast, Some(ns)) => {
+            let i = Interface::attach(bus).map_err(lib_error)?;
+            i.set_spin(if ns == u64::MAX {
+                Duration::MAX
+            } else {
+                Duration::from_nanos(ns)
+            });
+            Box::new(Fast(i))
+        }
+        _ => endpoint(bus, mode)?,
+    };
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let mut t = Tally::default();
+    say("ready")?;
+    loop {
+        let Some(len) = ep.recv(&mut buf, Instant::now() + Duration::from_secs(1))? else {
+            continue;
+        };
+        match frames::parse(&buf[..len]) {
+            Some((Kind::Data, trial, seq)) => {
+                if t.trial != Some(trial) {
+                    t = Tally {
+                        trial: Some(trial),
+                        reported: t.reported,
+                        overruns_at_start: t.overruns_at_start,
+                        ..Tally::default()
+                    };
+                }
+                t.received += 1;
+                if seq < t.expected {
+                    t.dups += 1;
+                } else {
+                    t.expected = seq + 1;
+                }
+            }
+            Some((Kind::End, trial, _sent)) if t.reported != Some(trial) => {
+                let received = if t.trial == Some(trial) {
+                    t.received
+                } else {
+                    0
+                };
+                let dups = if t.trial == Some(trial) { t.dups } else { 0 };
+                let now = ep.overruns();
+                let (o0, b0) = t.overruns_at_start;
+                say(&format!(
+                    "got {trial} {received} {dups} {} {}",
+                    now.0 - o0,
+                    now.1 - b0
+                ))?;
+                t.reported = Some(trial);
+                t.overruns_at_start = now;
+            }
+            Some((Kind::Quit, ..)) => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+fn echo(bus: &Path, wait: Wait) -> Result<()> {
+    let mut ep = latency_endpoint(bus, wait)?;
+    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    say("ready")?;
+    loop {
+        let Some(len) = ep.recv(&mut buf, Instant::now() + Duration::from_secs(1))? else {
+            continue;
+        };
+        match frames::parse(&buf[..len]) {
+            Some((Kind::Ping, trial, seq)) => {
+                frames::set(&mut buf[..len], Kind::Pong, trial, seq);
+                ep.send(&buf[..len])?;
+            }
+            Some((Kind::Quit, ..)) => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// A blocking inotify watch for IN_MODIFY on one file: the bare mechanism.
+pub struct BareWatch(std::os::fd::OwnedFd);
+
+impl BareWatch {
+    /// Watches `path` for modifications.
+    pub fn new(path: &Path) -> Result<Self> {
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
+        inotify::add_watch(&fd, path, inotify::WatchFlags::MODIFY)
+            .with_context(|| format!("watch {}", path.display()))?;
+        Ok(BareWatch(fd))
+    }
+    /// Blocks in `read` until at least one event is queued, consuming the
+    /// events that fit in one buffer.
+    pub fn wait(&self) -> Result<()> {
+        let mut buf = [0u8; 256];
+        loop {
+            match rustix::io::read(&self.0, &mut buf) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(anyhow!("inotify read: {e}")),
+            }
+        }
+    }
+}
+
+/// The 4-byte write that raises the event (the same write a bus wake-up is).
+pub fn poke(file: &std::fs::File) -> Result<()> {
+    file.write_all_at(&3u32.to_ne_bytes(), 4)?;
+    Ok(())
+}
+
+fn wake_echo(ping: &Path, pong: &Path) -> Result<()> {
+    let watch = BareWatch::new(ping)?;
+    let out = std::fs::OpenOptions::new().write(true).open(pong)?;
+    say("ready")?;
+    // Runs until the parent kills it (or dies: see the death signal).
+    loop {
+        watch.wait()?;
+        poke(&out)?;
+    }
+}
