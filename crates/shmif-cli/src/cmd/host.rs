@@ -53,6 +53,9 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// The bus file (created if missing).
     pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
     /// The host's address, ADDR/PREFIX: IPv4 (10.0.0.1/24) or IPv6
     /// (fd00::1/64). Without /PREFIX: /24 or /64.
     #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
@@ -381,7 +384,7 @@ struct TcpSlot {
 pub fn run(args: Args) -> Result<ExitCode> {
     let addrs = net::addresses(args.ip, args.ip6)?;
     args.check_actions(&addrs)?;
-    let mut stack = Stack::attach(&args.bus, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
 
     let mut slots = Vec::new();

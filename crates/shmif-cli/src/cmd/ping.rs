@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// The bus file.
     pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
     /// This interface's address, ADDR/PREFIX, IPv4 or IPv6 (the family of
     /// DEST). Without /PREFIX: /24 or /64.
     #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
@@ -104,7 +107,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (ip, ip6) => net::addresses(ip, ip6)?,
     };
     opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
-    let mut stack = Stack::attach(&args.bus, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
     let mut pinger = Pinger::start(&mut stack, opts, &args.bus)?;
     Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {

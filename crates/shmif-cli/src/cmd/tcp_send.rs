@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// The bus file.
     pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
     /// This interface's address, ADDR/PREFIX, IPv4 or IPv6. Without
     /// /PREFIX: /24 or /64.
     #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
@@ -85,7 +88,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (ip, ip6) => net::addresses(ip, ip6)?,
     };
     opts.check(&format!("DEST {}", args.dest), &addrs)?;
-    let mut stack = Stack::attach(&args.bus, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
     let port = local_port(&stack, 0, &[]);
     let mut sender = TcpSender::start(&mut stack, opts, port, "shmif tcp-send")?;
