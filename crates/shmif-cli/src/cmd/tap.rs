@@ -45,14 +45,14 @@ use std::process::ExitCode;
 /// its counters to standard error. Prints one line to standard output
 /// once the bridge is up.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
-    sudo shmif tap /tmp/bus --tap shmif0 &              # then:\n  \
-    sudo ip addr add 10.0.0.1/24 dev shmif0\n  \
-    shmif ping /tmp/bus --ip 10.0.0.2/24 10.0.0.1 -c 3  # a userspace host pings the kernel\n\n  \
-    sudo ip netns add red\n  \
-    sudo shmif tap /tmp/bus --tap shm-red --netns red &\n  \
-    sudo ip -n red addr add 10.0.0.3/24 dev shm-red\n  \
-    sudo ip netns exec red ping 10.0.0.2                # the namespace's kernel on the bus\n\n\
+#[command(after_help = "Examples (as root):\n  \
+    shmif tap /tmp/bus --tap shmif0 &                   # the kernel joins the bus as shmif0\n  \
+    ip addr add 10.0.0.1/24 dev shmif0\n  \
+    shmif ping /tmp/bus --ip 10.0.0.2/24 10.0.0.1 -c 3  # a userspace stack pings the kernel\n\n  \
+    ip netns add red\n  \
+    shmif tap /tmp/bus --tap shm-red --netns red &      # a second kernel: a namespace's\n  \
+    ip -n red addr add 10.0.0.3/24 dev shm-red\n  \
+    ip netns exec red ping -c 3 10.0.0.1                # kernel to kernel across the bus\n\n\
     Exit status: 0 after SIGINT/SIGTERM; 1 if the TAP cannot be opened (the message says which \
     privilege or device is missing) or the bus fails.")]
 pub struct Args {
