@@ -23,7 +23,7 @@ use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use shmif::wire::MAX_FRAME_LEN;
-use shmif::{Interface, Received};
+use shmif::Received;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
@@ -99,6 +99,10 @@ pub struct Args {
     /// command read it).
     #[arg(long, value_name = "SOURCE", value_enum, default_value_t = Timestamps::Sender)]
     pub timestamps: Timestamps,
+
+    /// How the bus file is opened or created.
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
 }
 
 /// Where a frame's recorded time comes from.
@@ -352,7 +356,7 @@ enum End {
 /// Runs `shmif capture`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let signals = StopSignals::new().context("cannot catch SIGINT/SIGTERM")?;
-    let iface = Interface::attach(&args.bus).map_err(lib_error)?;
+    let iface = args.bus_opts.attach(&args.bus, None).map_err(lib_error)?;
     iface.set_promiscuous(true);
 
     let to_stdout = match args.write.as_deref() {

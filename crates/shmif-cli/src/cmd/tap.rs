@@ -71,6 +71,10 @@ pub struct Args {
     /// file such as /proc/PID/ns/net.
     #[arg(long, value_name = "NAME|PATH")]
     pub netns: Option<String>,
+
+    /// How the bus file is opened or created.
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
 }
 
 /// Runs `shmif tap`.
@@ -387,13 +391,19 @@ mod linux {
         }
         // Check the bus before making a TAP, so that a bad path leaves no
         // device behind even for a moment.
-        Interface::new().set_link(&args.bus).map_err(lib_error)?;
+        Interface::new()
+            .with_open_options(args.bus_opts.open_options())
+            .set_link(&args.bus)
+            .map_err(lib_error)?;
         let tap = open_tap(args.tap.as_deref())?;
         let mac = tap
             .dev
             .mac_address()
             .map_err(|e| anyhow!("TAP {}: cannot read its MAC address: {e}", tap.name))?;
-        let iface = Interface::attach_with_mac(&args.bus, MacAddr(mac)).map_err(lib_error)?;
+        let iface = args
+            .bus_opts
+            .attach(&args.bus, Some(MacAddr(mac)))
+            .map_err(lib_error)?;
         iface.set_promiscuous(true);
         let wake = iface
             .wakeup_fd()
