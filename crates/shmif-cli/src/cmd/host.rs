@@ -5,7 +5,6 @@ use super::ping::{self, PingOptions, Pinger};
 use super::tcp_send::{self, TcpSendOptions, TcpSender};
 use anyhow::{Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, FromArgMatches};
-use shmif::MacAddr;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpCidr, IpEndpoint};
@@ -56,16 +55,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub bus_opts: super::bus_opts::BusOpts,
-    /// The host's address, ADDR/PREFIX: IPv4 (10.0.0.1/24) or IPv6
-    /// (fd00::1/64). Without /PREFIX: /24 or /64.
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip: Option<IpCidr>,
-    /// An IPv6 address as well, ADDR/PREFIX (fd00::1/64).
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip6: Option<IpCidr>,
-    /// The interface's MAC address (default: random b2:a0:xx:xx:xx:xx).
-    #[arg(long, value_parser = net::parse_mac)]
-    pub mac: Option<MacAddr>,
+    #[command(flatten)]
+    pub iface: net::IfaceArgs,
     /// Serve TCP echo on PORT: send back everything received (repeatable).
     #[arg(long, value_name = "PORT")]
     pub tcp_echo: Vec<u16>,
@@ -382,9 +373,9 @@ struct TcpSlot {
 
 /// Runs `shmif host`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let addrs = net::addresses(args.ip, args.ip6)?;
+    let addrs = args.iface.addresses()?;
     args.check_actions(&addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
 
     let mut slots = Vec::new();
@@ -714,7 +705,7 @@ mod tests {
     #[test]
     fn actions_are_checked_against_the_addresses() {
         let a = parse(&["/tmp/bus", "--ip", "10.0.0.2/24", "--ping", "fd00::1"]).unwrap();
-        let addrs = net::addresses(a.ip, a.ip6).unwrap();
+        let addrs = a.iface.addresses().unwrap();
         let e = a.check_actions(&addrs).unwrap_err().to_string();
         assert!(e.contains("--ping fd00::1") && e.contains("--ip6"), "{e}");
         let a = parse(&[

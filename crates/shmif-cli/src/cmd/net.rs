@@ -21,6 +21,32 @@ use std::time::{Duration, Instant};
 /// laps a receiver that is keeping up.
 pub const DEFAULT_TCP_BUFFER_KIB: usize = 512;
 
+/// The interface options of the commands that run a TCP/IP stack on a bus
+/// (`host`, `ping`, `tcp-send`): its addresses and its MAC address.
+/// Flattened into each command's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IfaceArgs {
+    /// This interface's address, ADDR/PREFIX: IPv4 (10.0.0.1/24) or IPv6
+    /// (fd00::1/64); a destination needs an address of its family. Without
+    /// /PREFIX: /24 or /64.
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    pub ip: Option<IpCidr>,
+    /// An IPv6 address as well, ADDR/PREFIX (fd00::1/64), for IPv6
+    /// destinations.
+    #[arg(long, value_name = "ADDR/PREFIX", value_parser = parse_cidr)]
+    pub ip6: Option<IpCidr>,
+    /// This interface's MAC address (default: random b2:a0:xx:xx:xx:xx).
+    #[arg(long, value_parser = parse_mac)]
+    pub mac: Option<MacAddr>,
+}
+
+impl IfaceArgs {
+    /// The interface addresses from `--ip` and `--ip6` (see [`addresses`]).
+    pub fn addresses(&self) -> Result<Vec<IpCidr>> {
+        addresses(self.ip, self.ip6)
+    }
+}
+
 /// Parses `ADDR/PREFIX` (IPv4 or IPv6); a missing prefix means /24 for IPv4
 /// and /64 for IPv6.
 pub fn parse_cidr(s: &str) -> Result<IpCidr, String> {

@@ -2,7 +2,6 @@
 
 use super::net::{self, Activity, Stack, Step, StopSignal};
 use anyhow::{Context, Result};
-use shmif::MacAddr;
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::icmp;
@@ -33,16 +32,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub bus_opts: super::bus_opts::BusOpts,
-    /// This interface's address, ADDR/PREFIX, IPv4 or IPv6 (the family of
-    /// DEST). Without /PREFIX: /24 or /64.
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip: Option<IpCidr>,
-    /// An IPv6 address as well, ADDR/PREFIX, for IPv6 destinations.
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip6: Option<IpCidr>,
-    /// This interface's MAC address (default: random b2:a0:xx:xx:xx:xx).
-    #[arg(long, value_parser = net::parse_mac)]
-    pub mac: Option<MacAddr>,
+    #[command(flatten)]
+    pub iface: net::IfaceArgs,
     /// The address to ping, IPv4 or IPv6.
     #[arg(value_name = "DEST")]
     pub dest: IpAddr,
@@ -102,12 +93,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         timeout: Duration::from_secs_f64(args.timeout),
         quiet: args.quiet,
     };
-    let addrs = match (args.ip, args.ip6) {
-        (Some(v6 @ IpCidr::Ipv6(_)), None) => vec![v6],
-        (ip, ip6) => net::addresses(ip, ip6)?,
-    };
+    let addrs = args.iface.addresses()?;
     opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
     let mut pinger = Pinger::start(&mut stack, opts, &args.bus)?;
     Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {
@@ -403,7 +391,7 @@ impl Activity for Pinger {
         let now = Instant::now();
         let timeout = self.opts.timeout;
         self.waiting.retain(|_, t| now.duration_since(*t) < timeout);
-        let more = !self.interrupted && self.opts.count.map_or(true, |c| self.sent < c);
+        let more = !self.interrupted && self.opts.count.is_none_or(|c| self.sent < c);
         let interval_zero = self.opts.interval.is_zero();
         let may_send = if interval_zero {
             self.waiting.is_empty()

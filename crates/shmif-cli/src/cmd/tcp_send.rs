@@ -2,7 +2,6 @@
 
 use super::net::{self, Activity, Stack, Step, StopSignal};
 use anyhow::{bail, Result};
-use shmif::MacAddr;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
@@ -34,16 +33,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub bus_opts: super::bus_opts::BusOpts,
-    /// This interface's address, ADDR/PREFIX, IPv4 or IPv6. Without
-    /// /PREFIX: /24 or /64.
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip: Option<IpCidr>,
-    /// An IPv6 address as well, ADDR/PREFIX, for IPv6 destinations.
-    #[arg(long, value_name = "ADDR/PREFIX", value_parser = net::parse_cidr)]
-    pub ip6: Option<IpCidr>,
-    /// This interface's MAC address (default: random b2:a0:xx:xx:xx:xx).
-    #[arg(long, value_parser = net::parse_mac)]
-    pub mac: Option<MacAddr>,
+    #[command(flatten)]
+    pub iface: net::IfaceArgs,
     /// The server: ADDR:PORT, or [ADDR]:PORT for IPv6.
     #[arg(value_name = "DEST:PORT")]
     pub dest: SocketAddr,
@@ -83,12 +74,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tcp_buffer: args.tcp_buffer,
         timeout: Duration::from_secs_f64(args.timeout.clamp(0.001, 1e6)),
     };
-    let addrs = match (args.ip, args.ip6) {
-        (Some(v6 @ IpCidr::Ipv6(_)), None) => vec![v6],
-        (ip, ip6) => net::addresses(ip, ip6)?,
-    };
+    let addrs = args.iface.addresses()?;
     opts.check(&format!("DEST {}", args.dest), &addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.mac, &addrs)?;
+    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
     let port = local_port(&stack, 0, &[]);
     let mut sender = TcpSender::start(&mut stack, opts, port, "shmif tcp-send")?;
