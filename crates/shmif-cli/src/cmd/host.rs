@@ -9,7 +9,6 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpCidr, IpEndpoint};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -50,13 +49,8 @@ use std::time::{Duration, Instant};
     shmif host /tmp/bus --ip 10.0.0.4/24 --ping 10.0.0.1 --ping-count 1000 --ping-interval 0 \\\n      \
     --ping-quiet --exit-when-done")]
 pub struct Args {
-    /// The bus file (created if missing).
-    pub bus: PathBuf,
-
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
-    #[command(flatten)]
-    pub iface: net::IfaceArgs,
+    pub stack: net::StackArgs,
     /// Serve TCP echo on PORT: send back everything received (repeatable).
     #[arg(long, value_name = "PORT")]
     pub tcp_echo: Vec<u16>,
@@ -285,9 +279,8 @@ impl Plan {
             eprintln!("shmif host: {action}: {e:#}");
         }
         let started: Result<Box<dyn Activity>> = match action {
-            Action::Ping(d) => {
-                Pinger::start(stack, args.ping_options(d), &args.bus).map(|p| Box::new(p) as _)
-            }
+            Action::Ping(d) => Pinger::start(stack, args.ping_options(d), &args.stack.bus)
+                .map(|p| Box::new(p) as _),
             Action::TcpSend { dest, echo } => {
                 let served: Vec<u16> = args
                     .tcp_sink
@@ -373,9 +366,9 @@ struct TcpSlot {
 
 /// Runs `shmif host`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    let addrs = args.iface.addresses()?;
+    let addrs = args.stack.addresses()?;
     args.check_actions(&addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
+    let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
 
     let mut slots = Vec::new();
@@ -438,7 +431,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "host {} ({}) up on {}{serving}",
         stack.addresses_text(),
         stack.mac(),
-        args.bus.display()
+        args.stack.bus.display()
     ));
 
     let mut plan = Plan {
@@ -516,7 +509,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         c.tx_frames,
         c.rx_frames,
         c.overruns,
-        args.bus.display()
+        args.stack.bus.display()
     ));
     Ok(if plan.all_succeeded() {
         ExitCode::SUCCESS
@@ -705,7 +698,7 @@ mod tests {
     #[test]
     fn actions_are_checked_against_the_addresses() {
         let a = parse(&["/tmp/bus", "--ip", "10.0.0.2/24", "--ping", "fd00::1"]).unwrap();
-        let addrs = a.iface.addresses().unwrap();
+        let addrs = a.stack.addresses().unwrap();
         let e = a.check_actions(&addrs).unwrap_err().to_string();
         assert!(e.contains("--ping fd00::1") && e.contains("--ip6"), "{e}");
         let a = parse(&[

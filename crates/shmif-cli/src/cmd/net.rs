@@ -10,7 +10,7 @@ use smoltcp::iface::{Config, Interface as IpInterface, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -21,11 +21,16 @@ use std::time::{Duration, Instant};
 /// laps a receiver that is keeping up.
 pub const DEFAULT_TCP_BUFFER_KIB: usize = 512;
 
-/// The interface options of the commands that run a TCP/IP stack on a bus
-/// (`host`, `ping`, `tcp-send`): its addresses and its MAC address.
-/// Flattened into each command's arguments.
+/// What the commands that run a TCP/IP stack on a bus (`host`, `ping`,
+/// `tcp-send`) share: the bus, how it is opened, and the interface's
+/// addresses and MAC address. Flattened into each command's arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct IfaceArgs {
+pub struct StackArgs {
+    /// The bus file (created if missing).
+    pub bus: PathBuf,
+
+    #[command(flatten)]
+    pub bus_opts: super::bus_opts::BusOpts,
     /// This interface's address, ADDR/PREFIX: IPv4 (10.0.0.1/24) or IPv6
     /// (fd00::1/64); a destination needs an address of its family. Without
     /// /PREFIX: /24 or /64.
@@ -40,10 +45,16 @@ pub struct IfaceArgs {
     pub mac: Option<MacAddr>,
 }
 
-impl IfaceArgs {
+impl StackArgs {
     /// The interface addresses from `--ip` and `--ip6` (see [`addresses`]).
     pub fn addresses(&self) -> Result<Vec<IpCidr>> {
         addresses(self.ip, self.ip6)
+    }
+
+    /// Attaches a [`Stack`] to the bus, with `addrs` (from
+    /// [`StackArgs::addresses`]) and the MAC address given.
+    pub fn attach(&self, addrs: &[IpCidr]) -> Result<Stack> {
+        Stack::attach(&self.bus, &self.bus_opts, self.mac, addrs)
     }
 }
 

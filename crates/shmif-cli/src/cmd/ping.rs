@@ -8,7 +8,7 @@ use smoltcp::socket::icmp;
 use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
@@ -27,13 +27,8 @@ use std::time::{Duration, Instant};
     shmif ping /tmp/bus --ip fd00::2/64 fd00::1 -c 1000 -i 0 -q   # latency: back to back\n  \
     shmif ping /tmp/bus --ip 10.0.0.2/24 --ip6 fd00::2/64 fd00::1")]
 pub struct Args {
-    /// The bus file.
-    pub bus: PathBuf,
-
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
-    #[command(flatten)]
-    pub iface: net::IfaceArgs,
+    pub stack: net::StackArgs,
     /// The address to ping, IPv4 or IPv6.
     #[arg(value_name = "DEST")]
     pub dest: IpAddr,
@@ -93,11 +88,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         timeout: Duration::from_secs_f64(args.timeout),
         quiet: args.quiet,
     };
-    let addrs = args.iface.addresses()?;
+    let addrs = args.stack.addresses()?;
     opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
+    let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
-    let mut pinger = Pinger::start(&mut stack, opts, &args.bus)?;
+    let mut pinger = Pinger::start(&mut stack, opts, &args.stack.bus)?;
     Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {
         ExitCode::SUCCESS
     } else {
@@ -277,7 +272,13 @@ impl Pinger {
                 // identifier: our socket took it, so smoltcp does not
                 // answer it; answer it here, as smoltcp would have.
                 let data = reply_data.to_vec();
-                answered |= answer(s, from, src, ident, seq, &data, caps);
+                let reply = Echo {
+                    reply: true,
+                    ident,
+                    seq,
+                    data: &data,
+                };
+                answered |= reply.send(s, src, from, caps);
                 continue;
             }
             if from != dest {
@@ -310,31 +311,14 @@ impl Pinger {
         let (ident, dest, caps) = (self.ident, self.dest, &self.caps);
         let seq = self.sent as u16;
         payload(ident, seq, self.opts.size, &mut self.data);
-        let data = &self.data;
-        let s = stack.sockets.get_mut::<icmp::Socket>(self.handle);
-        let ok = match (dest, self.src) {
-            (IpAddress::Ipv4(_), _) => {
-                let repr = Icmpv4Repr::EchoRequest {
-                    ident,
-                    seq_no: seq,
-                    data,
-                };
-                s.send(repr.buffer_len(), dest)
-                    .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), caps))
-                    .is_ok()
-            }
-            (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
-                let repr = Icmpv6Repr::EchoRequest {
-                    ident,
-                    seq_no: seq,
-                    data,
-                };
-                s.send(repr.buffer_len(), dest)
-                    .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), caps))
-                    .is_ok()
-            }
-            _ => false,
+        let request = Echo {
+            reply: false,
+            ident,
+            seq,
+            data: &self.data,
         };
+        let s = stack.sockets.get_mut::<icmp::Socket>(self.handle);
+        let ok = request.send(s, self.src, dest, caps);
         if ok {
             self.waiting.insert(seq, Instant::now());
         }
@@ -350,38 +334,64 @@ impl Pinger {
     }
 }
 
-/// Answers an echo request (`seq`, `data`) from `to` through socket `s`.
-fn answer(
-    s: &mut icmp::Socket,
-    to: IpAddress,
-    src: IpAddress,
+/// An ICMP echo message: a request, or the reply to one.
+struct Echo<'a> {
+    reply: bool,
     ident: u16,
     seq: u16,
-    data: &[u8],
-    caps: &ChecksumCapabilities,
-) -> bool {
-    match (to, src) {
-        (IpAddress::Ipv4(_), _) => {
-            let repr = Icmpv4Repr::EchoReply {
-                ident,
-                seq_no: seq,
-                data,
-            };
-            s.send(repr.buffer_len(), to)
-                .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), caps))
-                .is_ok()
+    data: &'a [u8],
+}
+
+impl Echo<'_> {
+    /// Sends it from `src` to `to` through socket `s`; returns whether the
+    /// socket took it.
+    fn send(
+        &self,
+        s: &mut icmp::Socket,
+        src: IpAddress,
+        to: IpAddress,
+        caps: &ChecksumCapabilities,
+    ) -> bool {
+        let (ident, seq_no, data) = (self.ident, self.seq, self.data);
+        match (to, src) {
+            (IpAddress::Ipv4(_), _) => {
+                let repr = if self.reply {
+                    Icmpv4Repr::EchoReply {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                } else {
+                    Icmpv4Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                };
+                s.send(repr.buffer_len(), to)
+                    .map(|buf| repr.emit(&mut Icmpv4Packet::new_unchecked(buf), caps))
+                    .is_ok()
+            }
+            (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
+                let repr = if self.reply {
+                    Icmpv6Repr::EchoReply {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                } else {
+                    Icmpv6Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                };
+                s.send(repr.buffer_len(), to)
+                    .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), caps))
+                    .is_ok()
+            }
+            _ => false,
         }
-        (IpAddress::Ipv6(d), IpAddress::Ipv6(sa)) => {
-            let repr = Icmpv6Repr::EchoReply {
-                ident,
-                seq_no: seq,
-                data,
-            };
-            s.send(repr.buffer_len(), to)
-                .map(|buf| repr.emit(&sa, &d, &mut Icmpv6Packet::new_unchecked(buf), caps))
-                .is_ok()
-        }
-        _ => false,
     }
 }
 

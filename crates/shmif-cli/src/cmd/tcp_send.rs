@@ -6,7 +6,6 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -28,13 +27,8 @@ use std::time::{Duration, Instant};
     shmif tcp-send /tmp/bus --ip 10.0.0.2/24 10.0.0.1:7 --megabytes 5 --expect-echo\n  \
     shmif tcp-send /tmp/bus --ip fd00::2/64 '[fd00::1]:9000' --megabytes 50")]
 pub struct Args {
-    /// The bus file.
-    pub bus: PathBuf,
-
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
-    #[command(flatten)]
-    pub iface: net::IfaceArgs,
+    pub stack: net::StackArgs,
     /// The server: ADDR:PORT, or [ADDR]:PORT for IPv6.
     #[arg(value_name = "DEST:PORT")]
     pub dest: SocketAddr,
@@ -74,9 +68,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tcp_buffer: args.tcp_buffer,
         timeout: Duration::from_secs_f64(args.timeout.clamp(0.001, 1e6)),
     };
-    let addrs = args.iface.addresses()?;
+    let addrs = args.stack.addresses()?;
     opts.check(&format!("DEST {}", args.dest), &addrs)?;
-    let mut stack = Stack::attach(&args.bus, &args.bus_opts, args.iface.mac, &addrs)?;
+    let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install(&stack.shmif)?;
     let port = local_port(&stack, 0, &[]);
     let mut sender = TcpSender::start(&mut stack, opts, port, "shmif tcp-send")?;
