@@ -51,6 +51,25 @@ pub fn summarize(frame: &[u8]) -> String {
     format!("{head}: {}", describe(frame, ether_type))
 }
 
+/// The line `shmif listen` and `shmif capture` print for a frame: the
+/// time ([`clock`]) and the summary ([`summarize`]).
+pub fn frame_line(sec: u32, usec: u32, frame: &[u8]) -> String {
+    format!("{} {}", clock(sec, usec), summarize(frame))
+}
+
+/// `HH:MM:SS.uuuuuu` of a bus timestamp, UTC. A microseconds field that is
+/// out of range (a hostile or broken peer) is shown as it is.
+pub fn clock(sec: u32, usec: u32) -> String {
+    let day = sec % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3600,
+        day % 3600 / 60,
+        day % 60,
+        usec
+    )
+}
+
 /// The name tcpdump gives an EtherType, or its value as `0xXXXX`. Values up
 /// to 1500 are an IEEE 802.3 length field, not a type.
 fn ether_type_name(t: u16) -> String {
@@ -406,6 +425,14 @@ mod tests {
         let mut v = Vec::new();
         b.write(&mut v).unwrap();
         v
+    }
+
+    #[test]
+    fn clock_format() {
+        assert_eq!(clock(1, 20_008), "00:00:01.020008");
+        assert_eq!(clock(86_400 + 3_723, 5), "01:02:03.000005");
+        assert_eq!(clock(u32::MAX, 999_999), "06:28:15.999999");
+        assert_eq!(clock(0, 4_000_000), "00:00:00.4000000");
     }
 
     #[test]

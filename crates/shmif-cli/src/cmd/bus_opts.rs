@@ -44,8 +44,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     Ok(m)
 }
 
-/// Parses a non-negative number of seconds.
-fn parse_secs(s: &str) -> Result<Duration, String> {
+/// Parses a non-negative number of seconds (fractions allowed).
+pub(crate) fn parse_secs(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()
@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn seconds() {
         assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_secs("-1").is_err());
         assert!(parse_secs("soon").is_err());
+        assert!(parse_secs("inf").is_err());
     }
 }

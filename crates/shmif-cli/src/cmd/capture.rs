@@ -216,18 +216,6 @@ fn pcap_io(e: PcapError) -> io::Error {
     }
 }
 
-/// `HH:MM:SS.uuuuuu` of a timestamp, UTC.
-fn clock(sec: u32, usec: u32) -> String {
-    let day = sec % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:06}",
-        day / 3600,
-        day % 3600 / 60,
-        day % 60,
-        usec
-    )
-}
-
 impl Format {
     /// Starts the output: the file header for pcap, the section header and
     /// the bus's interface description for pcapng.
@@ -281,12 +269,7 @@ impl Format {
     fn frame(&mut self, (sec, usec): (u32, u32), data: &[u8]) -> io::Result<()> {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         match self {
-            Format::Text(out) => writeln!(
-                out,
-                "{} {}",
-                clock(sec, usec),
-                crate::summary::summarize(data)
-            ),
+            Format::Text(out) => writeln!(out, "{}", crate::summary::frame_line(sec, usec, data)),
             Format::Pcap(w, _) => w
                 .write_raw_packet(&RawPcapPacket {
                     ts_sec: sec,
@@ -486,12 +469,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn clock_format() {
-        assert_eq!(clock(1, 20_008), "00:00:01.020008");
-        assert_eq!(clock(86_400 + 3_723, 5), "01:02:03.000005");
-    }
 
     #[test]
     fn signals_poll_readable_when_caught() {

@@ -6,11 +6,11 @@
 //! interface's counters to standard error.
 
 use super::dump::lib_error;
+use super::net::StopSignal;
 use shmif::Error;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,30 +53,8 @@ pub struct Args {
     pub promisc: bool,
 
     /// Give up after SECS seconds (fractions allowed, e.g. 0.5).
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = super::bus_opts::parse_secs)]
     pub timeout: Option<Duration>,
-}
-
-/// Parses a non-negative number of seconds.
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|x| Duration::try_from_secs_f64(x).ok())
-        .ok_or_else(|| format!("'{s}' is not a number of seconds (like 10 or 0.5)"))
-}
-
-/// `HH:MM:SS.uuuuuu` of a timestamp, UTC. A microseconds field that is out
-/// of range (a hostile or broken peer) is shown as it is.
-fn clock(sec: u32, usec: u32) -> String {
-    let day = sec % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:06}",
-        day / 3600,
-        day % 3600 / 60,
-        day % 60,
-        usec
-    )
 }
 
 /// Why the receive loop ended.
@@ -97,21 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     iface.set_promiscuous(args.promisc);
 
     // Ctrl-C takes the interface down, which wakes a blocked receive.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    {
-        let iface = Arc::clone(&iface);
-        let interrupted = Arc::clone(&interrupted);
-        std::thread::spawn(move || {
-            if signals.forever().next().is_some() {
-                interrupted.store(true, Ordering::SeqCst);
-                iface.down();
-            }
-        });
-    }
+    let stop = StopSignal::install(&iface)?;
 
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut out = io::stdout().lock();
@@ -127,15 +91,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let frame = match received {
             Ok(Some(f)) => f,
             Ok(None) => break End::TimedOut,
-            Err(Error::Down) if interrupted.load(Ordering::SeqCst) => break End::Interrupted,
+            Err(Error::Down) if stop.stopped() => break End::Interrupted,
             Err(e) => return Err(lib_error(e)),
         };
         got += 1;
-        let line = format!(
-            "{} {}",
-            clock(frame.sec, frame.usec),
-            crate::summary::summarize(&frame.data)
-        );
+        let line = crate::summary::frame_line(frame.sec, frame.usec, &frame.data);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 break End::OutputClosed;
@@ -172,26 +132,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (End::Interrupted, _) => ExitCode::from(EXIT_INTERRUPTED),
         _ => ExitCode::FAILURE,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clock_format() {
-        assert_eq!(clock(1, 20_008), "00:00:01.020008");
-        assert_eq!(clock(86_400 + 3_723, 5), "01:02:03.000005");
-        assert_eq!(clock(u32::MAX, 999_999), "06:28:15.999999");
-        assert_eq!(clock(0, 4_000_000), "00:00:00.4000000");
-    }
-
-    #[test]
-    fn seconds() {
-        assert_eq!(parse_seconds("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
-        assert!(parse_seconds("inf").is_err());
-    }
 }
