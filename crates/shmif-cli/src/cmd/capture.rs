@@ -12,15 +12,16 @@
 //! The signal plumbing here ([`StopSignals`]) is shared with `shmif tap`.
 
 use super::dump::lib_error;
+use super::pcap::{self, SNAPLEN};
 use anyhow::{anyhow, Context as _};
-use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
+use pcap_file::pcap::PcapWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use pcap_file::{DataLink, Endianness};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use shmif::wire::MAX_FRAME_LEN;
 use shmif::Received;
@@ -30,14 +31,10 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read as _, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Snapshot length written in the file headers: a full Ethernet frame with
-/// FCS, as `shmif dump` (and libpcap's `shmif_dumpbus`) write.
-const SNAPLEN: u32 = 1518;
 
 /// pcapng `if_tsresol`: timestamps in nanoseconds (pcap-file writes
 /// enhanced packet blocks in nanoseconds).
@@ -209,13 +206,6 @@ enum Format {
     PcapNg(PcapNgWriter<Shared>, Shared),
 }
 
-fn pcap_io(e: PcapError) -> io::Error {
-    match e {
-        PcapError::IoError(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 impl Format {
     /// Starts the output: the file header for pcap, the section header and
     /// the bus's interface description for pcapng.
@@ -228,17 +218,7 @@ impl Format {
             return Ok(Format::Text(shared));
         }
         if !args.pcapng {
-            let header = PcapHeader {
-                version_major: 2,
-                version_minor: 4,
-                ts_correction: 0,
-                ts_accuracy: 0,
-                snaplen: SNAPLEN,
-                datalink: DataLink::ETHERNET,
-                ts_resolution: TsResolution::MicroSecond,
-                endianness: Endianness::native(),
-            };
-            let w = PcapWriter::with_header(shared.clone(), header).map_err(pcap_io)?;
+            let w = pcap::writer(shared.clone())?;
             return Ok(Format::Pcap(w, shared));
         }
         let section = SectionHeaderBlock {
@@ -249,7 +229,8 @@ impl Format {
             )))],
             ..Default::default()
         };
-        let mut w = PcapNgWriter::with_section_header(shared.clone(), section).map_err(pcap_io)?;
+        let mut w =
+            PcapNgWriter::with_section_header(shared.clone(), section).map_err(pcap::to_io)?;
         let idb = InterfaceDescriptionBlock {
             linktype: DataLink::ETHERNET,
             snaplen: SNAPLEN,
@@ -261,7 +242,7 @@ impl Format {
                 InterfaceDescriptionOption::IfTsResol(TSRESOL_NANOSECONDS),
             ],
         };
-        w.write_pcapng_block(idb).map_err(pcap_io)?;
+        w.write_pcapng_block(idb).map_err(pcap::to_io)?;
         Ok(Format::PcapNg(w, shared))
     }
 
@@ -270,16 +251,7 @@ impl Format {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         match self {
             Format::Text(out) => writeln!(out, "{}", crate::summary::frame_line(sec, usec, data)),
-            Format::Pcap(w, _) => w
-                .write_raw_packet(&RawPcapPacket {
-                    ts_sec: sec,
-                    ts_frac: usec,
-                    incl_len: len,
-                    orig_len: len,
-                    data: Cow::Borrowed(data),
-                })
-                .map(drop)
-                .map_err(pcap_io),
+            Format::Pcap(w, _) => pcap::record(w, sec, usec, data),
             Format::PcapNg(w, _) => w
                 .write_pcapng_block(EnhancedPacketBlock {
                     interface_id: 0,
@@ -290,7 +262,7 @@ impl Format {
                     options: vec![],
                 })
                 .map(drop)
-                .map_err(pcap_io),
+                .map_err(pcap::to_io),
         }
     }
 
@@ -300,22 +272,6 @@ impl Format {
             Format::Text(out) | Format::Pcap(_, out) | Format::PcapNg(_, out) => out.flush(),
         }
     }
-}
-
-/// Refuses an output path that is the bus file itself: creating it would
-/// truncate the bus.
-fn check_not_the_bus(out: &Path, bus: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Ok(b)) = (std::fs::metadata(out), std::fs::metadata(bus)) else {
-        return Ok(());
-    };
-    if a.dev() == b.dev() && a.ino() == b.ino() {
-        return Err(anyhow!(
-            "{}: refusing to write the capture over the bus file itself",
-            out.display()
-        ));
-    }
-    Ok(())
 }
 
 /// The time now, as bus timestamps are: seconds and microseconds.
@@ -349,7 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let (what, out): (String, Box<dyn Write>) = match args.write.as_deref() {
         Some(p) if !to_stdout => {
-            check_not_the_bus(p, &args.bus)?;
+            pcap::check_not_the_bus(p, &args.bus, "capture")?;
             let f = File::create(p).with_context(|| format!("{}: cannot create", p.display()))?;
             (p.display().to_string(), Box::new(f))
         }

@@ -6,19 +6,14 @@
 //! as a classic pcap file byte-identical to the one `shmif_dumpbus` writes
 //! through libpcap.
 
+use super::pcap;
 use anyhow::{anyhow, Context as _};
-use pcap_file::pcap::{PcapHeader, PcapWriter, RawPcapPacket};
-use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
+use pcap_file::pcap::PcapWriter;
 use shmif::dump::{Dump, DumpError};
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// Snapshot length in the pcap header: what libpcap's `pcap_open_dead`
-/// is given by `shmif_dumpbus` (a full Ethernet frame with FCS).
-const PCAP_SNAPLEN: u32 = 1518;
 
 /// Print what is on a shmif bus, and optionally save it as pcap.
 ///
@@ -104,55 +99,21 @@ struct Pcap {
     writer: PcapWriter<Box<dyn Write>>,
 }
 
-fn pcap_io(e: PcapError) -> io::Error {
-    match e {
-        PcapError::IoError(e) => e,
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 impl Pcap {
-    /// Writes the global header `shmif_dumpbus` gets from libpcap: magic
-    /// a1b2c3d4 in this host's byte order, version 2.4, thiszone 0,
-    /// sigfigs 0, snaplen 1518, link type 1 (Ethernet).
+    /// Writes the global header (see [`pcap::writer`]).
     fn new(what: String, out: Box<dyn Write>) -> Result<Self, WriteError> {
-        let header = PcapHeader {
-            version_major: 2,
-            version_minor: 4,
-            ts_correction: 0,
-            ts_accuracy: 0,
-            snaplen: PCAP_SNAPLEN,
-            datalink: DataLink::ETHERNET,
-            ts_resolution: TsResolution::MicroSecond,
-            endianness: Endianness::native(),
-        };
-        match PcapWriter::with_header(out, header) {
+        match pcap::writer(out) {
             Ok(writer) => Ok(Pcap { what, writer }),
-            Err(e) => Err(WriteError {
-                what,
-                source: pcap_io(e),
-            }),
+            Err(source) => Err(WriteError { what, source }),
         }
     }
 
-    /// One record: the frame's timestamp copied as it is (even a usec field
-    /// of a million or more), captured and original length both the frame's.
+    /// One record (see [`pcap::record`]).
     fn record(&mut self, sec: u32, usec: u32, data: &[u8]) -> Result<(), WriteError> {
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let packet = RawPcapPacket {
-            ts_sec: sec,
-            ts_frac: usec,
-            incl_len: len,
-            orig_len: len,
-            data: Cow::Borrowed(data),
-        };
-        self.writer
-            .write_raw_packet(&packet)
-            .map(|_| ())
-            .map_err(|e| WriteError {
-                what: self.what.clone(),
-                source: pcap_io(e),
-            })
+        pcap::record(&mut self.writer, sec, usec, data).map_err(|source| WriteError {
+            what: self.what.clone(),
+            source,
+        })
     }
 
     fn flush(self) -> Result<(), WriteError> {
@@ -212,22 +173,6 @@ fn file_size(path: &Path, image: &[u8]) -> u64 {
     std::fs::metadata(path)
         .map(|m| m.len())
         .unwrap_or(image.len() as u64)
-}
-
-/// Refuses a pcap path that is the bus file itself: creating it would
-/// truncate the bus.
-fn check_not_the_bus(pcap: &Path, bus: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(a), Ok(b)) = (std::fs::metadata(pcap), std::fs::metadata(bus)) else {
-        return Ok(());
-    };
-    if a.dev() == b.dev() && a.ino() == b.ino() {
-        return Err(anyhow!(
-            "{}: refusing to write the pcap over the bus file itself",
-            pcap.display()
-        ));
-    }
-    Ok(())
 }
 
 /// Where the pcap goes, if anywhere.
@@ -291,7 +236,7 @@ fn walk(
             Box::new(BufWriter::new(io::stdout().lock())),
         )?),
         PcapTarget::File(p) => {
-            if let Err(e) = check_not_the_bus(p, path) {
+            if let Err(e) = pcap::check_not_the_bus(p, path, "pcap") {
                 text.flush()?;
                 return Ok(Err(e));
             }

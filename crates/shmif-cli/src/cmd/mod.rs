@@ -8,6 +8,7 @@ pub mod dump;
 pub mod host;
 pub mod listen;
 pub mod net;
+pub mod pcap;
 pub mod ping;
 pub mod send;
 pub mod tap;
