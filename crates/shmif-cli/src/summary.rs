@@ -397,6 +397,27 @@ mod tests {
     const IP_A: [u8; 4] = [10, 0, 0, 1];
     const IP_B: [u8; 4] = [10, 0, 0, 2];
 
+    /// The frame a packet builder writes with a payload.
+    macro_rules! frame {
+        ($builder:expr, $payload:expr) => {{
+            let mut v = Vec::new();
+            $builder.write(&mut v, $payload).unwrap();
+            v
+        }};
+    }
+
+    /// Asserts that `frame`'s summary ends with `want`.
+    fn assert_ends_with(frame: &[u8], want: &str) {
+        let s = summarize(frame);
+        assert!(s.ends_with(want), "{s}");
+    }
+
+    /// Asserts that `frame`'s summary contains `want`.
+    fn assert_contains(frame: &[u8], want: &str) {
+        let s = summarize(frame);
+        assert!(s.contains(want), "{s}");
+    }
+
     fn v6(last: u8) -> [u8; 16] {
         let mut a = [0u8; 16];
         a[0] = 0xfe;
@@ -452,25 +473,26 @@ mod tests {
 
     #[test]
     fn icmp_echo_request_and_reply() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv4(IP_A, IP_B, 64)
-            .icmpv4_echo_request(7, 3)
-            .write(&mut v, &[0u8; 56])
-            .unwrap();
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv4(IP_A, IP_B, 64)
+                .icmpv4_echo_request(7, 3),
+            &[0u8; 56]
+        );
         assert_eq!(
             summarize(&v),
             "b2:a0:6d:14:77:36 > b2:a0:1c:2e:0f:99, IPv4, length 98: \
              10.0.0.1 > 10.0.0.2: ICMP echo request, id 7, seq 3, length 64"
         );
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(B, A)
-            .ipv4(IP_B, IP_A, 64)
-            .icmpv4_echo_reply(7, 3)
-            .write(&mut v, &[0u8; 56])
-            .unwrap();
-        assert!(
-            summarize(&v).ends_with("10.0.0.2 > 10.0.0.1: ICMP echo reply, id 7, seq 3, length 64")
+        let v = frame!(
+            PacketBuilder::ethernet2(B, A)
+                .ipv4(IP_B, IP_A, 64)
+                .icmpv4_echo_reply(7, 3),
+            &[0u8; 56]
+        );
+        assert_ends_with(
+            &v,
+            "10.0.0.2 > 10.0.0.1: ICMP echo reply, id 7, seq 3, length 64",
         );
     }
 
@@ -484,9 +506,7 @@ mod tests {
             let b = PacketBuilder::ethernet2(A, B)
                 .ipv4(IP_A, IP_B, 64)
                 .tcp(65000, 80, 1000, 32768);
-            let mut v = Vec::new();
-            f(b).write(&mut v, payload).unwrap();
-            summarize(&v)
+            summarize(&frame!(f(b), payload))
         };
         let syn = build(&|b| b.syn(), &[]);
         assert!(
@@ -511,12 +531,12 @@ mod tests {
 
     #[test]
     fn udp_ports_and_length() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv4(IP_A, IP_B, 64)
-            .udp(5353, 7)
-            .write(&mut v, b"hello")
-            .unwrap();
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv4(IP_A, IP_B, 64)
+                .udp(5353, 7),
+            b"hello"
+        );
         assert_eq!(
             summarize(&v),
             "b2:a0:6d:14:77:36 > b2:a0:1c:2e:0f:99, IPv4, length 47: \
@@ -526,60 +546,45 @@ mod tests {
 
     #[test]
     fn ipv6_udp_and_icmpv6() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv6(v6(1), v6(2), 64)
-            .udp(1, 2)
-            .write(&mut v, b"xy")
-            .unwrap();
-        assert!(
-            summarize(&v).contains("IPv6, length 64: fe80::1.1 > fe80::2.2: UDP, length 2"),
-            "{}",
-            summarize(&v)
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv6(v6(1), v6(2), 64)
+                .udp(1, 2),
+            b"xy"
+        );
+        assert_contains(&v, "IPv6, length 64: fe80::1.1 > fe80::2.2: UDP, length 2");
+
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv6(v6(1), v6(2), 64)
+                .icmpv6_echo_request(9, 1),
+            &[1, 2, 3, 4]
+        );
+        assert_ends_with(
+            &v,
+            "fe80::1 > fe80::2: ICMP6, echo request, id 9, seq 1, length 12",
         );
 
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv6(v6(1), v6(2), 64)
-            .icmpv6_echo_request(9, 1)
-            .write(&mut v, &[1, 2, 3, 4])
-            .unwrap();
-        assert!(
-            summarize(&v)
-                .ends_with("fe80::1 > fe80::2: ICMP6, echo request, id 9, seq 1, length 12"),
-            "{}",
-            summarize(&v)
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv6(v6(1), v6(2), 255)
+                .icmpv6(Icmpv6Type::NeighborSolicitation),
+            &v6(2)
         );
+        assert_ends_with(&v, "ICMP6, neighbor solicitation, who has fe80::2");
 
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv6(v6(1), v6(2), 255)
-            .icmpv6(Icmpv6Type::NeighborSolicitation)
-            .write(&mut v, &v6(2))
-            .unwrap();
-        assert!(
-            summarize(&v).ends_with("ICMP6, neighbor solicitation, who has fe80::2"),
-            "{}",
-            summarize(&v)
+        let advert = etherparse::icmpv6::NeighborAdvertisementHeader {
+            router: false,
+            solicited: true,
+            r#override: true,
+        };
+        let v = frame!(
+            PacketBuilder::ethernet2(B, A)
+                .ipv6(v6(2), v6(1), 255)
+                .icmpv6(Icmpv6Type::NeighborAdvertisement(advert)),
+            &v6(2)
         );
-
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(B, A)
-            .ipv6(v6(2), v6(1), 255)
-            .icmpv6(Icmpv6Type::NeighborAdvertisement(
-                etherparse::icmpv6::NeighborAdvertisementHeader {
-                    router: false,
-                    solicited: true,
-                    r#override: true,
-                },
-            ))
-            .write(&mut v, &v6(2))
-            .unwrap();
-        assert!(
-            summarize(&v).ends_with("ICMP6, neighbor advertisement, tgt is fe80::2"),
-            "{}",
-            summarize(&v)
-        );
+        assert_ends_with(&v, "ICMP6, neighbor advertisement, tgt is fe80::2");
     }
 
     #[test]
@@ -606,12 +611,12 @@ mod tests {
             "truncated Ethernet frame, length 3: 01 02 03"
         );
         // An echo request cut in the middle of its IPv4 header.
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv4(IP_A, IP_B, 64)
-            .icmpv4_echo_request(7, 3)
-            .write(&mut v, &[0u8; 56])
-            .unwrap();
+        let v = frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv4(IP_A, IP_B, 64)
+                .icmpv4_echo_request(7, 3),
+            &[0u8; 56]
+        );
         let s = summarize(&v[..24]);
         assert!(
             s.starts_with("b2:a0:6d:14:77:36 > b2:a0:1c:2e:0f:99, IPv4, length 24: truncated"),
@@ -630,21 +635,19 @@ mod tests {
         // Every prefix of real frames, with every byte flipped in turn, and
         // a stream of pseudo-random frames.
         let mut seeds = vec![arp(ArpOperation::REQUEST, A, IP_A, [0; 6], IP_B)];
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv4(IP_A, IP_B, 64)
-            .tcp(1, 2, 3, 4)
-            .syn()
-            .write(&mut v, b"abc")
-            .unwrap();
-        seeds.push(v);
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(A, B)
-            .ipv6(v6(1), v6(2), 64)
-            .icmpv6(Icmpv6Type::NeighborSolicitation)
-            .write(&mut v, &v6(2))
-            .unwrap();
-        seeds.push(v);
+        seeds.push(frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv4(IP_A, IP_B, 64)
+                .tcp(1, 2, 3, 4)
+                .syn(),
+            b"abc"
+        ));
+        seeds.push(frame!(
+            PacketBuilder::ethernet2(A, B)
+                .ipv6(v6(1), v6(2), 64)
+                .icmpv6(Icmpv6Type::NeighborSolicitation),
+            &v6(2)
+        ));
         for seed in &seeds {
             for cut in 0..=seed.len() {
                 let _ = summarize(&seed[..cut]);
