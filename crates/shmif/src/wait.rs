@@ -54,7 +54,8 @@ impl Waiter {
     /// bus file has changed, for `poll`/`epoll`/async runtimes. `None` where
     /// this platform offers none (only Linux does here; elsewhere
     /// [`Waiter::wait`] blocks on kqueue or polls). After it signals, call
-    /// [`Waiter::drain`].
+    /// [`Waiter::drain`]. Poll it, never read it: it is in blocking mode
+    /// (an untimed [`Waiter::wait`] sleeps in `read` on it).
     pub fn try_clone_fd(&self) -> io::Result<Option<std::os::fd::OwnedFd>> {
         self.inner.try_clone_fd()
     }
@@ -68,18 +69,36 @@ mod imp {
     use std::os::fd::{AsFd, OwnedFd};
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
     use std::time::Duration;
 
+    /// Room for the events one `read` takes: a watch on a file reports
+    /// 16-byte events without names, so this holds hundreds.
+    const EVENT_BUF: usize = 4096;
+
+    /// One inotify instance in blocking mode, so that an untimed wait
+    /// sleeps in `read` itself: one system call per wake-up, where `poll`
+    /// and then `read` take two (each inotify instance watching the bus
+    /// also makes every writer's wake-up `pwrite` dearer, so there is only
+    /// one per waiter). Consuming without blocking asks `FIONREAD` first;
+    /// a mutex and the `sleeping` flag make sure no other thread can take
+    /// the events in between, so nothing but an untimed wait ever blocks.
     #[derive(Debug)]
     pub(super) struct Inner {
         fd: OwnedFd,
+        /// Held while events are consumed without blocking, and while a
+        /// thread decides to sleep in `read`.
+        consume: Mutex<()>,
+        /// A thread sleeps in `read`: the events are its to consume; other
+        /// threads only poll.
+        sleeping: AtomicBool,
         metadata_changed: AtomicBool,
     }
 
     impl Inner {
         pub(super) fn new(path: &Path) -> io::Result<Self> {
             use inotify::WatchFlags as W;
-            let fd = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)?;
+            let fd = inotify::init(inotify::CreateFlags::CLOEXEC)?;
             inotify::add_watch(
                 &fd,
                 path,
@@ -87,6 +106,8 @@ mod imp {
             )?;
             Ok(Inner {
                 fd,
+                consume: Mutex::new(()),
+                sleeping: AtomicBool::new(false),
                 metadata_changed: AtomicBool::new(false),
             })
         }
@@ -110,7 +131,30 @@ mod imp {
             }
         }
 
+        fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+            self.consume.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
         pub(super) fn wait(&self, timeout: Option<Duration>) -> io::Result<bool> {
+            if timeout.is_none() {
+                let me = {
+                    let _g = self.lock();
+                    !self.sleeping.swap(true, Ordering::AcqRel)
+                };
+                if me {
+                    let r = self.read_blocking();
+                    self.sleeping.store(false, Ordering::Release);
+                    return r;
+                }
+            }
+            // Events already queued (often the caller's own wake-up): take
+            // them, no poll.
+            if self.consume_pending()? {
+                return Ok(true);
+            }
+            if timeout == Some(Duration::ZERO) {
+                return Ok(false);
+            }
             let ts = timeout.map(|d| Timespec {
                 tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
                 tv_nsec: i64::from(d.subsec_nanos()),
@@ -124,21 +168,58 @@ mod imp {
                     Err(e) => return Err(e.into()),
                 }
             }
-            self.drain()?;
+            self.consume_pending()?;
             Ok(true)
         }
 
-        pub(super) fn drain(&self) -> io::Result<()> {
-            let mut buf = [0u8; 1024];
+        /// Sleeps in `read` until an event is queued, and consumes what one
+        /// read takes. Only the thread that set `sleeping` calls this.
+        fn read_blocking(&self) -> io::Result<bool> {
+            let mut buf = [0u8; EVENT_BUF];
             loop {
                 match rustix::io::read(self.fd.as_fd(), &mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => self.scan(&buf[..n]),
-                    Err(rustix::io::Errno::AGAIN) => return Ok(()),
+                    Ok(n) => {
+                        self.scan(&buf[..n]);
+                        return Ok(true);
+                    }
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
+        }
+
+        /// Consumes the queued events without blocking; whether there were
+        /// any. While another thread sleeps in `read`, leaves them to it.
+        fn consume_pending(&self) -> io::Result<bool> {
+            let _g = self.lock();
+            if self.sleeping.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            let mut buf = [0u8; EVENT_BUF];
+            let mut seen = false;
+            loop {
+                // Under the lock, with nobody sleeping in `read`, what
+                // FIONREAD counts stays there for the read below.
+                let queued = rustix::io::ioctl_fionread(&self.fd)?;
+                if queued == 0 {
+                    return Ok(seen);
+                }
+                match rustix::io::read(self.fd.as_fd(), &mut buf) {
+                    Ok(n) => {
+                        self.scan(&buf[..n]);
+                        seen = true;
+                        if n as u64 >= queued {
+                            return Ok(true);
+                        }
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        pub(super) fn drain(&self) -> io::Result<()> {
+            self.consume_pending().map(|_| ())
         }
 
         pub(super) fn try_clone_fd(&self) -> io::Result<Option<OwnedFd>> {
