@@ -112,6 +112,51 @@ fn bump(c: &AtomicU64, n: u64) {
 struct Link {
     bus: Bus,
     waiter: Waiter,
+    /// Frames were sent whose wake-up is deferred (see
+    /// [`Interface::set_wake_delay`]); the flusher writes it.
+    wake_pending: AtomicBool,
+    /// Whether a flusher thread is running for this link.
+    flusher_running: AtomicBool,
+}
+
+impl Link {
+    /// Writes a deferred wake-up, if one is pending.
+    fn flush_wake(&self) -> Result<(), Error> {
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            self.bus.wake()?;
+        }
+        Ok(())
+    }
+}
+
+/// Ticks of a flusher with nothing pending before it exits (a later
+/// deferred send starts a new one).
+const FLUSHER_IDLE_TICKS: u32 = 1000;
+
+/// The flusher of deferred wake-ups: every `delay`, writes the wake-up if
+/// frames were sent since the last one. This is what bounds how long a
+/// sleeping reader (a NetBSD peer) waits for a deferred wake-up.
+fn flusher(link: std::sync::Weak<Link>, delay_ns: Arc<AtomicU64>) {
+    let mut idle = 0;
+    loop {
+        let delay = delay_ns.load(Ordering::Relaxed);
+        let Some(l) = link.upgrade() else { return };
+        if delay == 0 || idle >= FLUSHER_IDLE_TICKS {
+            l.flusher_running.store(false, Ordering::SeqCst);
+            // A sender that set the flag before seeing this one stop.
+            let _ = l.flush_wake();
+            return;
+        }
+        drop(l);
+        std::thread::sleep(Duration::from_nanos(delay));
+        let Some(l) = link.upgrade() else { return };
+        if l.wake_pending.load(Ordering::Acquire) {
+            idle = 0;
+            let _ = l.flush_wake();
+        } else {
+            idle += 1;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -142,6 +187,8 @@ pub struct Interface {
     /// How long a blocking receive polls the ring before sleeping, in ns;
     /// `u64::MAX`: never sleep (busy-poll).
     spin_ns: AtomicU64,
+    /// Longest deferral of a wake-up after a send, ns; 0: wake at once.
+    wake_delay_ns: Arc<AtomicU64>,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -216,6 +263,7 @@ impl Interface {
                 quiet: None,
             }),
             spin_ns: AtomicU64::new(0),
+            wake_delay_ns: Arc::new(AtomicU64::new(0)),
             counters: AtomicCounters::default(),
         }
     }
@@ -276,7 +324,12 @@ impl Interface {
         let bus = Bus::open(path, &self.open)?;
         let waiter = Waiter::new(path)
             .map_err(|e| Error::io(path, "cannot watch bus file for changes", e))?;
-        *link = Some(Arc::new(Link { bus, waiter }));
+        *link = Some(Arc::new(Link {
+            bus,
+            waiter,
+            wake_pending: AtomicBool::new(false),
+            flusher_running: AtomicBool::new(false),
+        }));
         Ok(())
     }
 
@@ -324,6 +377,8 @@ impl Interface {
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         if let Some(link) = self.current_link() {
+            // This write also stands for any deferred wake-up.
+            link.wake_pending.store(false, Ordering::Release);
             let _ = link.bus.wake();
         }
     }
@@ -377,8 +432,9 @@ impl Interface {
     /// `poll`, `epoll` or an async runtime: a duplicate of this interface's
     /// watch, so it stays valid as long as the caller keeps it. After it
     /// fires, call [`Interface::clear_wakeups`], then [`Interface::try_recv`]
-    /// until it returns `None`. `Ok(None)` where the system has no change
-    /// events to poll (see [`crate::Waiter::try_clone_fd`]).
+    /// until it returns `None`. Poll it, never read it (it is in blocking
+    /// mode). `Ok(None)` where the system has no change events to poll (see
+    /// [`crate::Waiter::try_clone_fd`]).
     pub fn wakeup_fd(&self) -> Result<Option<std::os::fd::OwnedFd>, Error> {
         let link = self.current_link().ok_or(Error::NoLink)?;
         link.waiter
@@ -458,7 +514,7 @@ impl Interface {
         bump(&self.counters.tx_frames, n);
         bump(&self.counters.tx_bytes, bytes);
         if n > 0 {
-            link.bus.wake()?;
+            self.wake(&link)?;
         }
         match failure {
             None => Ok(()),
@@ -467,6 +523,54 @@ impl Interface {
                 source,
             }),
         }
+    }
+
+    /// Wakes the bus's readers after a send: at once, or, with a wake
+    /// delay set, by marking the wake-up pending for the flusher thread.
+    fn wake(&self, link: &Arc<Link>) -> Result<(), Error> {
+        if self.wake_delay_ns.load(Ordering::Relaxed) == 0 {
+            return link.bus.wake();
+        }
+        link.wake_pending.store(true, Ordering::Release);
+        if !link.flusher_running.swap(true, Ordering::SeqCst) {
+            let (weak, delay) = (Arc::downgrade(link), self.wake_delay_ns.clone());
+            let spawned = std::thread::Builder::new()
+                .name("shmif-wake".into())
+                .spawn(move || flusher(weak, delay));
+            if spawned.is_err() {
+                // No thread: wake at once, as without a delay.
+                link.flusher_running.store(false, Ordering::SeqCst);
+                return link.flush_wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets sends defer their wake-up write by up to `delay`: instead of a
+    /// `pwrite` per send (about a microsecond of system call on the
+    /// sender's path), a helper thread writes one wake-up every `delay`
+    /// while frames have been sent since the last. Readers that poll the
+    /// ring (spinning or busy-polling peers) see frames at once; a reader
+    /// that sleeps on the wake-up, such as a NetBSD peer, is woken at most
+    /// `delay` (plus scheduling) after a frame was sent. `Duration::ZERO`
+    /// (the default) wakes on every send, as NetBSD does.
+    ///
+    /// Meant for busy-polling applications whose peers poll too, where the
+    /// wake-up write is pure overhead; a delay of a millisecond matches the
+    /// granularity at which NetBSD peers themselves back off.
+    pub fn set_wake_delay(&self, delay: Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.wake_delay_ns.store(ns, Ordering::Relaxed);
+        if ns == 0 {
+            if let Some(l) = self.current_link() {
+                let _ = l.flush_wake();
+            }
+        }
+    }
+
+    /// The delay set by [`Interface::set_wake_delay`].
+    pub fn wake_delay(&self) -> Duration {
+        Duration::from_nanos(self.wake_delay_ns.load(Ordering::Relaxed))
     }
 
     /// Whether a frame passes this interface's filter (spec, step 5).
@@ -495,6 +599,23 @@ impl Interface {
     /// blocking. `buf` should hold 1514 bytes; a shorter one gets the start
     /// of the frame. Returns `None` when nothing is waiting.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
+        self.try_recv_with(|data, r| {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            r
+        })
+    }
+
+    /// Receives the next frame for this interface without blocking and
+    /// hands it to `f` where it lies (in this interface's private copy,
+    /// outside the bus lock), saving the copy into a caller's buffer that
+    /// [`Interface::try_recv_into`] makes. Returns `f`'s result, or `None`
+    /// when nothing is waiting. Other receives on this interface wait until
+    /// `f` returns, so keep it short.
+    pub fn try_recv_with<R>(
+        &self,
+        f: impl FnOnce(&[u8], Received) -> R,
+    ) -> Result<Option<R>, Error> {
         let link = self.active_link()?;
         let mut guard = lock(&self.rx);
         let rx = &mut *guard;
@@ -518,16 +639,17 @@ impl Interface {
             if !self.wanted(data, header.sender) {
                 continue;
             }
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
             bump(&self.counters.rx_frames, 1);
             bump(&self.counters.rx_bytes, data.len() as u64);
-            return Ok(Some(Received {
-                len: data.len(),
-                sec: header.sec,
-                usec: header.usec,
-                sender: header.sender,
-            }));
+            return Ok(Some(f(
+                data,
+                Received {
+                    len: data.len(),
+                    sec: header.sec,
+                    usec: header.usec,
+                    sender: header.sender,
+                },
+            )));
         }
         Ok(None)
     }
@@ -584,9 +706,12 @@ impl Interface {
     /// Sets how long a blocking receive (and [`Interface::wait_for_wakeup`])
     /// keeps polling the bus header for new frames before it sleeps on the
     /// file-change event. Polling costs CPU but saves the sleep and wake-up
-    /// system calls when traffic is continuous. `Duration::ZERO` (the
-    /// default) sleeps at once, as NetBSD does; `Duration::MAX` never sleeps
-    /// (busy-poll: lowest latency, one core used while waiting).
+    /// system calls when traffic is continuous. A bounded spin yields the
+    /// processor between looks, so that a writer sharing it runs; it costs
+    /// nothing extra to others when the processor is otherwise idle.
+    /// `Duration::ZERO` (the default) sleeps at once, as NetBSD does;
+    /// `Duration::MAX` never sleeps nor yields (busy-poll: lowest latency,
+    /// one core used while waiting; see also [`Interface::set_wake_delay`]).
     pub fn set_spin(&self, spin: Duration) {
         let ns = u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX);
         self.spin_ns.store(ns, Ordering::Relaxed);
@@ -650,7 +775,9 @@ impl Interface {
     pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<bool, Error> {
         let link = self.active_link()?;
         let spin = self.spin_ns.load(Ordering::Relaxed);
-        if spin > 0 {
+        let mut timeout = timeout;
+        // A zero timeout only consumes pending wake-ups: no spinning.
+        if spin > 0 && timeout != Some(Duration::ZERO) {
             let start = Instant::now();
             // What "nothing new" looks like: the header as of the last empty
             // look, or as of now.
@@ -660,7 +787,7 @@ impl Interface {
                 (c.gen, c.last)
             };
             let quiet = quiet.unwrap_or_else(peek);
-            let limit = timeout.map_or(spin, |t| t.as_nanos().min(u128::from(spin)) as u64);
+            let busy = spin == u64::MAX;
             loop {
                 if peek() != quiet {
                     return Ok(true);
@@ -668,15 +795,26 @@ impl Interface {
                 if !self.is_up() {
                     return Err(Error::Down);
                 }
-                let bounded = spin != u64::MAX || timeout.is_some();
-                if bounded && start.elapsed().as_nanos() >= u128::from(limit) {
-                    break;
+                if busy && timeout.is_none() {
+                    std::hint::spin_loop();
+                    continue;
                 }
-                std::hint::spin_loop();
+                let waited = start.elapsed();
+                if timeout.is_some_and(|t| waited >= t) {
+                    return Ok(false);
+                }
+                if busy {
+                    std::hint::spin_loop();
+                } else if waited.as_nanos() >= u128::from(spin) {
+                    break;
+                } else {
+                    // Give the processor to whoever shares it (the writer,
+                    // on a machine with fewer cores than busy processes);
+                    // returns at once when nobody else wants it.
+                    std::thread::yield_now();
+                }
             }
-            if spin == u64::MAX && timeout.is_some() {
-                return Ok(false);
-            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
         }
         let seen = link
             .waiter
@@ -698,5 +836,80 @@ impl Drop for Interface {
         if self.is_up() {
             self.down();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(src: MacAddr, tag: u8) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src.0);
+        f.extend_from_slice(&[0x88, 0xb5, tag]);
+        f.resize(60, 0);
+        f
+    }
+
+    #[test]
+    fn deferred_wake_up_still_wakes_a_sleeping_reader_within_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let a = Interface::attach(&bus).unwrap();
+        let b = Arc::new(Interface::attach(&bus).unwrap());
+        a.set_wake_delay(Duration::from_millis(5));
+        assert_eq!(a.wake_delay(), Duration::from_millis(5));
+        // A reader that only sleeps on the wake-up (as a NetBSD peer does).
+        let waiter = Waiter::new(&bus).unwrap();
+        waiter.drain().unwrap();
+        for tag in 0..20u8 {
+            let t = Instant::now();
+            a.send(&frame(a.mac(), tag)).unwrap();
+            assert!(waiter.wait(Some(Duration::from_secs(2))).unwrap());
+            assert!(t.elapsed() < Duration::from_secs(1), "woken late");
+            let got = b.recv_timeout(Duration::from_secs(1)).unwrap().unwrap();
+            assert_eq!(got.data[14], tag);
+        }
+        // Back to a wake-up per send: the pending one is written at once.
+        a.send(&frame(a.mac(), 99)).unwrap();
+        a.set_wake_delay(Duration::ZERO);
+        assert!(waiter.wait(Some(Duration::from_millis(200))).unwrap());
+    }
+
+    #[test]
+    fn try_recv_with_hands_over_the_frame_without_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let a = Interface::attach(&bus).unwrap();
+        let b = Interface::attach(&bus).unwrap();
+        assert_eq!(b.try_recv_with(|d, _| d.len()).unwrap(), None);
+        a.send_batch([&frame(a.mac(), 1)[..], &frame(a.mac(), 2)[..]])
+            .unwrap();
+        let got = b.try_recv_with(|d, r| (d[14], r.len, r.sender)).unwrap();
+        assert_eq!(got, Some((1, 60, a.sender_id())));
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        assert_eq!(b.try_recv_into(&mut buf).unwrap().map(|r| r.len), Some(60));
+        assert_eq!(buf[14], 2);
+        assert_eq!(b.counters().rx_frames, 2);
+    }
+
+    #[test]
+    fn untimed_wait_sleeps_in_read_while_others_poll_and_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let a = Interface::attach(&bus).unwrap();
+        let b = Arc::new(Interface::attach(&bus).unwrap());
+        b.clear_wakeups();
+        let b2 = b.clone();
+        let sleeper = std::thread::spawn(move || b2.recv());
+        std::thread::sleep(Duration::from_millis(50));
+        // Consuming wake-ups from another thread never blocks, even while
+        // one thread sleeps on them.
+        let t = Instant::now();
+        b.clear_wakeups();
+        assert!(!b.wait_for_wakeup(Some(Duration::ZERO)).unwrap());
+        assert!(t.elapsed() < Duration::from_millis(500));
+        a.send(&frame(a.mac(), 7)).unwrap();
+        assert_eq!(sleeper.join().unwrap().unwrap().data[14], 7);
     }
 }
