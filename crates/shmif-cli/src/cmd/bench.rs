@@ -99,10 +99,17 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub only_throughput: bool,
 
+    /// Only the latency part (no throughput).
+    #[arg(long, hide = true)]
+    pub only_latency: bool,
+
     /// A tiny run for tests (a few seconds).
     #[arg(long, hide = true)]
     pub smoke: bool,
 }
+
+/// How many times the latency modes take turns.
+const LATENCY_TURNS: usize = 5;
 
 /// Runs the benchmark.
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -171,25 +178,37 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let mut lat = Vec::new();
     let mut wake = None;
     if !args.only_throughput {
-        let w = latency::wake_floor(dir.path(), rounds, rounds / 10)?;
-        progress(&format!(
-            "floor wake-up round trip: p50 {:.1} µs, p99 {:.1} µs",
-            w.p50(),
-            w.p99()
-        ));
-        wake = Some(w);
-        for wait in [
+        // The modes take turns, several times, so that each sees the same
+        // conditions (on a virtual machine a wake-up costs far more when
+        // the other processor has gone idle than when it is busy).
+        let turns = if args.smoke { 1 } else { LATENCY_TURNS };
+        let modes = [
             Wait::Blocking,
             Wait::Default,
             Wait::BusyPoll,
             Wait::Baseline,
-        ] {
-            let n = if wait == Wait::BusyPoll {
-                busy_rounds
-            } else {
-                rounds
-            };
-            let r = latency::ping_pong(dir.path(), wait, n, n / 10)?;
+        ];
+        let mut floor = latency::Rtts::default();
+        let mut per_mode: Vec<latency::Rtts> = modes.iter().map(|_| Default::default()).collect();
+        for _ in 0..turns {
+            let n = rounds / turns;
+            floor.extend(latency::wake_floor(dir.path(), n, n / 10 + 10)?);
+            for (wait, acc) in modes.iter().zip(per_mode.iter_mut()) {
+                let n = if *wait == Wait::BusyPoll {
+                    busy_rounds
+                } else {
+                    rounds
+                } / turns;
+                acc.extend(latency::ping_pong(dir.path(), *wait, n, n / 10 + 10)?);
+            }
+        }
+        progress(&format!(
+            "floor wake-up round trip: p50 {:.1} µs, p99 {:.1} µs",
+            floor.p50(),
+            floor.p99()
+        ));
+        wake = Some(floor);
+        for (wait, r) in modes.into_iter().zip(per_mode) {
             progress(&format!(
                 "latency {}: p50 {:.2} µs, p99 {:.2} µs",
                 wait_name(wait),
@@ -202,6 +221,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     // Throughput.
     let mut rows = Vec::new();
+    let sizes = if args.only_latency { Vec::new() } else { sizes };
     for &b in &sizes {
         for &n in &readers {
             for mode in [Mode::Fast, Mode::Baseline] {

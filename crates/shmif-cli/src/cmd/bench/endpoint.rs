@@ -4,13 +4,14 @@
 //! per frame sent, one frame copied per hold of the lock, and a sleep on the
 //! file-change event whenever the ring looks empty.
 
+use super::frames::{self, Kind};
 use crate::cmd::dump::lib_error;
 use anyhow::{anyhow, Result};
 use shmif::ring::{self, Reader, Step};
 use shmif::wire::{FrameHeaderRepr, MIN_FRAME_LEN};
 use shmif::{Bus, Interface, MacAddr, OpenOptions, Waiter};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Something that sends and receives frames on a bus.
 pub trait Endpoint {
@@ -21,42 +22,87 @@ pub trait Endpoint {
     /// Sends one frame.
     fn send(&mut self, frame: &[u8]) -> Result<()>;
     /// Receives the next frame into `buf` (which must hold 1514 bytes),
-    /// waiting until
+    /// waiting until `deadline` (checked after each wake-up: an endpoint
+    /// that waits without a timeout needs a wake-up to notice it); `None`
+    /// if nothing came.
+    ///
+    /// Waiting until
     /// `deadline`; `None` if nothing came.
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Option<usize>>;
     /// Overruns seen so far, and the ring bytes they lost.
     fn overruns(&self) -> (u64, u64);
+    /// Receives the next frame as [`Endpoint::recv`] does, and returns its
+    /// benchmark fields (`Some(None)` for a frame that is not one of ours),
+    /// copying no more than the endpoint must.
+    fn recv_fields(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<Option<Option<(Kind, u32, u64)>>> {
+        Ok(self
+            .recv(buf, deadline)?
+            .map(|len| frames::parse(&buf[..len])))
+    }
 }
 
 /// The library's interface, as an application uses it.
-pub struct Fast(pub Interface);
+pub struct Fast {
+    /// The interface.
+    pub iface: Interface,
+    /// Whether waits carry the deadline as a timeout (`poll` on the
+    /// wake-up descriptor) or block without one (`recv()`'s way).
+    pub timed: bool,
+}
 
 impl Endpoint for Fast {
     fn mac(&self) -> MacAddr {
-        self.0.mac()
+        self.iface.mac()
     }
     fn send_batch(&mut self, frames: &[Vec<u8>]) -> Result<()> {
-        self.0
+        self.iface
             .send_batch(frames.iter().map(Vec::as_slice))
             .map_err(lib_error)
     }
     fn send(&mut self, frame: &[u8]) -> Result<()> {
-        self.0.send(frame).map_err(lib_error)
+        self.iface.send(frame).map_err(lib_error)
     }
     fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Option<usize>> {
         loop {
-            if let Some(r) = self.0.try_recv_into(buf).map_err(lib_error)? {
+            if let Some(r) = self.iface.try_recv_into(buf).map_err(lib_error)? {
                 return Ok(Some(r.len));
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Ok(None);
             };
-            self.0.wait_for_wakeup(Some(left)).map_err(lib_error)?;
+            let timeout = self.timed.then_some(left);
+            self.iface.wait_for_wakeup(timeout).map_err(lib_error)?;
         }
     }
     fn overruns(&self) -> (u64, u64) {
-        let c = self.0.counters();
+        let c = self.iface.counters();
         (c.overruns, c.overrun_bytes)
+    }
+    /// Reads the fields where the frame lies (`try_recv_with`): no copy
+    /// into `buf`.
+    fn recv_fields(
+        &mut self,
+        _buf: &mut [u8],
+        deadline: Instant,
+    ) -> Result<Option<Option<(Kind, u32, u64)>>> {
+        loop {
+            let got = self
+                .iface
+                .try_recv_with(|data, _| frames::parse(data))
+                .map_err(lib_error)?;
+            if got.is_some() {
+                return Ok(got);
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(None);
+            };
+            let timeout = self.timed.then_some(left);
+            self.iface.wait_for_wakeup(timeout).map_err(lib_error)?;
+        }
     }
 }
 
@@ -69,11 +115,13 @@ pub struct Baseline {
     mac: MacAddr,
     sender: u64,
     overruns: (u64, u64),
+    timed: bool,
 }
 
 impl Baseline {
-    /// Opens the bus and starts reading at its newest position.
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens the bus and starts reading at its newest position; `timed`
+    /// as for [`Fast`].
+    pub fn open(path: &Path, timed: bool) -> Result<Self> {
         let bus = Bus::open(path, &OpenOptions::default()).map_err(lib_error)?;
         let waiter =
             Waiter::new(path).map_err(|e| anyhow!("cannot watch {}: {e}", path.display()))?;
@@ -93,6 +141,7 @@ impl Baseline {
             sender: (u64::from(std::process::id()) << 32)
                 | u64::from(u32::from_be_bytes([id.0[2], id.0[3], id.0[4], id.0[5]])),
             overruns: (0, 0),
+            timed,
         })
     }
 }
@@ -139,8 +188,13 @@ impl Endpoint for Baseline {
                     let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                         return Ok(None);
                     };
+                    if deadline <= Instant::now() {
+                        return Ok(None);
+                    }
+                    // NetBSD sleeps in a blocking read of the watch.
+                    let timeout = self.timed.then_some(left);
                     self.waiter
-                        .wait(Some(left.min(Duration::from_secs(1))))
+                        .wait(timeout)
                         .map_err(|e| anyhow!("wait: {e}"))?;
                 }
                 Step::Corrupt(c) => return Err(anyhow!("corrupt bus: {c}")),

@@ -2,6 +2,7 @@
 //! process, and the bare wake-up round trip (a 4-byte `pwrite` raising
 //! inotify `IN_MODIFY`, each way) as the floor.
 
+use super::endpoint::Endpoint;
 use super::frames::{self, Kind};
 use super::proc::Worker;
 use super::worker::{latency_endpoint, poke, BareWatch, Wait};
@@ -9,16 +10,22 @@ use anyhow::{bail, Result};
 use shmif::wire::MAX_FRAME_LEN;
 use std::ffi::OsString;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Round-trip times, sorted.
-#[derive(Debug, Clone)]
+/// Round-trip times in ns, sorted.
+#[derive(Debug, Clone, Default)]
 pub struct Rtts(Vec<u64>);
 
 impl Rtts {
     fn new(mut ns: Vec<u64>) -> Self {
         ns.sort_unstable();
         Rtts(ns)
+    }
+    /// Adds another run's samples.
+    pub fn extend(&mut self, other: Rtts) {
+        self.0.extend(other.0);
+        self.0.sort_unstable();
     }
     /// The `q` quantile (0..=1), in µs.
     pub fn quantile_us(&self, q: f64) -> f64 {
@@ -59,13 +66,64 @@ pub fn ping_pong(dir: &Path, wait: Wait, rounds: usize, warmup: usize) -> Result
     let mut ping = frames::build(60, ep.mac(), Kind::Ping, 0, 0);
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut rtts = Vec::with_capacity(rounds);
+    // The endpoints wait without timeouts (as `recv()` does); if the echo
+    // stalls, a watchdog writes the wake-up word so that the wait returns
+    // and the deadline below is seen.
+    let progress = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| watchdog(&bus, &progress, &done));
+        let r = ping_rounds(
+            &mut *ep, &mut ping, &mut buf, &mut rtts, rounds, warmup, wait, &progress,
+        );
+        done.store(true, Ordering::Relaxed);
+        r
+    });
+    result?;
+    frames::set(&mut ping, Kind::Quit, 0, 0);
+    ep.send(&ping)?;
+    echo.finish(Duration::from_secs(1));
+    drop(ep);
+    let _ = std::fs::remove_file(&bus);
+    Ok(Rtts::new(rtts))
+}
+
+/// Pokes the bus every 100 ms once `progress` has not moved for a second,
+/// until `done`.
+fn watchdog(bus: &Path, progress: &AtomicU64, done: &AtomicBool) {
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(bus) else {
+        return;
+    };
+    let (mut seen, mut since) = (u64::MAX, Instant::now());
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let p = progress.load(Ordering::Relaxed);
+        if p != seen {
+            (seen, since) = (p, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(1) {
+            let _ = poke(&file);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ping_rounds(
+    ep: &mut dyn Endpoint,
+    ping: &mut [u8],
+    buf: &mut [u8],
+    rtts: &mut Vec<u64>,
+    rounds: usize,
+    warmup: usize,
+    wait: Wait,
+    progress: &AtomicU64,
+) -> Result<()> {
     for i in 0..(warmup + rounds) as u64 {
-        frames::set_seq(&mut ping, i);
+        frames::set_seq(ping, i);
         let t0 = Instant::now();
-        ep.send(&ping)?;
+        ep.send(ping)?;
         let deadline = t0 + Duration::from_secs(2);
         loop {
-            let Some(len) = ep.recv(&mut buf, deadline)? else {
+            let Some(len) = ep.recv(buf, deadline)? else {
                 bail!("no echo of ping {i} within 2 s ({wait:?})");
             };
             if frames::parse(&buf[..len]) == Some((Kind::Pong, 0, i)) {
@@ -75,13 +133,9 @@ pub fn ping_pong(dir: &Path, wait: Wait, rounds: usize, warmup: usize) -> Result
         if i >= warmup as u64 {
             rtts.push(t0.elapsed().as_nanos() as u64);
         }
+        progress.store(i, Ordering::Relaxed);
     }
-    frames::set(&mut ping, Kind::Quit, 0, 0);
-    ep.send(&ping)?;
-    echo.finish(Duration::from_secs(1));
-    drop(ep);
-    let _ = std::fs::remove_file(&bus);
-    Ok(Rtts::new(rtts))
+    Ok(())
 }
 
 /// The floor: round trips of bare wake-ups between two processes (a

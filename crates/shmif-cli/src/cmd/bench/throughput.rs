@@ -185,9 +185,10 @@ pub fn measure(
             trials += 1;
             if t.passes() {
                 lo = mid;
-                if rfc.as_ref().map_or(true, |b: &Trial| {
-                    t.delivered_per_reader() > b.delivered_per_reader()
-                }) {
+                if rfc
+                    .as_ref()
+                    .is_none_or(|b: &Trial| t.delivered_per_reader() > b.delivered_per_reader())
+                {
                     rfc = Some(t);
                 }
             } else {

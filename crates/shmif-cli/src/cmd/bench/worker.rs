@@ -37,7 +37,8 @@ pub enum Wait {
     Blocking,
     /// `Interface` with the library's default spin.
     Default,
-    /// `Interface` never sleeping (`set_spin(Duration::MAX)`).
+    /// `Interface` never sleeping (`set_spin(Duration::MAX)`), its
+    /// wake-ups deferred by up to 1 ms (`set_wake_delay`).
     BusyPoll,
     /// NetBSD's algorithm, literally.
     Baseline,
@@ -103,18 +104,26 @@ fn say(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// An endpoint of the given throughput mode on `bus`.
+/// An endpoint of the given throughput mode on `bus`. Its waits have no
+/// timeout (as `recv()`): the parent's quit frame or kill ends it.
 pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
     Ok(match mode {
-        Mode::Fast => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
-        Mode::Baseline => Box::new(Baseline::open(bus)?),
+        Mode::Fast => Box::new(Fast {
+            iface: Interface::attach(bus).map_err(lib_error)?,
+            timed: false,
+        }),
+        Mode::Baseline => Box::new(Baseline::open(bus, false)?),
     })
 }
 
-/// An endpoint that waits as `wait` says.
+/// The wake-up delay of the busy-polling endpoints (see
+/// `Interface::set_wake_delay`).
+pub const BUSY_POLL_WAKE_DELAY: Duration = Duration::from_millis(1);
+
+/// An endpoint that waits as `wait` says, without timeouts.
 pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     let spin = match wait {
-        Wait::Baseline => return Ok(Box::new(Baseline::open(bus)?)),
+        Wait::Baseline => return Ok(Box::new(Baseline::open(bus, false)?)),
         Wait::Blocking => Some(Duration::ZERO),
         Wait::Default => None,
         Wait::BusyPoll => Some(Duration::MAX),
@@ -123,7 +132,15 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     if let Some(s) = spin {
         i.set_spin(s);
     }
-    Ok(Box::new(Fast(i)))
+    if wait == Wait::BusyPoll {
+        // Both ends poll: the wake-up write per send is pure overhead;
+        // sleeping readers still get one within this bound.
+        i.set_wake_delay(BUSY_POLL_WAKE_DELAY);
+    }
+    Ok(Box::new(Fast {
+        iface: i,
+        timed: false,
+    }))
 }
 
 fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize) -> Result<()> {
@@ -231,7 +248,10 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
             } else {
                 Duration::from_nanos(ns)
             });
-            Box::new(Fast(i))
+            Box::new(Fast {
+                iface: i,
+                timed: false,
+            })
         }
         _ => endpoint(bus, mode)?,
     };
@@ -239,10 +259,11 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
     let mut t = Tally::default();
     say("ready")?;
     loop {
-        let Some(len) = ep.recv(&mut buf, Instant::now() + Duration::from_secs(1))? else {
+        let Some(fields) = ep.recv_fields(&mut buf, Instant::now() + Duration::from_secs(1))?
+        else {
             continue;
         };
-        match frames::parse(&buf[..len]) {
+        match fields {
             Some((Kind::Data, trial, seq)) => {
                 if t.trial != Some(trial) {
                     t = Tally {
