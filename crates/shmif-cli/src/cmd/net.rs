@@ -426,58 +426,52 @@ fn pattern_word(word: u64) -> [u8; 8] {
     word.wrapping_mul(PATTERN_MUL).to_le_bytes()
 }
 
+/// Walks `len` bytes of the pattern from stream offset `offset` in pieces
+/// split at its word boundaries: a partial word up to the first boundary,
+/// whole words, a partial last word. Calls `piece(i, bytes)` for each, `i`
+/// being where the piece starts in the caller's buffer and `bytes` the
+/// pattern there; stops early when `piece` returns false.
+#[inline(always)]
+fn pattern_pieces(offset: u64, len: usize, mut piece: impl FnMut(usize, &[u8]) -> bool) {
+    let head = ((8 - offset % 8) % 8).min(len as u64) as usize;
+    if head > 0 {
+        let at = (offset % 8) as usize;
+        if !piece(0, &pattern_word(offset / 8)[at..at + head]) {
+            return;
+        }
+    }
+    let mut i = head;
+    while i + 8 <= len {
+        if !piece(i, &pattern_word((offset + i as u64) / 8)) {
+            return;
+        }
+        i += 8;
+    }
+    if i < len {
+        piece(i, &pattern_word((offset + i as u64) / 8)[..len - i]);
+    }
+}
+
 /// Fills `buf` with the test pattern from stream offset `offset`.
 pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
-    let mut pos = offset;
-    let mut rest = buf;
-    // Up to the next word boundary.
-    let head = ((8 - (pos % 8)) % 8).min(rest.len() as u64) as usize;
-    if head > 0 {
-        let w = pattern_word(pos / 8);
-        let at = (pos % 8) as usize;
-        rest[..head].copy_from_slice(&w[at..at + head]);
-        rest = &mut rest[head..];
-        pos += head as u64;
-    }
-    let mut chunks = rest.chunks_exact_mut(8);
-    for c in &mut chunks {
-        c.copy_from_slice(&pattern_word(pos / 8));
-        pos += 8;
-    }
-    let tail = chunks.into_remainder();
-    let n = tail.len();
-    if n > 0 {
-        tail.copy_from_slice(&pattern_word(pos / 8)[..n]);
-    }
+    pattern_pieces(offset, buf.len(), |i, want| {
+        buf[i..i + want.len()].copy_from_slice(want);
+        true
+    });
 }
 
 /// Checks `buf` against the test pattern from stream offset `offset`;
 /// returns the stream offset of the first byte that differs.
 pub fn pattern_check(offset: u64, buf: &[u8]) -> Option<u64> {
-    let mut pos = offset;
-    let mut rest = buf;
-    let head = ((8 - (pos % 8)) % 8).min(rest.len() as u64) as usize;
-    if head > 0 {
-        let w = pattern_word(pos / 8);
-        let at = (pos % 8) as usize;
-        if rest[..head] != w[at..at + head] {
-            return first_difference(pos, rest);
+    let mut bad = None;
+    pattern_pieces(offset, buf.len(), |i, want| {
+        let got = &buf[i..i + want.len()];
+        if got != want {
+            bad = first_difference(offset + i as u64, got);
         }
-        rest = &rest[head..];
-        pos += head as u64;
-    }
-    let mut chunks = rest.chunks_exact(8);
-    for c in &mut chunks {
-        if c != pattern_word(pos / 8) {
-            return first_difference(pos, c);
-        }
-        pos += 8;
-    }
-    let tail = chunks.remainder();
-    if !tail.is_empty() && tail != &pattern_word(pos / 8)[..tail.len()] {
-        return first_difference(pos, tail);
-    }
-    None
+        bad.is_none()
+    });
+    bad
 }
 
 fn first_difference(offset: u64, buf: &[u8]) -> Option<u64> {
