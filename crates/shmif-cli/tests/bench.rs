@@ -1,0 +1,68 @@
+//! `shmif bench`: a smoke run prints one JSON object with the figures the
+//! report promises (no timing is asserted: benchmarks only print).
+
+use serde_json::Value;
+use std::process::Command;
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+#[test]
+fn smoke_run_prints_json_with_the_required_keys() {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let svg = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shmif"))
+        .args(["bench", "--smoke", "--json", "--dir"])
+        .arg(&dir)
+        .arg("--svg")
+        .arg(svg.path())
+        .output()
+        .expect("run shmif bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "shmif bench failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let v: Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+
+    let rows = v["throughput"].as_array().expect("throughput array");
+    assert!(!rows.is_empty());
+    for mode in ["fast", "baseline"] {
+        assert!(
+            rows.iter().any(|r| r["mode"] == mode),
+            "no {mode} throughput row"
+        );
+    }
+    for r in rows {
+        assert!(num(r, "readers") >= 1.0);
+        assert!(num(r, "frame_bytes") >= 28.0);
+        assert!(num(r, "frames_per_sec_per_reader") >= 0.0);
+        let loss = num(r, "loss_ratio");
+        assert!((0.0..=1.0).contains(&loss), "loss {loss}");
+        num(r, "unpaced_frames_per_sec_per_reader");
+        num(r, "unpaced_loss_ratio");
+    }
+
+    let lat = v["latency"].as_array().expect("latency array");
+    for mode in ["blocking", "busy_poll", "baseline"] {
+        let row = lat
+            .iter()
+            .find(|r| r["mode"] == mode)
+            .unwrap_or_else(|| panic!("no {mode} latency row"));
+        let (p50, p99) = (num(row, "p50_us"), num(row, "p99_us"));
+        assert!(p50 > 0.0 && p99 >= p50, "{mode}: p50 {p50} p99 {p99}");
+    }
+
+    let floors = &v["floors"];
+    assert!(num(floors, "copy_frames_per_sec") > 0.0);
+    assert!(num(floors, "wake_rtt_p50_us") > 0.0);
+
+    let plot = std::fs::read_to_string(svg.path()).unwrap();
+    assert!(plot.contains("<svg"), "no SVG written");
+}
