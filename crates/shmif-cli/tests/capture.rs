@@ -3,128 +3,39 @@
 //! runs and stops when its reader goes away; SIGINT and overruns are
 //! reported; bad arguments and bad buses fail naming what is wrong.
 
+mod common;
+
+use common::{
+    number_after, send_broadcast, shmif, wait_for, Proc, Stream, BROADCAST, BUS_SIZE, SHMIF,
+};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{ChildStdout, Command};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
 const SRC: &str = "02:00:5e:00:53:01";
 const SRC_BYTES: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
+/// How long capture may take to print a line or to exit.
+const LIMIT: Duration = Duration::from_secs(20);
 
-/// A running `shmif capture`; its stderr lines arrive on a channel. Dropping
-/// it kills the process, so a failed assertion leaves nothing running.
-struct Capture {
-    child: Child,
-    stderr: Receiver<String>,
-    seen: Vec<String>,
+/// Starts `shmif capture BUS ARGS` and waits until it has attached; its
+/// stderr lines arrive on a channel, its stdout is left piped.
+fn start(bus: &Path, args: &[&str]) -> Proc {
+    let mut cap = Proc::spawn(
+        "shmif capture",
+        Command::new(SHMIF).arg("capture").arg(bus).args(args),
+        Stream::Piped,
+        Stream::Lines,
+    );
+    let line = cap.err().expect_containing("capturing on", LIMIT);
+    assert!(line.contains("promiscuous"), "{line}");
+    cap
 }
 
-impl Capture {
-    /// Starts `shmif capture BUS ARGS` and waits until it has attached.
-    fn start(bus: &Path, args: &[&str]) -> Capture {
-        let mut child = Command::new(SHMIF)
-            .arg("capture")
-            .arg(bus)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start shmif capture");
-        let err = child.stderr.take().unwrap();
-        let (tx, stderr) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut c = Capture {
-            child,
-            stderr,
-            seen: Vec::new(),
-        };
-        let line = c.expect_stderr("capturing on");
-        assert!(line.contains("promiscuous"), "{line}");
-        c
-    }
-
-    /// The next stderr line containing `want` (within 20 s).
-    fn expect_stderr(&mut self, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if l.contains(want) {
-                        return l;
-                    }
-                }
-                Err(e) => panic!(
-                    "capture printed no line with {want:?} ({e}); stderr so far: {:?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    /// Waits (at most 20 s) for the process to exit by itself.
-    fn wait(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "capture did not exit; stderr: {:?}",
-                self.seen
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, sig).unwrap();
-    }
-
-    fn stdout(&mut self) -> ChildStdout {
-        self.child.stdout.take().unwrap()
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs `shmif ARGS` to its end (killed after a minute).
-fn shmif(args: &[&str]) -> Output {
-    let mut child = Command::new(SHMIF)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shmif");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("shmif {} did not finish within 60 s", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.wait_with_output().unwrap()
+/// The report capture prints on its way out.
+fn report(cap: &mut Proc) -> String {
+    cap.err().expect_containing("frames captured", LIMIT)
 }
 
 fn hex(b: &[u8]) -> String {
@@ -216,7 +127,7 @@ fn count_frames_go_to_a_pcap_file_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let pcap = dir.path().join("out.pcap");
-    let mut cap = Capture::start(&bus, &["-c", "3", "-w", pcap.to_str().unwrap()]);
+    let mut cap = start(&bus, &["-c", "3", "-w", pcap.to_str().unwrap()]);
     let t0 = now_secs();
     // Broadcast, and unicast to a MAC nobody has: promiscuous sees both.
     let sent = [
@@ -224,9 +135,9 @@ fn count_frames_go_to_a_pcap_file_byte_for_byte() {
         send(&bus, [0x02, 0, 0, 0, 0, 0x42], &[0xab; 1500]),
         send(&bus, [0xff; 6], b"third"),
     ];
-    let status = cap.wait();
+    let status = cap.wait(LIMIT);
     assert!(status.success(), "{status}");
-    let report = cap.expect_stderr("frames captured");
+    let report = report(&mut cap);
     assert!(report.contains(" 3 frames captured"), "{report}");
     assert!(report.contains("lost to overruns: 0 bytes"), "{report}");
 
@@ -244,7 +155,7 @@ fn count_frames_go_to_a_pcap_file_byte_for_byte() {
 fn dash_w_dash_streams_while_running_and_stops_when_the_reader_goes() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let mut cap = Capture::start(&bus, &["-w", "-"]);
+    let mut cap = start(&bus, &["-w", "-"]);
     let out = cap.stdout();
     // The header comes at once, before any frame.
     let (out, header) = read_exact_timeout(out, 24);
@@ -256,13 +167,13 @@ fn dash_w_dash_streams_while_running_and_stops_when_the_reader_goes() {
         out = o;
         assert_eq!(u32_at(&rec, 8) as usize, f.len());
         assert_eq!(&rec[16..], &f[..], "frame {i} while capture runs");
-        assert!(cap.child.try_wait().unwrap().is_none(), "still running");
+        assert!(cap.running(), "still running");
     }
     // The reader goes away: capture notices without any further traffic.
     drop(out);
-    let status = cap.wait();
+    let status = cap.wait(LIMIT);
     assert!(status.success(), "{status}");
-    let report = cap.expect_stderr("frames captured");
+    let report = report(&mut cap);
     assert!(report.contains(" 3 frames captured"), "{report}");
     assert!(
         report.contains("reader of standard output went away"),
@@ -275,13 +186,13 @@ fn pcapng_has_a_section_an_ethernet_interface_and_the_frames() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let file = dir.path().join("out.pcapng");
-    let mut cap = Capture::start(&bus, &["-c", "2", "--pcapng", "-w", file.to_str().unwrap()]);
+    let mut cap = start(&bus, &["-c", "2", "--pcapng", "-w", file.to_str().unwrap()]);
     let t0 = now_secs();
     let sent = [
         send(&bus, [0xff; 6], b"one"),
         send(&bus, [0xff; 6], &[7; 333]),
     ];
-    assert!(cap.wait().success());
+    assert!(cap.wait(LIMIT).success());
     let b = std::fs::read(&file).unwrap();
 
     // Blocks: type, total length, body, total length again.
@@ -333,13 +244,13 @@ fn pcapng_has_a_section_an_ethernet_interface_and_the_frames() {
 fn without_w_it_prints_a_summary_line_per_frame() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let mut cap = Capture::start(&bus, &["-c", "2"]);
+    let mut cap = start(&bus, &["-c", "2"]);
     let mut out = BufReader::new(cap.stdout());
     send(&bus, [0xff; 6], b"hello");
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     // Printed (and flushed) while capture is still waiting for frame two.
-    assert!(cap.child.try_wait().unwrap().is_none());
+    assert!(cap.running());
     assert!(
         line.contains(&format!("{SRC} > ff:ff:ff:ff:ff:ff, 0x88b5, length 19")),
         "{line}"
@@ -352,7 +263,7 @@ fn without_w_it_prints_a_summary_line_per_frame() {
         line.contains("> 02:00:00:00:00:42, 0x88b5, length 16"),
         "{line}"
     );
-    assert!(cap.wait().success());
+    assert!(cap.wait(LIMIT).success());
 }
 
 #[test]
@@ -360,17 +271,15 @@ fn sigint_stops_it_with_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let pcap = dir.path().join("out.pcap");
-    let mut cap = Capture::start(&bus, &["-w", pcap.to_str().unwrap()]);
+    let mut cap = start(&bus, &["-w", pcap.to_str().unwrap()]);
     let f = send(&bus, [0xff; 6], b"only one");
     // The frame is flushed to the file before any signal.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::metadata(&pcap).unwrap().len() < (24 + 16 + f.len()) as u64 {
-        assert!(Instant::now() < deadline, "frame not written while running");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(LIMIT, "frame not written while running", || {
+        (std::fs::metadata(&pcap).unwrap().len() >= (24 + 16 + f.len()) as u64).then_some(())
+    });
     cap.signal(rustix::process::Signal::INT);
-    assert!(cap.wait().success());
-    let report = cap.expect_stderr("frames captured");
+    assert!(cap.wait(LIMIT).success());
+    let report = report(&mut cap);
     assert!(report.contains(" 1 frames captured"), "{report}");
     assert!(report.contains("interrupted"), "{report}");
     let records = parse_pcap(&std::fs::read(&pcap).unwrap());
@@ -383,36 +292,28 @@ fn overruns_are_reported_with_the_bytes_lost() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let pcap = dir.path().join("out.pcap");
-    let mut cap = Capture::start(&bus, &["-w", pcap.to_str().unwrap()]);
+    let mut cap = start(&bus, &["-w", pcap.to_str().unwrap()]);
     // Stopped, the capture falls behind while 1.5 MB go round the 1 MiB ring.
     cap.signal(rustix::process::Signal::STOP);
-    let o = shmif(&[
-        "send",
-        bus.to_str().unwrap(),
-        "--dst",
-        "ff:ff:ff:ff:ff:ff",
-        "--ethertype",
-        "0x88b5",
-        "--payload",
-        &hex(&[0x5a; 1500]),
-        "--count",
-        "1000",
-    ]);
+    let payload = hex(&[0x5a; 1500]);
+    let o = shmif(
+        &[
+            &["send", bus.to_str().unwrap()][..],
+            &BROADCAST,
+            &["--payload", &payload, "--count", "1000"],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{o:?}");
     cap.signal(rustix::process::Signal::CONT);
     let last = send(&bus, [0xff; 6], b"last");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    wait_for(LIMIT, "the last frame never arrived", || {
         let b = std::fs::read(&pcap).unwrap();
-        if b.len() > 24 && parse_pcap(&b).last().is_some_and(|r| r.2 == last) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the last frame never arrived");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        (b.len() > 24 && parse_pcap(&b).last().is_some_and(|r| r.2 == last)).then_some(())
+    });
     cap.signal(rustix::process::Signal::TERM);
-    assert!(cap.wait().success());
-    let report = cap.expect_stderr("frames captured");
+    assert!(cap.wait(LIMIT).success());
+    let report = report(&mut cap);
     let records = parse_pcap(&std::fs::read(&pcap).unwrap());
     assert!(
         records.len() < 1001,
@@ -423,11 +324,7 @@ fn overruns_are_reported_with_the_bytes_lost() {
         report.contains(&format!(" {} frames captured", records.len())),
         "{report}"
     );
-    let lost: u64 = report
-        .split("lost to overruns: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
+    let lost = number_after(&report, "lost to overruns: ")
         .unwrap_or_else(|| panic!("no byte count in {report}"));
     assert!(lost > 0, "{report}");
     // What was captured plus what was lost is everything sent (each frame
@@ -455,18 +352,7 @@ fn bad_arguments_and_bad_buses_fail_naming_them() {
         (&["capture", b, "-w", b], "over the bus file itself"),
     ];
     // The bus exists for the last case.
-    assert!(shmif(&[
-        "send",
-        b,
-        "--dst",
-        "ff:ff:ff:ff:ff:ff",
-        "--ethertype",
-        "0x88b5",
-        "--payload",
-        "00"
-    ])
-    .status
-    .success());
+    assert!(send_broadcast(b, "00").status.success());
     for (args, want) in cases {
         let o = shmif(args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -479,7 +365,7 @@ fn bad_arguments_and_bad_buses_fail_naming_them() {
     }
     assert_eq!(
         std::fs::metadata(&bus).unwrap().len(),
-        1024 * 1024,
+        BUS_SIZE as u64,
         "bus untouched"
     );
 }

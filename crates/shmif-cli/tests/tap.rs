@@ -12,14 +12,13 @@
 //! fd42:213::/64. Guards delete the namespaces and stop every process
 //! even when an assertion fails.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+mod common;
 
-const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
+use common::{number_after, ok, run, run_for, show, Proc, Stream, SHMIF};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 /// A TCP receiver: accepts one connection, hashes everything until EOF,
 /// prints `<bytes> <sha256>`.
@@ -162,66 +161,6 @@ fn tag() -> String {
     )
 }
 
-/// Runs a command to its end (killed after `limit`).
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    let shown = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{shown}: {e}"));
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let o = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut v).unwrap();
-        v
-    });
-    let e = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut err, &mut v).unwrap();
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{shown} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: o.join().unwrap(),
-        stderr: e.join().unwrap(),
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    run_for(cmd, Duration::from_secs(60))
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn ok(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let o = run(cmd);
-    assert!(o.status.success(), "{shown}: {}", show(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}stderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn ip(args: &[&str]) -> String {
     ok(Command::new("ip").args(args))
 }
@@ -258,124 +197,42 @@ impl Drop for Netns {
     }
 }
 
-/// A long-running child whose stdout and stderr lines arrive on channels;
-/// dropping it sends SIGTERM, then SIGKILL if it lingers.
-struct Proc {
-    what: String,
-    child: Child,
-    out: Receiver<String>,
-    err: Receiver<String>,
+/// Starts `what` (`cmd`), its stdout and stderr lines on channels.
+/// Dropping it sends SIGTERM, then SIGKILL if it lingers.
+fn spawn(what: &str, cmd: &mut Command) -> Proc {
+    Proc::spawn(what, cmd, Stream::Lines, Stream::Lines)
 }
 
-fn lines(r: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+/// SIGTERM (or another signal): the exit status and the stderr lines that
+/// follow.
+fn stop(mut p: Proc, sig: rustix::process::Signal) -> (ExitStatus, Vec<String>) {
+    let s = p.stop(sig, Duration::from_secs(10));
+    (s, p.err().until_end(Duration::from_secs(5)).0)
 }
 
-impl Proc {
-    fn spawn(what: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        let out = lines(child.stdout.take().unwrap());
-        let err = lines(child.stderr.take().unwrap());
-        Proc {
-            what: what.into(),
-            child,
-            out,
-            err,
-        }
-    }
-
-    /// The next line on `stream` containing `want`, within `limit`.
-    fn expect(&self, stderr: bool, want: &str, limit: Duration) -> String {
-        let rx = if stderr { &self.err } else { &self.out };
-        let deadline = Instant::now() + limit;
-        let mut seen = Vec::new();
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.contains(want) => return l,
-                Ok(l) => seen.push(l),
-                Err(e) => panic!(
-                    "{}: no line with {want:?} ({e}); saw {seen:?}; stderr: {:?}",
-                    self.what,
-                    self.err.try_iter().collect::<Vec<_>>()
-                ),
-            }
-        }
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, sig).unwrap();
-    }
-
-    fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "{} did not exit", self.what);
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGTERM (or another signal), the exit status and the stderr lines.
-    fn stop(mut self, sig: rustix::process::Signal) -> (ExitStatus, Vec<String>) {
-        self.signal(sig);
-        let s = self.wait(Duration::from_secs(10));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut err = Vec::new();
-        while let Ok(l) = self
-            .err
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            err.push(l);
-        }
-        (s, err)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `shmif host BUS --ip IP` and waits until it is up.
+fn start_host(bus: &Path, ip: &str) -> Proc {
+    let mut host = spawn(
+        "shmif host",
+        Command::new(SHMIF).arg("host").arg(bus).args(["--ip", ip]),
+    );
+    host.out()
+        .expect_containing(" up on ", Duration::from_secs(20));
+    host
 }
 
 /// Starts `shmif tap BUS --tap NAME --netns NS` and waits until it bridges.
 fn start_tap(bus: &Path, tap: &str, ns: &Netns) -> Proc {
-    let p = Proc::spawn(
+    let mut p = spawn(
         &format!("shmif tap {tap}"),
         Command::new(SHMIF)
             .arg("tap")
             .arg(bus)
             .args(["--tap", tap, "--netns", &ns.0]),
     );
-    let line = p.expect(false, "bridging", Duration::from_secs(20));
+    let line = p
+        .out()
+        .expect_containing("bridging", Duration::from_secs(20));
     assert!(line.contains(&format!("tap {tap} (")), "{line}");
     assert!(line.contains(&format!("in netns {}", ns.0)), "{line}");
     p
@@ -436,23 +293,35 @@ fn has_link(ns: &Netns, name: &str) -> bool {
         .success()
 }
 
+/// What a test that makes namespaces and TAPs starts with: a unique tag
+/// for its names ([`tag`]) and a temporary directory for the bus; `None`
+/// (after the loud notice) if it cannot run here.
+fn prepare(test: &str) -> Option<(String, tempfile::TempDir)> {
+    if skip(test) {
+        return None;
+    }
+    Some((tag(), tempfile::tempdir().unwrap()))
+}
+
+/// A kernel on the bus: the namespace `shmif-{name}{t}` with a TAP
+/// `sh{name}{t}` bridged to `bus`, addressed `v4` (and `v6`). Returned in
+/// that order, so that the bridge is dropped before the namespace.
+fn kernel(bus: &Path, name: &str, t: &str, v4: &str, v6: Option<&str>) -> (Netns, String, Proc) {
+    let ns = Netns::new(format!("shmif-{name}{t}"));
+    let tap = format!("sh{name}{t}");
+    let bridge = start_tap(bus, &tap, &ns);
+    address(&ns, &tap, v4, v6);
+    (ns, tap, bridge)
+}
+
 #[test]
 fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
-    if skip("two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus") {
+    let Some((t, dir)) = prepare("two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus") else {
         return;
-    }
-    let t = tag();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let bus = dir.path().join("bus");
-    let (na, nb) = (
-        Netns::new(format!("shmif-a{t}")),
-        Netns::new(format!("shmif-b{t}")),
-    );
-    let (ta, tb) = (format!("sha{t}"), format!("shb{t}"));
-    let bridge_a = start_tap(&bus, &ta, &na);
-    let bridge_b = start_tap(&bus, &tb, &nb);
-    address(&na, &ta, "10.213.0.1/24", Some("fd42:213::1/64"));
-    address(&nb, &tb, "10.213.0.2/24", Some("fd42:213::2/64"));
+    let (na, ta, bridge_a) = kernel(&bus, "a", &t, "10.213.0.1/24", Some("fd42:213::1/64"));
+    let (nb, tb, bridge_b) = kernel(&bus, "b", &t, "10.213.0.2/24", Some("fd42:213::2/64"));
 
     let v4 = kernel_ping(&na, "10.213.0.2", false);
     let v6 = kernel_ping(&nb, "fd42:213::1", true);
@@ -467,11 +336,13 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
 
     // 50 MiB between kernel sockets, hashed on both ends.
     const BYTES: u64 = 50 * 1024 * 1024;
-    let server = Proc::spawn(
+    let mut server = spawn(
         "tcp server",
         &mut nb.exec(&["python3", "-c", TCP_SERVER, "10.213.0.2", "5001"]),
     );
-    server.expect(false, "listening", Duration::from_secs(20));
+    server
+        .out()
+        .expect_containing("listening", Duration::from_secs(20));
     let client = run_for(
         &mut na.exec(&[
             "python3",
@@ -485,7 +356,7 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
     );
     assert!(client.status.success(), "client: {}", show(&client));
     let sent = String::from_utf8_lossy(&client.stdout).into_owned();
-    let got = server.expect(false, " ", Duration::from_secs(30));
+    let got = server.out().expect_containing(" ", Duration::from_secs(30));
     let sent: Vec<&str> = sent.split_whitespace().collect();
     let got: Vec<&str> = got.split_whitespace().collect();
     assert_eq!(sent[0], BYTES.to_string());
@@ -500,8 +371,8 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
     drop(server);
 
     // SIGTERM and SIGINT detach cleanly, report, and remove the TAPs.
-    let (sa, err_a) = bridge_a.stop(rustix::process::Signal::TERM);
-    let (sb, err_b) = bridge_b.stop(rustix::process::Signal::INT);
+    let (sa, err_a) = stop(bridge_a, rustix::process::Signal::TERM);
+    let (sb, err_b) = stop(bridge_b, rustix::process::Signal::INT);
     for (s, err, tap, ns) in [(sa, &err_a, &ta, &na), (sb, &err_b, &tb, &nb)] {
         let report = err.join("\n");
         eprintln!("{report}");
@@ -510,12 +381,7 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
         assert!(report.contains("0 over 1514 bytes"), "{report}");
         assert!(!has_link(ns, tap), "{tap} still exists");
     }
-    let to_bus: u64 = err_a
-        .join(" ")
-        .split("kernel to bus ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next()?.parse().ok())
-        .unwrap();
+    let to_bus = number_after(&err_a.join(" "), "kernel to bus ").unwrap();
     assert!(
         to_bus > 30_000,
         "50 MiB is more than 30,000 frames: {to_bus}"
@@ -524,26 +390,16 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
 
 #[test]
 fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
-    if skip("a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it") {
+    let Some((t, dir)) =
+        prepare("a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it")
+    else {
         return;
-    }
-    let t = tag();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let bus = dir.path().join("bus");
     let pcap = dir.path().join("pings.pcap");
-    let ns = Netns::new(format!("shmif-c{t}"));
-    let tap = format!("shc{t}");
-    let _bridge = start_tap(&bus, &tap, &ns);
-    address(&ns, &tap, "10.213.0.1/24", None);
-    let host = Proc::spawn(
-        "shmif host",
-        Command::new(SHMIF)
-            .arg("host")
-            .arg(&bus)
-            .args(["--ip", "10.213.0.3/24"]),
-    );
-    host.expect(false, " up on ", Duration::from_secs(20));
-    let capture = Proc::spawn(
+    let (ns, _tap, _bridge) = kernel(&bus, "c", &t, "10.213.0.1/24", None);
+    let _host = start_host(&bus, "10.213.0.3/24");
+    let mut capture = spawn(
         "shmif capture",
         Command::new(SHMIF)
             .arg("capture")
@@ -551,7 +407,9 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
             .arg("-w")
             .arg(&pcap),
     );
-    capture.expect(true, "capturing on", Duration::from_secs(20));
+    capture
+        .err()
+        .expect_containing("capturing on", Duration::from_secs(20));
 
     // The namespace's kernel pings the smoltcp host...
     let rtts = kernel_ping(&ns, "10.213.0.3", false);
@@ -574,7 +432,7 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
         text.lines().last().unwrap_or_default()
     ));
 
-    let (s, err) = capture.stop(rustix::process::Signal::INT);
+    let (s, err) = stop(capture, rustix::process::Signal::INT);
     assert!(s.success(), "capture: {s}: {err:?}");
     let report = err.join("\n");
     assert!(report.contains("frames captured"), "{report}");
@@ -598,21 +456,13 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
 
 #[test]
 fn frames_too_big_for_the_bus_are_dropped_counted_and_warned_about() {
-    if skip("frames_too_big_for_the_bus_are_dropped_counted_and_warned_about") {
+    let Some((t, dir)) = prepare("frames_too_big_for_the_bus_are_dropped_counted_and_warned_about")
+    else {
         return;
-    }
-    let t = tag();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let bus = dir.path().join("bus");
-    let (na, nb) = (
-        Netns::new(format!("shmif-d{t}")),
-        Netns::new(format!("shmif-e{t}")),
-    );
-    let (ta, tb) = (format!("shd{t}"), format!("she{t}"));
-    let bridge_a = start_tap(&bus, &ta, &na);
-    let _bridge_b = start_tap(&bus, &tb, &nb);
-    address(&na, &ta, "10.213.0.1/24", None);
-    address(&nb, &tb, "10.213.0.2/24", None);
+    let (na, ta, mut bridge_a) = kernel(&bus, "d", &t, "10.213.0.1/24", None);
+    let (_nb, _tb, _bridge_b) = kernel(&bus, "e", &t, "10.213.0.2/24", None);
     kernel_ping(&na, "10.213.0.2", false);
     // A jumbo MTU on one side: its 3000-byte pings cannot cross the bus.
     ip(&["-n", &na.0, "link", "set", "dev", &ta, "mtu", "9000"]);
@@ -642,42 +492,31 @@ fn frames_too_big_for_the_bus_are_dropped_counted_and_warned_about() {
                    [s.sendto(b'x'*3000, ('10.213.0.2', 9)) for _ in range(2)]";
         ok(&mut na.exec(&["python3", "-c", udp]));
     }
-    let warning = bridge_a.expect(true, "dropped a", Duration::from_secs(10));
+    let warning = bridge_a
+        .err()
+        .expect_containing("dropped a", Duration::from_secs(10));
     assert!(warning.contains("at most 1514"), "{warning}");
-    let (s, err) = bridge_a.stop(rustix::process::Signal::TERM);
+    let (s, err) = stop(bridge_a, rustix::process::Signal::TERM);
     assert!(s.success());
     let report = err.join("\n");
-    let dropped: u64 = report
-        .split("dropped: ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{report}"));
+    let dropped = number_after(&report, "dropped: ").unwrap_or_else(|| panic!("{report}"));
     assert!(dropped >= 2, "{report}");
 }
 
 #[test]
 fn an_existing_persistent_tap_is_used_and_left_in_place() {
-    if skip("an_existing_persistent_tap_is_used_and_left_in_place") {
+    let Some((t, dir)) = prepare("an_existing_persistent_tap_is_used_and_left_in_place") else {
         return;
-    }
-    let t = tag();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let bus = dir.path().join("bus");
     let ns = Netns::new(format!("shmif-f{t}"));
     let tap = format!("shf{t}");
     ip(&["-n", &ns.0, "tuntap", "add", "dev", &tap, "mode", "tap"]);
     let bridge = start_tap(&bus, &tap, &ns);
-    let host = Proc::spawn(
-        "shmif host",
-        Command::new(SHMIF)
-            .arg("host")
-            .arg(&bus)
-            .args(["--ip", "10.213.0.3/24"]),
-    );
-    host.expect(false, " up on ", Duration::from_secs(20));
+    let _host = start_host(&bus, "10.213.0.3/24");
     address(&ns, &tap, "10.213.0.1/24", None);
     kernel_ping(&ns, "10.213.0.3", false);
-    let (s, err) = bridge.stop(rustix::process::Signal::TERM);
+    let (s, err) = stop(bridge, rustix::process::Signal::TERM);
     assert!(s.success(), "{err:?}");
     assert!(!err.join(" ").contains("removed"), "{err:?}");
     assert!(has_link(&ns, &tap), "the persistent TAP was removed");

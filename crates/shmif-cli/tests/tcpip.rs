@@ -2,190 +2,83 @@
 //! (IPv4 and IPv6) and `tcp-send` to a sink and through an echo, and hosts
 //! that ping and send to each other (`host --ping --tcp-send`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{assert_fails_saying, shmif, show, Proc, Stream, SHMIF};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
-const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
+/// A host's addresses and services: the server of the tests.
+const SERVER: [&str; 8] = [
+    "--ip",
+    "10.0.0.1/24",
+    "--ip6",
+    "fd00::1/64",
+    "--tcp-sink",
+    "9000",
+    "--tcp-echo",
+    "7",
+];
 
-/// A running `shmif host`: its stdout lines arrive on a channel. Dropping
-/// it kills the process, so that a failed assertion leaves nothing behind.
-struct Host {
-    child: Child,
-    lines: Receiver<String>,
-    /// Every line read so far, in order.
-    seen: Vec<String>,
+/// Starts `shmif host BUS ARGS` (its stdout lines on a channel) and waits
+/// until it is up. Dropping it stops the host (SIGTERM first, so that it
+/// detaches cleanly).
+fn start_host(bus: &Path, args: &[&str]) -> Proc {
+    let mut h = Proc::spawn(
+        "shmif host",
+        Command::new(SHMIF).arg("host").arg(bus).args(args),
+        Stream::Lines,
+        Stream::Inherit,
+    );
+    let up = h
+        .out()
+        .expect(|l| l.contains(" up on "), Duration::from_secs(10));
+    assert!(up.starts_with("host "), "{up}");
+    h
 }
 
-impl Host {
-    fn start(bus: &Path, args: &[&str]) -> Host {
-        let mut child = Command::new(SHMIF)
-            .arg("host")
-            .arg(bus)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shmif host");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut h = Host {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        let up = h.expect(|l| l.contains(" up on "), Duration::from_secs(10));
-        assert!(up.starts_with("host "), "{up}");
-        h
-    }
-
-    /// The next line `want` accepts, within `timeout`.
-    fn expect(&mut self, want: impl Fn(&str) -> bool, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.seen.push(l.clone());
-                    if want(&l) {
-                        return l;
-                    }
-                }
-                Err(e) => panic!(
-                    "host printed no expected line: {e}; so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits (up to `timeout`) for the host to exit by itself; its status
-    /// and every line it printed.
-    fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                    "host did not finish within {timeout:?}; so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return (s, std::mem::take(&mut self.seen));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "host closed stdout but did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGTERM, and the exit status.
-    fn terminate(self) -> std::process::ExitStatus {
-        self.terminate_with_output().0
-    }
-
-    /// SIGTERM; the exit status and every line the host printed.
-    fn terminate_with_output(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = rustix::process::Pid::from_child(&self.child);
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                // The reader passes on the last lines, then disconnects.
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-                    self.seen.push(l);
-                }
-                return (s, std::mem::take(&mut self.seen));
-            }
-            assert!(Instant::now() < deadline, "host ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
+/// The next line of a host's that starts with `prefix` (a report), within
+/// 10 s.
+fn next_report(host: &mut Proc, prefix: &str) -> String {
+    host.out()
+        .expect(|l| l.starts_with(prefix), Duration::from_secs(10))
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
-        // SIGTERM first (the host detaches cleanly), SIGKILL if it lingers.
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return; // already reaped: its pid may belong to someone else now
-        }
-        let pid = rustix::process::Pid::from_child(&self.child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits (up to `limit`) for the host to exit by itself; its status and
+/// every line it printed.
+fn finish(mut host: Proc, limit: Duration) -> (ExitStatus, Vec<String>) {
+    let (_, ended) = host.out().until_end(limit);
+    assert!(
+        ended,
+        "host did not finish within {limit:?}; {}",
+        host.out().so_far()
+    );
+    let status = host.wait(limit);
+    (status, std::mem::take(&mut host.out().seen))
 }
 
-/// Runs `shmif ARGS` to its end; kills it and fails after a minute, so
-/// that a hang cannot stall the test run.
-fn shmif(args: &[&str]) -> Output {
-    let mut child = Command::new(SHMIF)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run shmif");
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let reader = std::thread::spawn(move || {
-        let mut o = Vec::new();
-        std::io::Read::read_to_end(&mut out, &mut o).unwrap();
-        o
-    });
-    let mut e = Vec::new();
-    let err_reader = std::thread::spawn(move || {
-        std::io::Read::read_to_end(&mut err, &mut e).unwrap();
-        e
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("shmif {} did not finish within 60 s", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+/// SIGTERM; the exit status and every line the host printed.
+fn terminate(mut host: Proc) -> (ExitStatus, Vec<String>) {
+    let status = host.stop(rustix::process::Signal::TERM, Duration::from_secs(5));
+    // The reader passes on the last lines, then disconnects.
+    host.out().until_end(Duration::from_secs(2));
+    (status, std::mem::take(&mut host.out().seen))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}stderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// `shmif ping BUS --ip IP DEST ARGS`.
+fn ping(bus: &str, ip: &str, dest: &str, args: &[&str]) -> Output {
+    shmif(&[&["ping", bus, "--ip", ip, dest][..], args].concat())
+}
+
+/// `shmif tcp-send BUS --ip IP DEST --megabytes MB ARGS`.
+fn tcp_send(bus: &str, ip: &str, dest: &str, mb: &str, args: &[&str]) -> Output {
+    shmif(
+        &[
+            &["tcp-send", bus, "--ip", ip, dest, "--megabytes", mb][..],
+            args,
+        ]
+        .concat(),
     )
 }
 
@@ -201,34 +94,12 @@ fn ping_v4_v6_and_tcp_between_processes() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let b = bus.to_str().unwrap();
-    let mut host = Host::start(
-        &bus,
-        &[
-            "--ip",
-            "10.0.0.1/24",
-            "--ip6",
-            "fd00::1/64",
-            "--tcp-sink",
-            "9000",
-            "--tcp-echo",
-            "7",
-        ],
-    );
+    let mut host = start_host(&bus, &SERVER);
 
     // IPv4 ping: one line per reply with its time, a summary, exit 0.
-    let o = shmif(&[
-        "ping",
-        b,
-        "--ip",
-        "10.0.0.2/24",
-        "10.0.0.1",
-        "-c",
-        "3",
-        "-i",
-        "0.02",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(reply_lines(&o), 3, "{}", text(&o));
+    let o = ping(b, "10.0.0.2/24", "10.0.0.1", &["-c", "3", "-i", "0.02"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(reply_lines(&o), 3, "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("3 packets transmitted, 3 received, 0% packet loss"),
@@ -237,71 +108,41 @@ fn ping_v4_v6_and_tcp_between_processes() {
     assert!(out.contains("rtt min/avg/median/max = "), "{out}");
 
     // IPv6 ping, with neighbour discovery, with only an IPv6 address.
-    let o = shmif(&[
-        "ping",
+    let o = ping(
         b,
-        "--ip",
         "fd00::2/64",
         "fd00::1",
-        "-c",
-        "3",
-        "-i",
-        "0.02",
-        "-s",
-        "1000",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(reply_lines(&o), 3, "{}", text(&o));
+        &["-c", "3", "-i", "0.02", "-s", "1000"],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(reply_lines(&o), 3, "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("1008 bytes from fd00::1"));
 
     // Nobody has this address: no reply, non-zero exit.
-    let o = shmif(&[
-        "ping",
+    let o = ping(
         b,
-        "--ip",
         "10.0.0.2/24",
         "10.0.0.99",
-        "-c",
-        "2",
-        "-i",
-        "0.05",
-        "-W",
-        "0.3",
-    ]);
-    assert!(!o.status.success(), "{}", text(&o));
-    assert_eq!(reply_lines(&o), 0, "{}", text(&o));
+        &["-c", "2", "-i", "0.05", "-W", "0.3"],
+    );
+    assert!(!o.status.success(), "{}", show(&o));
+    assert_eq!(reply_lines(&o), 0, "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("100% packet loss"));
 
     // TCP to the sink: every byte arrives and matches the pattern.
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "10.0.0.2/24",
-        "10.0.0.1:9000",
-        "--megabytes",
-        "8",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = tcp_send(b, "10.0.0.2/24", "10.0.0.1:9000", "8", &[]);
+    assert!(o.status.success(), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(": 8388608 bytes in "), "{out}");
     assert!(out.contains(" MiB/s"), "{out}");
-    let report = host.expect(|l| l.starts_with("tcp-sink 9000:"), Duration::from_secs(10));
+    let report = next_report(&mut host, "tcp-sink 9000:");
     assert!(report.contains(": 8388608 bytes in "), "{report}");
     assert!(report.contains("pattern ok"), "{report}");
 
     // A second connection to the same sink, over IPv6.
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "fd00::3/64",
-        "[fd00::1]:9000",
-        "--megabytes",
-        "1",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report = host.expect(|l| l.starts_with("tcp-sink 9000:"), Duration::from_secs(10));
+    let o = tcp_send(b, "fd00::3/64", "[fd00::1]:9000", "1", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let report = next_report(&mut host, "tcp-sink 9000:");
     assert!(report.contains("from fd00::3"), "{report}");
     assert!(
         report.contains(": 1048576 bytes in ") && report.contains("pattern ok"),
@@ -309,46 +150,22 @@ fn ping_v4_v6_and_tcp_between_processes() {
     );
 
     // Through the echo: everything comes back intact.
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "10.0.0.2/24",
-        "10.0.0.1:7",
-        "--megabytes",
-        "2",
-        "--expect-echo",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    let o = tcp_send(b, "10.0.0.2/24", "10.0.0.1:7", "2", &["--expect-echo"]);
+    assert!(o.status.success(), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains("echo: 2097152 bytes back, pattern ok"),
         "{out}"
     );
-    let report = host.expect(|l| l.starts_with("tcp-echo 7:"), Duration::from_secs(10));
+    let report = next_report(&mut host, "tcp-echo 7:");
     assert!(report.contains("echoed 2097152 bytes"), "{report}");
 
     // A port nobody serves: refused, non-zero exit, a clear message.
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "10.0.0.2/24",
-        "10.0.0.1:9999",
-        "--megabytes",
-        "1",
-        "-W",
-        "3",
-    ]);
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("refused"),
-        "{}",
-        text(&o)
-    );
+    let o = tcp_send(b, "10.0.0.2/24", "10.0.0.1:9999", "1", &["-W", "3"]);
+    assert_fails_saying(&o, "refused");
 
     // SIGTERM: the host detaches and exits 0.
-    let status = host.terminate();
+    let (status, _) = terminate(host);
     assert!(status.success(), "host exited with {status}");
 }
 
@@ -365,22 +182,10 @@ fn host_pings_and_sends_to_another_host_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let b = bus.to_str().unwrap();
-    let mut server = Host::start(
-        &bus,
-        &[
-            "--ip",
-            "10.0.0.1/24",
-            "--ip6",
-            "fd00::1/64",
-            "--tcp-sink",
-            "9000",
-            "--tcp-echo",
-            "7",
-        ],
-    );
+    let mut server = start_host(&bus, &SERVER);
     // The client serves a sink of its own, and its actions (in this
     // order) take about two seconds: the pings, at 10 ms intervals.
-    let mut client = Host::start(
+    let mut client = start_host(
         &bus,
         &[
             "--ip",
@@ -409,32 +214,16 @@ fn host_pings_and_sends_to_another_host_while_serving() {
 
     // While the client is busy with its first action, a third interface
     // pings it and sends to its sink: it answers and serves as usual.
-    client.expect(|l| l.starts_with("PING 10.0.0.1 "), Duration::from_secs(5));
-    let o = shmif(&[
-        "ping",
-        b,
-        "--ip",
-        "10.0.0.3/24",
-        "10.0.0.2",
-        "-c",
-        "3",
-        "-i",
-        "0.01",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(reply_lines(&o), 3, "{}", text(&o));
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "10.0.0.3/24",
-        "10.0.0.2:9001",
-        "--megabytes",
-        "1",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    client
+        .out()
+        .expect(|l| l.starts_with("PING 10.0.0.1 "), Duration::from_secs(5));
+    let o = ping(b, "10.0.0.3/24", "10.0.0.2", &["-c", "3", "-i", "0.01"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(reply_lines(&o), 3, "{}", show(&o));
+    let o = tcp_send(b, "10.0.0.3/24", "10.0.0.2:9001", "1", &[]);
+    assert!(o.status.success(), "{}", show(&o));
 
-    let (status, out) = client.finish(Duration::from_secs(30));
+    let (status, out) = finish(client, Duration::from_secs(30));
     let all = out.join("\n");
     assert!(status.success(), "client exited with {status}:\n{all}");
     // Its own sink report came while its actions were still running.
@@ -488,19 +277,19 @@ fn host_pings_and_sends_to_another_host_while_serving() {
     assert!(all.contains("stopping (actions done)"), "{all}");
 
     // The server's side: every byte from the client checked, and echoed.
-    let sink = server.expect(|l| l.starts_with("tcp-sink 9000:"), Duration::from_secs(10));
+    let sink = next_report(&mut server, "tcp-sink 9000:");
     assert!(
         sink.contains("from 10.0.0.2:")
             && sink.contains(": 3145728 bytes in ")
             && sink.contains("pattern ok"),
         "{sink}"
     );
-    let echo = server.expect(|l| l.starts_with("tcp-echo 7:"), Duration::from_secs(10));
+    let echo = next_report(&mut server, "tcp-echo 7:");
     assert!(
         echo.contains("from fd00::2") && echo.contains("echoed 3145728 bytes"),
         "{echo}"
     );
-    assert!(server.terminate().success());
+    assert!(terminate(server).0.success());
 }
 
 #[test]
@@ -509,7 +298,7 @@ fn host_actions_against_a_missing_host_fail() {
     let bus = dir.path().join("bus");
     let b = bus.to_str().unwrap();
     // Nobody has 10.0.0.99: no reply, no connection; exit 1.
-    let client = Host::start(
+    let client = start_host(
         &bus,
         &[
             "--ip",
@@ -529,7 +318,7 @@ fn host_actions_against_a_missing_host_fail() {
             "--exit-when-done",
         ],
     );
-    let (status, out) = client.finish(Duration::from_secs(30));
+    let (status, out) = finish(client, Duration::from_secs(30));
     let all = out.join("\n");
     assert_eq!(status.code(), Some(1), "{all}");
     assert!(
@@ -544,7 +333,7 @@ fn host_actions_against_a_missing_host_fail() {
 
     // Without --exit-when-done, a host whose action failed goes on
     // serving, and exits 1 on SIGTERM.
-    let mut host = Host::start(
+    let mut host = start_host(
         &bus,
         &[
             "--ip",
@@ -557,13 +346,13 @@ fn host_actions_against_a_missing_host_fail() {
             "0.2",
         ],
     );
-    host.expect(
+    host.out().expect(
         |l| l.contains(": actions done: 0 of 1 succeeded"),
         Duration::from_secs(10),
     );
-    let o = shmif(&["ping", b, "--ip", "10.0.0.4/24", "10.0.0.3", "-c", "1"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let (status, out) = host.terminate_with_output();
+    let o = ping(b, "10.0.0.4/24", "10.0.0.3", &["-c", "1"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let (status, out) = terminate(host);
     assert_eq!(status.code(), Some(1), "{}", out.join("\n"));
     assert!(
         out.iter().any(|l| l.contains("stopping (signal)")),
@@ -633,7 +422,7 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
     use smoltcp::wire::{IpAddress, IpEndpoint};
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let mut host = Host::start(
+    let mut host = start_host(
         &bus,
         &[
             "--ip",
@@ -667,7 +456,7 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
         }
         sent && !s.is_active()
     });
-    let report = host.expect(|l| l.starts_with("tcp-sink 9000:"), Duration::from_secs(10));
+    let report = next_report(&mut host, "tcp-sink 9000:");
     assert!(report.contains(": 18 bytes in "), "{report}");
     assert!(report.contains("pattern MISMATCH at byte 3"), "{report}");
 
@@ -695,36 +484,27 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
 
     // A sender that stops in the middle of a transfer: the sink goes on
     // serving, and the next transfer is verified.
-    let mut sender = Command::new(SHMIF)
-        .args([
+    let b = bus.to_str().unwrap();
+    let mut sender = Proc::spawn(
+        "shmif tcp-send",
+        Command::new(SHMIF).args([
             "tcp-send",
-            bus.to_str().unwrap(),
+            b,
             "--ip",
             "10.0.0.2/24",
             "10.0.0.1:9000",
             "--megabytes",
             "100000",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ]),
+        Stream::Null,
+        Stream::Null,
+    );
     std::thread::sleep(Duration::from_millis(300));
     // SIGTERM: it detaches at once, sending neither FIN nor RST.
-    let pid = rustix::process::Pid::from_child(&sender);
-    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let _ = sender.wait();
-    let o = shmif(&[
-        "tcp-send",
-        bus.to_str().unwrap(),
-        "--ip",
-        "10.0.0.3/24",
-        "10.0.0.1:9000",
-        "--megabytes",
-        "1",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report = host.expect(
+    sender.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    let o = tcp_send(b, "10.0.0.3/24", "10.0.0.1:9000", "1", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let report = host.out().expect(
         |l| l.starts_with("tcp-sink 9000:") && l.contains("10.0.0.3"),
         Duration::from_secs(10),
     );
@@ -739,47 +519,13 @@ fn bad_arguments_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let b = bus.to_str().unwrap();
-    let o = shmif(&["ping", b, "--ip", "10.0.0.300/24", "10.0.0.1"]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("10.0.0.300"),
-        "{}",
-        text(&o)
-    );
-    let o = shmif(&["ping", b, "--ip", "10.0.0.2/24", "fd00::1", "-c", "1"]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--ip6"),
-        "{}",
-        text(&o)
-    );
-    let o = shmif(&["host", b]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--ip"),
-        "{}",
-        text(&o)
-    );
-    let o = shmif(&["host", dir.path().to_str().unwrap(), "--ip", "10.0.0.1/24"]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains(dir.path().to_str().unwrap()),
-        "{}",
-        text(&o)
-    );
-    let o = shmif(&[
-        "tcp-send",
-        b,
-        "--ip",
-        "10.0.0.2/24",
-        "10.0.0.1:9000",
-        "--megabytes",
-        "-1",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("megabytes"),
-        "{}",
-        text(&o)
-    );
+    let d = dir.path().to_str().unwrap();
+    let o = ping(b, "10.0.0.300/24", "10.0.0.1", &[]);
+    assert_fails_saying(&o, "10.0.0.300");
+    let o = ping(b, "10.0.0.2/24", "fd00::1", &["-c", "1"]);
+    assert_fails_saying(&o, "--ip6");
+    assert_fails_saying(&shmif(&["host", b]), "--ip");
+    assert_fails_saying(&shmif(&["host", d, "--ip", "10.0.0.1/24"]), d);
+    let o = tcp_send(b, "10.0.0.2/24", "10.0.0.1:9000", "-1", &[]);
+    assert_fails_saying(&o, "megabytes");
 }
