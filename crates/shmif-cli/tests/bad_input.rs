@@ -7,11 +7,24 @@
 //! The read-only and full file system cases mount a small tmpfs in a
 //! private mount namespace and need root; without it they say SKIPPED.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
+use common::{collect, fixtures_dir, gunzip, run, shmif, spawn_piped, text, BUS_SIZE, SHMIF};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// `shmif send` of one broadcast frame to the bus `{}`.
+const SEND: [&str; 8] = [
+    "send",
+    "{}",
+    "--dst",
+    "ff:ff:ff:ff:ff:ff",
+    "--ethertype",
+    "0x88b5",
+    "--payload",
+    "00",
+];
 
 /// Each subcommand that takes a bus path, with the other arguments it needs
 /// to get as far as opening the bus. `{}` stands for the bus path.
@@ -19,19 +32,7 @@ fn commands() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("dump", vec!["dump", "{}"]),
         ("dump -p", vec!["dump", "-p", "{}.pcap", "{}"]),
-        (
-            "send",
-            vec![
-                "send",
-                "{}",
-                "--dst",
-                "ff:ff:ff:ff:ff:ff",
-                "--ethertype",
-                "0x88b5",
-                "--payload",
-                "00",
-            ],
-        ),
+        ("send", SEND.to_vec()),
         ("listen", vec!["listen", "{}", "-c", "1", "--timeout", "1"]),
         ("host", vec!["host", "{}", "--ip", "10.99.0.1/24"]),
         (
@@ -77,28 +78,13 @@ fn args_for(template: &[&str], bus: &Path) -> Vec<String> {
 /// Runs `shmif` (optionally through a wrapper such as setpriv), killing it
 /// if it runs for more than 20 s (a command that wrongly accepted the input
 /// and went on serving).
-fn run(wrapper: &[&str], args: &[String]) -> Output {
+fn run_shmif(wrapper: &[&str], args: &[String]) -> Output {
     let (prog, pre): (&str, Vec<&str>) = match wrapper.split_first() {
         Some((p, rest)) => (p, rest.iter().copied().chain([SHMIF]).collect()),
         None => (SHMIF, vec![]),
     };
-    let mut child = Command::new(prog)
-        .args(&pre)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    let child = spawn_piped(Command::new(prog).args(&pre).args(args));
+    collect(child, Duration::from_secs(20)).0
 }
 
 /// Asserts a clean refusal: non-zero exit, one line on stderr that names
@@ -144,7 +130,7 @@ fn every_command_refuses_bad_bus_files_and_changes_nothing() {
     let text = d.join("notes.txt");
     std::fs::write(&text, "this is not a bus\n").unwrap();
     let foreign = d.join("foreign.bin");
-    let mut junk = vec![0x5au8; 1 << 20];
+    let mut junk = vec![0x5au8; BUS_SIZE];
     junk[0..4].copy_from_slice(&0x1234_5678u32.to_ne_bytes());
     std::fs::write(&foreign, &junk).unwrap();
     let short = d.join("short.bus");
@@ -166,7 +152,7 @@ fn every_command_refuses_bad_bus_files_and_changes_nothing() {
         ];
         for (case, path, why) in cases {
             // `dump -p FILE` with a directory: the pcap would go inside.
-            let out = run(&[], &args_for(&template, path));
+            let out = run_shmif(&[], &args_for(&template, path));
             let why = if case == "missing directory" && what != "dump" && what != "dump -p" {
                 "does not exist"
             } else {
@@ -186,7 +172,7 @@ fn every_command_refuses_bad_bus_files_and_changes_nothing() {
 fn dump_refuses_a_missing_or_empty_file_but_attaching_commands_create_a_bus() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("bus");
-    let out = run(&[], &args_for(&["dump", "{}"], &missing));
+    let out = run_shmif(&[], &args_for(&["dump", "{}"], &missing));
     assert_refused(
         "dump",
         "missing",
@@ -197,32 +183,13 @@ fn dump_refuses_a_missing_or_empty_file_but_attaching_commands_create_a_bus() {
     assert!(!missing.exists());
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
-    let out = run(&[], &args_for(&["dump", "{}"], &empty));
+    let out = run_shmif(&[], &args_for(&["dump", "{}"], &empty));
     assert_refused("dump", "empty", &out, &empty.display().to_string(), "empty");
     assert_eq!(std::fs::read(&empty).unwrap().len(), 0);
     // For attaching commands both are a new bus.
-    let out = run(
-        &[],
-        &args_for(
-            &[
-                "send",
-                "{}",
-                "--dst",
-                "ff:ff:ff:ff:ff:ff",
-                "--ethertype",
-                "0x88b5",
-                "--payload",
-                "00",
-            ],
-            &missing,
-        ),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(std::fs::metadata(&missing).unwrap().len(), 1 << 20);
+    let out = run_shmif(&[], &args_for(&SEND, &missing));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::metadata(&missing).unwrap().len(), BUS_SIZE as u64);
 }
 
 fn is_root() -> bool {
@@ -233,22 +200,7 @@ fn is_root() -> bool {
 fn an_unreadable_bus_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let out = run(
-        &[],
-        &args_for(
-            &[
-                "send",
-                "{}",
-                "--dst",
-                "ff:ff:ff:ff:ff:ff",
-                "--ethertype",
-                "0x88b5",
-                "--payload",
-                "00",
-            ],
-            &bus,
-        ),
-    );
+    let out = run_shmif(&[], &args_for(&SEND, &bus));
     assert!(out.status.success());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&bus, std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -269,7 +221,7 @@ fn an_unreadable_bus_is_refused() {
         if what == "dump -p" {
             continue; // nobody cannot write the pcap beside it either way
         }
-        let out = run(&wrapper, &args_for(&template, &bus));
+        let out = run_shmif(&wrapper, &args_for(&template, &bus));
         assert_refused(
             what,
             "unreadable",
@@ -283,14 +235,12 @@ fn an_unreadable_bus_is_refused() {
 
 /// Runs `script` in a private mount namespace with a small tmpfs at `mnt`.
 fn in_private_tmpfs(mnt: &Path, opts: &str, script: &str) -> Output {
-    Command::new("unshare")
+    run(Command::new("unshare")
         .args(["-m", "sh", "-c"])
         .arg(format!(
             "mount --make-rprivate / && mount -t tmpfs -o {opts} shmif-test {} && {script}",
             mnt.display()
-        ))
-        .output()
-        .unwrap()
+        )))
 }
 
 #[test]
@@ -344,25 +294,20 @@ fn read_only_and_full_file_systems() {
         );
     }
     // dump reads a bus on a read-only file system without complaint.
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/ping-fresh.bus.gz"
-    );
+    let fixture = dir.path().join("ping-fresh.bus");
+    std::fs::write(&fixture, gunzip(&fixtures_dir().join("ping-fresh.bus.gz"))).unwrap();
     let out = in_private_tmpfs(
         &mnt,
         "size=4m",
         &format!(
-            "gzip -dc {fixture} > {b} && mount -o remount,ro {m} && exec {SHMIF} dump -h {b}",
+            "cp {f} {b} && mount -o remount,ro {m} && exec {SHMIF} dump -h {b}",
+            f = fixture.display(),
             b = bus.display(),
             m = mnt.display()
         ),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("bus version 3"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("bus version 3"));
 }
 
 #[test]
@@ -424,7 +369,7 @@ fn bad_arguments_name_the_argument() {
         (vec!["frobnicate"], "frobnicate"),
     ];
     for (args, name) in cases {
-        let out = Command::new(SHMIF).args(&args).output().unwrap();
+        let out = shmif(&args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded");
         assert!(

@@ -1,31 +1,23 @@
 //! `shmif demo`: the whole story end to end, as a user runs it.
 
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
+use common::{assert_fails_saying, run_for, show, BUS_SIZE, SHMIF};
+use std::process::{Command, Output};
+use std::time::Duration;
 
+/// Runs `shmif demo ARGS` to its end (killed, failing, after two minutes).
 fn demo(args: &[&str]) -> Output {
-    Command::new(SHMIF)
-        .arg("demo")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shmif demo")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}stderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+    run_for(
+        Command::new(SHMIF).arg("demo").args(args),
+        Duration::from_secs(120),
     )
 }
 
 #[test]
 fn demo_runs_end_to_end_and_cleans_up() {
     let o = demo(&[]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     // Host B's own pings of host A, over IPv4 and IPv6, with their RTTs.
     for dest in ["10.0.0.1", "fd00::1"] {
@@ -94,7 +86,7 @@ fn demo_keeps_the_bus_and_pcap_where_asked() {
         "--megabytes",
         "2",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", show(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&format!("pcap: {}", pcap.display())), "{out}");
     assert!(
@@ -105,7 +97,11 @@ fn demo_keeps_the_bus_and_pcap_where_asked() {
         out.contains("echo: 2097152 bytes back, pattern ok"),
         "{out}"
     );
-    assert_eq!(std::fs::metadata(&bus).unwrap().len(), 1 << 20, "bus kept");
+    assert_eq!(
+        std::fs::metadata(&bus).unwrap().len(),
+        BUS_SIZE as u64,
+        "bus kept"
+    );
     let p = std::fs::read(&pcap).unwrap();
     assert!(
         p.len() > 24 && p[..4] == [0xd4, 0xc3, 0xb2, 0xa1],
@@ -124,7 +120,7 @@ fn demo_keeps_the_bus_and_pcap_where_asked() {
         "--megabytes",
         "1",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", show(&o));
     assert!(!bus2.exists());
     assert!(pcap2.exists());
 }
@@ -132,11 +128,6 @@ fn demo_keeps_the_bus_and_pcap_where_asked() {
 #[test]
 fn demo_fails_cleanly_on_a_bad_bus_path() {
     let dir = tempfile::tempdir().unwrap();
-    let o = demo(&["--bus", dir.path().to_str().unwrap()]);
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains(dir.path().to_str().unwrap()),
-        "{}",
-        text(&o)
-    );
+    let d = dir.path().to_str().unwrap();
+    assert_fails_saying(&demo(&["--bus", d]), d);
 }

@@ -3,17 +3,12 @@
 //! byte-identical to what the NetBSD tool printed and wrote. Bad input must
 //! give one clear error naming the file, exit status 1, and no changes.
 
-use flate2::read::GzDecoder;
+mod common;
+
+use common::{fixtures_dir, gunzip, shmif, text, BUS_SIZE, SHMIF};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_shmif");
-const BUS_SIZE: usize = 1024 * 1024;
-
-fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
 
 /// The names of every fixture (`NAME.bus.gz`), sorted.
 fn fixture_names() -> Vec<String> {
@@ -30,15 +25,6 @@ fn fixture_names() -> Vec<String> {
         "expected the five fixtures, found {names:?}"
     );
     names
-}
-
-fn gunzip(path: &Path) -> Vec<u8> {
-    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut out = Vec::new();
-    GzDecoder::new(f)
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    out
 }
 
 /// A fixture, decompressed into a temporary directory.
@@ -68,23 +54,11 @@ impl Fixture {
     }
 }
 
-fn shmif(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shmif")
-}
-
 fn dump(args: &[&str], bus: &Path) -> Output {
     let mut a: Vec<&std::ffi::OsStr> = vec!["dump".as_ref()];
     a.extend(args.iter().map(|s| std::ffi::OsStr::new(*s)));
     a.push(bus.as_os_str());
     shmif(&a)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn assert_success(o: &Output, what: &str) {
@@ -394,7 +368,7 @@ fn refuses_to_write_the_pcap_over_the_bus() {
 fn closed_stdout_ends_quietly() {
     let f = Fixture::load("tcp-wrapped");
     for pcap in [false, true] {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(SHMIF);
         cmd.arg("dump");
         if pcap {
             cmd.args(["-p", "-"]);
@@ -434,7 +408,7 @@ fn full_disk_on_stdout_is_an_error() {
         return;
     };
     let f = Fixture::load("ping-fresh");
-    let o = Command::new(BIN)
+    let o = Command::new(SHMIF)
         .arg("dump")
         .arg(&f.bus)
         .stdout(full)

@@ -1,61 +1,31 @@
 //! `shmif send` and `shmif listen` as separate processes on one bus, and
 //! how both refuse bad arguments.
 
-use std::path::Path;
+mod common;
+
+use common::{finish, send_broadcast, shmif, spawn_piped, text, wait_for_bus, BROADCAST, SHMIF};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shmif");
-const BUS_SIZE: u64 = 1024 * 1024;
+/// `--dst ff:ff:ff:ff:ff:ff --ethertype 0x88b5 --payload PAYLOAD`.
+fn good(payload: &str) -> Vec<&str> {
+    [&BROADCAST[..], &["--payload", payload]].concat()
+}
 
-fn shmif(args: &[&str]) -> Output {
-    Command::new(BIN)
+/// Runs `shmif ARGS` with `input` on its standard input; the result of
+/// writing it, and the output.
+fn with_stdin(args: &[&str], input: &[u8]) -> (std::io::Result<()>, Output) {
+    let mut c = Command::new(SHMIF)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shmif")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Waits until a listener has attached to `bus`: the file exists at its
-/// full size, then a little longer for the interface to come up.
-fn wait_for_bus(bus: &Path, child: &mut std::process::Child) {
-    let start = Instant::now();
-    loop {
-        if std::fs::metadata(bus).is_ok_and(|m| m.len() == BUS_SIZE) {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("listen exited early: {status:?}");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "listen did not create the bus"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-}
-
-/// Waits for a child with a deadline, killing it if it overstays.
-fn wait_with_deadline(mut child: std::process::Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!(
-                "listen did not finish in {limit:?}; stdout: {} stderr: {}",
-                text(&o.stdout),
-                text(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Dropped at once: the command sees the end of its input.
+    let written = c.stdin.take().unwrap().write_all(input);
+    (written, c.wait_with_output().unwrap())
 }
 
 #[test]
@@ -63,27 +33,11 @@ fn listen_receives_what_send_sends() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
-    let mut listen = Command::new(BIN)
-        .args(["listen", bus_s, "-c", "2", "--timeout", "10"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut listen =
+        spawn_piped(Command::new(SHMIF).args(["listen", bus_s, "-c", "2", "--timeout", "10"]));
     wait_for_bus(&bus, &mut listen);
 
-    let s = shmif(&[
-        "send",
-        bus_s,
-        "--dst",
-        "ff:ff:ff:ff:ff:ff",
-        "--ethertype",
-        "0x88b5",
-        "--payload",
-        "68656c6c6f",
-        "--count",
-        "2",
-    ]);
+    let s = shmif(&[&["send", bus_s][..], &good("68656c6c6f"), &["--count", "2"]].concat());
     assert!(s.status.success(), "send: {}", text(&s.stderr));
     assert!(
         text(&s.stderr).contains("sent 2 frames"),
@@ -91,7 +45,7 @@ fn listen_receives_what_send_sends() {
         text(&s.stderr)
     );
 
-    let o = wait_with_deadline(listen, Duration::from_secs(15));
+    let o = finish(listen, "listen", Duration::from_secs(15));
     let out = text(&o.stdout);
     let err = text(&o.stderr);
     assert!(o.status.success(), "listen: {:?} {err}", o.status);
@@ -137,16 +91,12 @@ fn listen_filters_unless_promiscuous() {
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
     let spawn = |promisc: bool| {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(SHMIF);
         c.args(["listen", bus_s, "-c", "1", "--timeout", "3"]);
         if promisc {
             c.arg("--promisc");
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        spawn_piped(&mut c)
     };
     let mut plain = spawn(false);
     wait_for_bus(&bus, &mut plain);
@@ -166,14 +116,14 @@ fn listen_filters_unless_promiscuous() {
         "00",
     ]);
     assert!(s.status.success(), "{}", text(&s.stderr));
-    let p = wait_with_deadline(promisc, Duration::from_secs(10));
+    let p = finish(promisc, "listen --promisc", Duration::from_secs(10));
     assert!(p.status.success(), "promisc: {}", text(&p.stderr));
     assert!(
         text(&p.stdout).contains("02:00:00:00:00:02 > 02:00:00:00:00:01, 0x88b5"),
         "{}",
         text(&p.stdout)
     );
-    let o = wait_with_deadline(plain, Duration::from_secs(10));
+    let o = finish(plain, "listen", Duration::from_secs(10));
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
     assert!(o.stdout.is_empty(), "{}", text(&o.stdout));
     assert!(
@@ -188,8 +138,8 @@ fn sent_frames_show_up_in_dump() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
-    let mut send = Command::new(BIN)
-        .args([
+    let (written, s) = with_stdin(
+        &[
             "send",
             bus_s,
             "--dst",
@@ -202,18 +152,10 @@ fn sent_frames_show_up_in_dump() {
             "-",
             "--count",
             "3",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = send.stdin.take().unwrap();
-        stdin.write_all(&[0u8, 1, 0xfe, 0xff]).unwrap();
-    }
-    let s = send.wait_with_output().unwrap();
+        ],
+        &[0u8, 1, 0xfe, 0xff],
+    );
+    written.unwrap();
     assert!(s.status.success(), "{}", text(&s.stderr));
 
     let o = shmif(&["dump", bus_s]);
@@ -253,9 +195,6 @@ fn assert_send_refused(extra: &[&str], needle: &str) {
     );
 }
 
-const GOOD_DST: [&str; 2] = ["--dst", "ff:ff:ff:ff:ff:ff"];
-const GOOD_TYPE: [&str; 2] = ["--ethertype", "0x88b5"];
-
 #[test]
 fn send_refuses_a_bad_mac() {
     assert_send_refused(
@@ -269,35 +208,13 @@ fn send_refuses_a_bad_mac() {
         ],
         "--dst",
     );
-    assert_send_refused(
-        &[
-            GOOD_DST[0],
-            GOOD_DST[1],
-            "--src",
-            "nope",
-            "--ethertype",
-            "0x88b5",
-            "--payload",
-            "00",
-        ],
-        "--src",
-    );
+    assert_send_refused(&[&good("00")[..], &["--src", "nope"]].concat(), "--src");
 }
 
 #[test]
 fn send_refuses_odd_or_bad_hex() {
     for bad in ["686", "6g", "0x00"] {
-        assert_send_refused(
-            &[
-                GOOD_DST[0],
-                GOOD_DST[1],
-                GOOD_TYPE[0],
-                GOOD_TYPE[1],
-                "--payload",
-                bad,
-            ],
-            "--payload",
-        );
+        assert_send_refused(&good(bad), "--payload");
     }
 }
 
@@ -305,8 +222,8 @@ fn send_refuses_odd_or_bad_hex() {
 fn send_refuses_a_bad_ethertype() {
     assert_send_refused(
         &[
-            GOOD_DST[0],
-            GOOD_DST[1],
+            BROADCAST[0],
+            BROADCAST[1],
             "--ethertype",
             "0x123456",
             "--payload",
@@ -319,45 +236,15 @@ fn send_refuses_a_bad_ethertype() {
 #[test]
 fn send_refuses_a_payload_too_big() {
     let big = "00".repeat(1501);
-    assert_send_refused(
-        &[
-            GOOD_DST[0],
-            GOOD_DST[1],
-            GOOD_TYPE[0],
-            GOOD_TYPE[1],
-            "--payload",
-            &big,
-        ],
-        "--payload",
-    );
-    assert_send_refused(
-        &[
-            GOOD_DST[0],
-            GOOD_DST[1],
-            GOOD_TYPE[0],
-            GOOD_TYPE[1],
-            "--payload",
-            &big,
-        ],
-        "too big",
-    );
+    assert_send_refused(&good(&big), "--payload");
+    assert_send_refused(&good(&big), "too big");
 
     // The same from standard input.
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
-    let mut c = Command::new(BIN)
-        .args(["send", bus.to_str().unwrap(), "--dst", "ff:ff:ff:ff:ff:ff"])
-        .args(["--ethertype", "0x88b5", "--payload", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let _ = c.stdin.take().unwrap().write_all(&[0u8; 1501]);
-    }
-    let o = c.wait_with_output().unwrap();
+    // (Writing may fail: send stops reading after 1501 bytes.)
+    let args = [&["send", bus.to_str().unwrap()][..], &good("-")].concat();
+    let (_, o) = with_stdin(&args, &[0u8; 1501]);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("--payload"), "{err}");
@@ -372,16 +259,7 @@ fn the_largest_payload_is_accepted() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
     let big = "ab".repeat(1500);
-    let o = shmif(&[
-        "send",
-        bus.to_str().unwrap(),
-        GOOD_DST[0],
-        GOOD_DST[1],
-        GOOD_TYPE[0],
-        GOOD_TYPE[1],
-        "--payload",
-        &big,
-    ]);
+    let o = send_broadcast(bus.to_str().unwrap(), &big);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let dump = text(&shmif(&["dump", bus.to_str().unwrap()]).stdout);
     assert!(dump.contains("length 0x05ea"), "{dump}");
@@ -391,16 +269,7 @@ fn the_largest_payload_is_accepted() {
 fn send_and_listen_refuse_a_directory() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_str().unwrap();
-    let o = shmif(&[
-        "send",
-        dir,
-        GOOD_DST[0],
-        GOOD_DST[1],
-        GOOD_TYPE[0],
-        GOOD_TYPE[1],
-        "--payload",
-        "00",
-    ]);
+    let o = send_broadcast(dir, "00");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.starts_with("shmif: "), "{err}");
@@ -418,16 +287,7 @@ fn send_refuses_a_file_that_is_not_a_bus() {
     let d = tempfile::tempdir().unwrap();
     let notes = d.path().join("notes.txt");
     std::fs::write(&notes, "keep me\n").unwrap();
-    let o = shmif(&[
-        "send",
-        notes.to_str().unwrap(),
-        GOOD_DST[0],
-        GOOD_DST[1],
-        GOOD_TYPE[0],
-        GOOD_TYPE[1],
-        "--payload",
-        "00",
-    ]);
+    let o = send_broadcast(notes.to_str().unwrap(), "00");
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(notes.to_str().unwrap()), "{err}");
