@@ -37,8 +37,10 @@ use worker::{Mode, Wait};
 /// delivered per reader) and the unpaced rate and loss beside it.
 ///
 /// Latency: ping-pong of one 60-byte frame between two processes, p50 and
-/// p99, waiting by sleeping on the wake-up at once (blocking), with the
-/// library's default spin, busy-polling, and as NetBSD does (baseline).
+/// p99, waiting by sleeping on the wake-up at once (blocking, the
+/// library's default), spinning 50 µs (yielding) before sleeping,
+/// busy-polling (with wake-ups deferred by up to 1 ms), and as NetBSD does
+/// (baseline).
 ///
 /// Floors: frames through a 1 MiB ring in one process (the ring code on a
 /// plain buffer, and bare memcpy), the bare pwrite + inotify round trip
@@ -90,6 +92,11 @@ pub struct Args {
     /// library's].
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
+
+    /// Wake-up deferral of the fast writer in µs (`set_wake_delay`: one
+    /// wake-up per this interval while frames flow; 0: one per batch).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pub wake_delay_us: u64,
 
     /// Length of one throughput trial in ms [default: 500, 60 with --quick].
     #[arg(long, value_name = "MS")]
@@ -143,6 +150,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         batch: args.batch.max(1),
         spin_ns: args.spin_us.map(|us| us.saturating_mul(1000)),
+        wake_delay_ns: args.wake_delay_us.saturating_mul(1000),
     };
     let (rounds, busy_rounds, floor_dur) = if args.smoke {
         (200, 2000, Duration::from_millis(20))
@@ -182,12 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // conditions (on a virtual machine a wake-up costs far more when
         // the other processor has gone idle than when it is busy).
         let turns = if args.smoke { 1 } else { LATENCY_TURNS };
-        let modes = [
-            Wait::Blocking,
-            Wait::Default,
-            Wait::BusyPoll,
-            Wait::Baseline,
-        ];
+        let modes = [Wait::Blocking, Wait::Spin, Wait::BusyPoll, Wait::Baseline];
         let mut floor = latency::Rtts::default();
         let mut per_mode: Vec<latency::Rtts> = modes.iter().map(|_| Default::default()).collect();
         for _ in 0..turns {
@@ -227,12 +230,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             for mode in [Mode::Fast, Mode::Baseline] {
                 let row = throughput::measure(dir.path(), mode, n, b, &plan)?;
                 progress(&format!(
-                    "throughput {} 1->{n} {b} B: {:.3} Mframes/s per reader (loss {:.4} %), unpaced {:.3} (loss {:.2} %), {} trials",
+                    "throughput {} 1->{n} {b} B: {:.3} Mframes/s per reader (loss {:.4} %), unpaced {:.3} (loss {:.2} %, longest stall {} µs), {} trials",
                     mode_name(mode),
                     rfc_rate(&row) / 1e6,
                     rfc_loss(&row) * 100.0,
                     row.unpaced.delivered_per_reader() / 1e6,
                     row.unpaced.loss() * 100.0,
+                    row.unpaced.max_stall_us,
                     row.trials
                 ));
                 rows.push(row);
@@ -292,7 +296,7 @@ fn mode_name(m: Mode) -> &'static str {
 fn wait_name(w: Wait) -> &'static str {
     match w {
         Wait::Blocking => "blocking",
-        Wait::Default => "default",
+        Wait::Spin => "spin_50us",
         Wait::BusyPoll => "busy_poll",
         Wait::Baseline => "baseline",
     }
@@ -372,6 +376,8 @@ impl Report {
                     "unpaced_loss_ratio": r.unpaced.loss(),
                     "unpaced_overruns": r.unpaced.overruns,
                     "unpaced_overrun_bytes": r.unpaced.overrun_bytes,
+                    "unpaced_max_stall_us": r.unpaced.max_stall_us,
+                    "max_stall_us": r.rfc.as_ref().map_or(0, |t| t.max_stall_us),
                     "trials": r.trials,
                     "vs_baseline": ratio(rate, base),
                     "vs_copy_floor": ratio(rate, self.copy_of(r.frame_bytes)),

@@ -26,6 +26,8 @@ pub struct Plan {
     pub batch: usize,
     /// Reader spin (ns) for the fast mode; `None`: the library default.
     pub spin_ns: Option<u64>,
+    /// The fast writer's wake-up deferral, ns (0: a wake-up per batch).
+    pub wake_delay_ns: u64,
 }
 
 /// One trial's outcome.
@@ -45,6 +47,9 @@ pub struct Trial {
     pub overruns: u64,
     /// Ring bytes lost to them, all readers.
     pub overrun_bytes: u64,
+    /// The longest gap in any reader's delivery, µs (sampled every 32
+    /// frames): how long a reader was kept from running or waiting.
+    pub max_stall_us: u64,
 }
 
 impl Trial {
@@ -132,6 +137,8 @@ pub fn measure(
             frame_bytes.to_string().into(),
             "--batch".into(),
             plan.batch.to_string().into(),
+            "--wake-delay-ns".into(),
+            plan.wake_delay_ns.to_string().into(),
         ],
     )?;
     let mut next_trial = 1u32;
@@ -153,6 +160,7 @@ pub fn measure(
             dups: 0,
             overruns: 0,
             overrun_bytes: 0,
+            max_stall_us: 0,
         };
         for r in rs.iter_mut() {
             // Lines of earlier trials (late after a timeout) are skipped.
@@ -169,6 +177,7 @@ pub fn measure(
             t.dups += got[2].parse::<u64>()?;
             t.overruns += got[3].parse::<u64>()?;
             t.overrun_bytes += got[4].parse::<u64>()?;
+            t.max_stall_us = t.max_stall_us.max(got[5].parse()?);
         }
         Ok(t)
     };

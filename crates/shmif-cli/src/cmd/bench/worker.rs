@@ -35,8 +35,8 @@ pub enum Mode {
 pub enum Wait {
     /// `Interface` with no spinning: sleep on the wake-up at once.
     Blocking,
-    /// `Interface` with the library's default spin.
-    Default,
+    /// `Interface` spinning (yielding) for [`SPIN`] before it sleeps.
+    Spin,
     /// `Interface` never sleeping (`set_spin(Duration::MAX)`), its
     /// wake-ups deferred by up to 1 ms (`set_wake_delay`).
     BusyPoll,
@@ -57,9 +57,12 @@ enum Role {
         /// Most frames per batch (fast mode).
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Deferral of wake-ups in ns (fast mode; `set_wake_delay`).
+        #[arg(long, default_value_t = 0)]
+        wake_delay_ns: u64,
     },
     /// Counts each trial's frames; prints `got TRIAL RECEIVED DUPS
-    /// OVERRUNS OVERRUN_BYTES` at each trial's end frame.
+    /// OVERRUNS OVERRUN_BYTES MAX_STALL_US` at each trial's end frame.
     Reader {
         bus: PathBuf,
         #[arg(long)]
@@ -89,7 +92,8 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             mode,
             frame_bytes,
             batch,
-        } => writer(&bus, mode, frame_bytes, batch.max(1)),
+            wake_delay_ns,
+        } => writer(&bus, mode, frame_bytes, batch.max(1), wake_delay_ns),
         Role::Reader { bus, mode, spin_ns } => reader(&bus, mode, spin_ns),
         Role::Echo { bus, wait } => echo(&bus, wait),
         Role::WakeEcho { ping, pong } => wake_echo(&ping, &pong),
@@ -116,6 +120,9 @@ pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
     })
 }
 
+/// The spin of the spinning latency mode (`Interface::set_spin`).
+pub const SPIN: Duration = Duration::from_micros(50);
+
 /// The wake-up delay of the busy-polling endpoints (see
 /// `Interface::set_wake_delay`).
 pub const BUSY_POLL_WAKE_DELAY: Duration = Duration::from_millis(1);
@@ -125,7 +132,7 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     let spin = match wait {
         Wait::Baseline => return Ok(Box::new(Baseline::open(bus, false)?)),
         Wait::Blocking => Some(Duration::ZERO),
-        Wait::Default => None,
+        Wait::Spin => Some(SPIN),
         Wait::BusyPoll => Some(Duration::MAX),
     };
     let i = Interface::attach(bus).map_err(lib_error)?;
@@ -143,8 +150,18 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     }))
 }
 
-fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize) -> Result<()> {
-    let mut ep = endpoint(bus, mode)?;
+fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64) -> Result<()> {
+    let mut ep: Box<dyn Endpoint> = match mode {
+        Mode::Fast => {
+            let i = Interface::attach(bus).map_err(lib_error)?;
+            i.set_wake_delay(Duration::from_nanos(wake_delay_ns));
+            Box::new(Fast {
+                iface: i,
+                timed: false,
+            })
+        }
+        Mode::Baseline => endpoint(bus, mode)?,
+    };
     let mac = ep.mac();
     let mut frames: Vec<Vec<u8>> = (0..batch)
         .map(|_| frames::build(bytes, mac, Kind::Data, 0, 0))
@@ -228,9 +245,17 @@ fn send_trial(
     Ok((sent, last.max(1)))
 }
 
+/// A reader looks at the clock once per this many frames, to find its
+/// longest stall (a gap in delivery: the process did not run, or waited
+/// for the lock or a wake-up).
+const STALL_SAMPLE: u64 = 32;
+
 /// What a reader counted of one trial.
 #[derive(Default)]
 struct Tally {
+    /// Longest time between two clock samples within the trial.
+    max_gap: Duration,
+    last_sample: Option<Instant>,
     trial: Option<u32>,
     received: u64,
     dups: u64,
@@ -274,6 +299,13 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
                     };
                 }
                 t.received += 1;
+                if t.received % STALL_SAMPLE == 1 {
+                    let now = Instant::now();
+                    if let Some(prev) = t.last_sample {
+                        t.max_gap = t.max_gap.max(now - prev);
+                    }
+                    t.last_sample = Some(now);
+                }
                 if seq < t.expected {
                     t.dups += 1;
                 } else {
@@ -287,10 +319,15 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
                     0
                 };
                 let dups = if t.trial == Some(trial) { t.dups } else { 0 };
+                let stall = if t.trial == Some(trial) {
+                    t.max_gap.as_micros()
+                } else {
+                    0
+                };
                 let now = ep.overruns();
                 let (o0, b0) = t.overruns_at_start;
                 say(&format!(
-                    "got {trial} {received} {dups} {} {}",
+                    "got {trial} {received} {dups} {} {} {stall}",
                     now.0 - o0,
                     now.1 - b0
                 ))?;
