@@ -536,20 +536,7 @@ fn serve_tcp(stack: &mut Stack, slot: &mut TcpSlot, scratch: &mut [u8]) -> bool 
     }
     match slot.service {
         Service::Sink => {
-            while s.can_recv() {
-                let at = conn.bytes;
-                let got = s.recv(|buf| (buf.len(), (buf.len(), net::pattern_check(at, buf))));
-                match got {
-                    Ok((n, bad)) if n > 0 => {
-                        if conn.mismatch.is_none() {
-                            conn.mismatch = bad;
-                        }
-                        conn.bytes += n as u64;
-                        moved = true;
-                    }
-                    _ => break,
-                }
-            }
+            moved |= net::recv_pattern(s, &mut conn.bytes, &mut conn.mismatch);
         }
         Service::Echo => {
             while s.can_recv() && s.can_send() {

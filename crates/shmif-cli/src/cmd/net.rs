@@ -474,6 +474,28 @@ pub fn pattern_check(offset: u64, buf: &[u8]) -> Option<u64> {
     bad
 }
 
+/// Receives everything waiting in `s`, checking it against the test
+/// pattern: `bytes` counts the stream received so far (the offset of what
+/// comes next), and `mismatch` keeps the offset of the first wrong byte.
+/// Returns whether anything came in.
+pub fn recv_pattern(s: &mut tcp::Socket, bytes: &mut u64, mismatch: &mut Option<u64>) -> bool {
+    let mut got_any = false;
+    while s.can_recv() {
+        let at = *bytes;
+        match s.recv(|buf| (buf.len(), (buf.len(), pattern_check(at, buf)))) {
+            Ok((n, bad)) if n > 0 => {
+                if mismatch.is_none() {
+                    *mismatch = bad;
+                }
+                *bytes += n as u64;
+                got_any = true;
+            }
+            _ => break,
+        }
+    }
+    got_any
+}
+
 fn first_difference(offset: u64, buf: &[u8]) -> Option<u64> {
     let mut one = [0u8; 1];
     buf.iter().enumerate().find_map(|(i, &b)| {

@@ -223,19 +223,7 @@ impl Activity for TcpSender {
         if self.sent == total && s.may_send() {
             s.close(); // FIN after the data
         }
-        while s.can_recv() {
-            let at = self.echoed;
-            match s.recv(|buf| (buf.len(), (buf.len(), net::pattern_check(at, buf)))) {
-                Ok((n, bad)) if n > 0 => {
-                    if self.echo_bad.is_none() {
-                        self.echo_bad = bad;
-                    }
-                    self.echoed += n as u64;
-                    moved = true;
-                }
-                _ => break,
-            }
-        }
+        moved |= net::recv_pattern(s, &mut self.echoed, &mut self.echo_bad);
         if self.start.is_some()
             && self.acked_at.is_none()
             && self.sent == total
