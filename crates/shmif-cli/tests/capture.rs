@@ -5,12 +5,10 @@
 
 mod common;
 
-use common::{
-    number_after, send_broadcast, shmif, wait_for, Proc, Stream, BROADCAST, BUS_SIZE, SHMIF,
-};
+use common::{number_after, send_broadcast, shmif, wait_for, Proc, Stream, BROADCAST, BUS_SIZE};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{ChildStdout, Command};
+use std::process::ChildStdout;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,12 +20,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// Starts `shmif capture BUS ARGS` and waits until it has attached; its
 /// stderr lines arrive on a channel, its stdout is left piped.
 fn start(bus: &Path, args: &[&str]) -> Proc {
-    let mut cap = Proc::spawn(
-        "shmif capture",
-        Command::new(SHMIF).arg("capture").arg(bus).args(args),
-        Stream::Piped,
-        Stream::Lines,
-    );
+    let mut cap = Proc::shmif("capture", bus, args, Stream::Piped, Stream::Lines);
     let line = cap.err().expect_containing("capturing on", LIMIT);
     assert!(line.contains("promiscuous"), "{line}");
     cap

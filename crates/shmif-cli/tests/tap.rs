@@ -197,12 +197,6 @@ impl Drop for Netns {
     }
 }
 
-/// Starts `what` (`cmd`), its stdout and stderr lines on channels.
-/// Dropping it sends SIGTERM, then SIGKILL if it lingers.
-fn spawn(what: &str, cmd: &mut Command) -> Proc {
-    Proc::spawn(what, cmd, Stream::Lines, Stream::Lines)
-}
-
 /// SIGTERM (or another signal): the exit status and the stderr lines that
 /// follow.
 fn stop(mut p: Proc, sig: rustix::process::Signal) -> (ExitStatus, Vec<String>) {
@@ -212,10 +206,7 @@ fn stop(mut p: Proc, sig: rustix::process::Signal) -> (ExitStatus, Vec<String>) 
 
 /// Starts `shmif host BUS --ip IP` and waits until it is up.
 fn start_host(bus: &Path, ip: &str) -> Proc {
-    let mut host = spawn(
-        "shmif host",
-        Command::new(SHMIF).arg("host").arg(bus).args(["--ip", ip]),
-    );
+    let mut host = Proc::shmif("host", bus, &["--ip", ip], Stream::Lines, Stream::Lines);
     host.out()
         .expect_containing(" up on ", Duration::from_secs(20));
     host
@@ -223,13 +214,8 @@ fn start_host(bus: &Path, ip: &str) -> Proc {
 
 /// Starts `shmif tap BUS --tap NAME --netns NS` and waits until it bridges.
 fn start_tap(bus: &Path, tap: &str, ns: &Netns) -> Proc {
-    let mut p = spawn(
-        &format!("shmif tap {tap}"),
-        Command::new(SHMIF)
-            .arg("tap")
-            .arg(bus)
-            .args(["--tap", tap, "--netns", &ns.0]),
-    );
+    let args = ["--tap", tap, "--netns", &ns.0];
+    let mut p = Proc::shmif("tap", bus, &args, Stream::Lines, Stream::Lines);
     let line = p
         .out()
         .expect_containing("bridging", Duration::from_secs(20));
@@ -336,9 +322,11 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
 
     // 50 MiB between kernel sockets, hashed on both ends.
     const BYTES: u64 = 50 * 1024 * 1024;
-    let mut server = spawn(
+    let mut server = Proc::spawn(
         "tcp server",
         &mut nb.exec(&["python3", "-c", TCP_SERVER, "10.213.0.2", "5001"]),
+        Stream::Lines,
+        Stream::Lines,
     );
     server
         .out()
@@ -399,14 +387,8 @@ fn a_kernel_and_a_userspace_host_ping_each_other_and_capture_sees_it() {
     let pcap = dir.path().join("pings.pcap");
     let (ns, _tap, _bridge) = kernel(&bus, "c", &t, "10.213.0.1/24", None);
     let _host = start_host(&bus, "10.213.0.3/24");
-    let mut capture = spawn(
-        "shmif capture",
-        Command::new(SHMIF)
-            .arg("capture")
-            .arg(&bus)
-            .arg("-w")
-            .arg(&pcap),
-    );
+    let args = ["-w", pcap.to_str().unwrap()];
+    let mut capture = Proc::shmif("capture", &bus, &args, Stream::Lines, Stream::Lines);
     capture
         .err()
         .expect_containing("capturing on", Duration::from_secs(20));

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{assert_fails_saying, shmif, show, Proc, Stream, SHMIF};
+use common::{assert_fails_saying, shmif, show, Proc, Stream};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Output};
+use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 /// A host's addresses and services: the server of the tests.
@@ -25,12 +25,7 @@ const SERVER: [&str; 8] = [
 /// until it is up. Dropping it stops the host (SIGTERM first, so that it
 /// detaches cleanly).
 fn start_host(bus: &Path, args: &[&str]) -> Proc {
-    let mut h = Proc::spawn(
-        "shmif host",
-        Command::new(SHMIF).arg("host").arg(bus).args(args),
-        Stream::Lines,
-        Stream::Inherit,
-    );
+    let mut h = Proc::shmif("host", bus, args, Stream::Lines, Stream::Inherit);
     let up = h
         .out()
         .expect(|l| l.contains(" up on "), Duration::from_secs(10));
@@ -485,17 +480,16 @@ fn sink_reports_wrong_data_and_udp_echo_answers() {
     // A sender that stops in the middle of a transfer: the sink goes on
     // serving, and the next transfer is verified.
     let b = bus.to_str().unwrap();
-    let mut sender = Proc::spawn(
-        "shmif tcp-send",
-        Command::new(SHMIF).args([
-            "tcp-send",
-            b,
+    let mut sender = Proc::shmif(
+        "tcp-send",
+        &bus,
+        &[
             "--ip",
             "10.0.0.2/24",
             "10.0.0.1:9000",
             "--megabytes",
             "100000",
-        ]),
+        ],
         Stream::Null,
         Stream::Null,
     );

@@ -340,6 +340,13 @@ impl Proc {
         }
     }
 
+    /// Starts `shmif SUB BUS ARGS`.
+    pub fn shmif(sub: &str, bus: &Path, args: &[&str], out: Stream, err: Stream) -> Proc {
+        let mut cmd = Command::new(SHMIF);
+        cmd.arg(sub).arg(bus).args(args);
+        Proc::spawn(&format!("shmif {sub}"), &mut cmd, out, err)
+    }
+
     /// The standard output's lines (started with [`Stream::Lines`]).
     pub fn out(&mut self) -> &mut Lines {
         self.out.as_mut().expect("stdout is read as lines")
