@@ -136,34 +136,31 @@ pub struct Actions(pub Vec<Action>);
 
 impl clap::Args for Actions {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.arg(
-            Arg::new("ping")
-                .long("ping")
-                .value_name("DEST")
-                .value_parser(clap::value_parser!(IpAddr))
+        /// A repeatable option `--LONG VALUE` (id ID), under the actions
+        /// heading.
+        fn action(id: &'static str, long: &'static str, value: &'static str) -> Arg {
+            Arg::new(id)
+                .long(long)
+                .value_name(value)
                 .action(ArgAction::Append)
                 .help_heading(ACTIONS)
+        }
+        cmd.arg(
+            action("ping", "ping", "DEST")
+                .value_parser(clap::value_parser!(IpAddr))
                 .help("Ping DEST (IPv4 or IPv6) with --ping-count requests (repeatable)"),
         )
         .arg(
-            Arg::new("tcp_send")
-                .long("tcp-send")
-                .value_name("DEST:PORT")
+            action("tcp_send", "tcp-send", "DEST:PORT")
                 .value_parser(clap::value_parser!(SocketAddr))
-                .action(ArgAction::Append)
-                .help_heading(ACTIONS)
                 .help(
                     "Send --megabytes of the test pattern to a TCP server (a sink) at \
                      DEST:PORT, or [DEST]:PORT for IPv6, as `shmif tcp-send` does (repeatable)",
                 ),
         )
         .arg(
-            Arg::new("tcp_send_echo")
-                .long("tcp-send-echo")
-                .value_name("DEST:PORT")
+            action("tcp_send_echo", "tcp-send-echo", "DEST:PORT")
                 .value_parser(clap::value_parser!(SocketAddr))
-                .action(ArgAction::Append)
-                .help_heading(ACTIONS)
                 .help(
                     "Like --tcp-send, to an echo server: fail unless the whole stream comes \
                      back intact (`shmif tcp-send --expect-echo`; repeatable)",
