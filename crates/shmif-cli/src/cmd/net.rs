@@ -1,6 +1,7 @@
-//! What `host`, `ping`, `tcp-send` and `demo` share: address parsing, a
-//! smoltcp TCP/IP stack on a bus, activities that run on a stack (a ping
-//! run, a TCP transfer), stopping on SIGINT/SIGTERM, and the test pattern
+//! What `host`, `ping`, `tcp-send` and `demo` share: their bus and
+//! interface options, address parsing, a smoltcp TCP/IP stack on a bus,
+//! activities that run on a stack (a ping run, a TCP transfer), stopping
+//! on SIGINT/SIGTERM (`listen` stops the same way), and the test pattern
 //! `tcp-send` sends and `host --tcp-sink` checks.
 
 use anyhow::{anyhow, Context, Result};
