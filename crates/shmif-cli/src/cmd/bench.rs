@@ -18,6 +18,7 @@ mod worker;
 pub use worker::{run as run_worker, WorkerArgs};
 
 use anyhow::{Context as _, Result};
+use latency::Placement;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +34,11 @@ use worker::{Mode, Wait};
 /// exactly. The bus is a hub without back-pressure: an overrun reader loses
 /// frames. For each case the writer first runs unpaced, then a binary
 /// search over its pacing finds the highest offered rate whose loss stays
-/// under 0.1 % (RFC 2544); the table gives that rate (frames/s and Gbit/s
-/// delivered per reader) and the unpaced rate and loss beside it.
+/// under 0.1 % (RFC 2544; a rate that fails gets a second trial, since on a
+/// shared machine other processes stall readers at random); the table
+/// gives that rate (frames/s and Gbit/s delivered per reader) and the
+/// unpaced rate and loss beside it. A paced writer sleeps between bursts of
+/// 50 µs of traffic, each sent as batches (--batch, --batch-bytes).
 ///
 /// Latency: ping-pong of one 60-byte frame between two processes, p50 and
 /// p99, waiting by sleeping on the wake-up at once (blocking, the
@@ -85,8 +89,14 @@ pub struct Args {
     pub sizes: Vec<usize>,
 
     /// Most frames per send_batch call of the fast writer.
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub batch: usize,
+
+    /// Most ring bytes (frames and their 24-byte headers) per send_batch
+    /// call of the fast writer: about 31 frames of 1514 bytes, 91 of 512,
+    /// the full 128 of 60 [default: 48 KiB].
+    #[arg(long, value_name = "BYTES", default_value_t = 48 * 1024)]
+    pub batch_bytes: usize,
 
     /// Spin of the fast readers before they sleep, in µs [default: the
     /// library's].
@@ -149,6 +159,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             8
         },
         batch: args.batch.max(1),
+        batch_bytes: args.batch_bytes,
         spin_ns: args.spin_us.map(|us| us.saturating_mul(1000)),
         wake_delay_ns: args.wake_delay_us.saturating_mul(1000),
     };
@@ -184,41 +195,61 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let pwrite_ns = floors::pwrite_ns(dir.path(), 20_000)?;
     progress(&format!("floor pwrite (one watcher): {pwrite_ns:.0} ns"));
     let mut lat = Vec::new();
-    let mut wake = None;
+    let mut wake = Vec::new();
     if !args.only_throughput {
         // The modes take turns, several times, so that each sees the same
         // conditions (on a virtual machine a wake-up costs far more when
         // the other processor has gone idle than when it is busy).
         let turns = if args.smoke { 1 } else { LATENCY_TURNS };
-        let modes = [Wait::Blocking, Wait::Spin, Wait::BusyPoll, Wait::Baseline];
-        let mut floor = latency::Rtts::default();
-        let mut per_mode: Vec<latency::Rtts> = modes.iter().map(|_| Default::default()).collect();
-        for _ in 0..turns {
-            let n = rounds / turns;
-            floor.extend(latency::wake_floor(dir.path(), n, n / 10 + 10)?);
-            for (wait, acc) in modes.iter().zip(per_mode.iter_mut()) {
-                let n = if *wait == Wait::BusyPoll {
-                    busy_rounds
-                } else {
-                    rounds
-                } / turns;
-                acc.extend(latency::ping_pong(dir.path(), *wait, n, n / 10 + 10)?);
+        let placements = if cpus() >= 2 {
+            vec![Placement::SameCpu, Placement::TwoCpus]
+        } else {
+            vec![Placement::SameCpu]
+        };
+        for placement in placements {
+            // Busy-polling on one processor only measures the time slice.
+            let modes: Vec<Wait> = [Wait::Blocking, Wait::Spin, Wait::BusyPoll, Wait::Baseline]
+                .into_iter()
+                .filter(|&w| w != Wait::BusyPoll || placement == Placement::TwoCpus)
+                .collect();
+            let mut floor = latency::Rtts::default();
+            let mut per_mode: Vec<latency::Rtts> =
+                modes.iter().map(|_| Default::default()).collect();
+            for _ in 0..turns {
+                let n = rounds / turns;
+                floor.extend(latency::wake_floor(dir.path(), placement, n, n / 10 + 10)?);
+                for (wait, acc) in modes.iter().zip(per_mode.iter_mut()) {
+                    let n = if *wait == Wait::BusyPoll {
+                        busy_rounds
+                    } else {
+                        rounds
+                    } / turns;
+                    acc.extend(latency::ping_pong(
+                        dir.path(),
+                        placement,
+                        *wait,
+                        n,
+                        n / 10 + 10,
+                    )?);
+                }
             }
-        }
-        progress(&format!(
-            "floor wake-up round trip: p50 {:.1} µs, p99 {:.1} µs",
-            floor.p50(),
-            floor.p99()
-        ));
-        wake = Some(floor);
-        for (wait, r) in modes.into_iter().zip(per_mode) {
             progress(&format!(
-                "latency {}: p50 {:.2} µs, p99 {:.2} µs",
-                wait_name(wait),
-                r.p50(),
-                r.p99()
+                "floor wake-up round trip, {}: p50 {:.1} µs, p99 {:.1} µs",
+                placement.name(),
+                floor.p50(),
+                floor.p99()
             ));
-            lat.push((wait, r));
+            wake.push((placement, floor));
+            for (wait, r) in modes.into_iter().zip(per_mode) {
+                progress(&format!(
+                    "latency {}, {}: p50 {:.2} µs, p99 {:.2} µs",
+                    wait_name(wait),
+                    placement.name(),
+                    r.p50(),
+                    r.p99()
+                ));
+                lat.push((placement, wait, r));
+            }
         }
     }
 
@@ -327,8 +358,8 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// Everything measured, for the tables, the JSON and the plot.
 struct Report {
     rows: Vec<Row>,
-    lat: Vec<(Wait, latency::Rtts)>,
-    wake: Option<latency::Rtts>,
+    lat: Vec<(Placement, Wait, latency::Rtts)>,
+    wake: Vec<(Placement, latency::Rtts)>,
     copy: Vec<floors::CopyFloor>,
     pwrite_ns: f64,
     quick: bool,
@@ -348,11 +379,17 @@ impl Report {
             .find(|c| c.frame_bytes == bytes)
             .map_or(f64::NAN, |c| c.ring_fps)
     }
-    fn lat_of(&self, w: Wait) -> Option<&latency::Rtts> {
-        self.lat.iter().find(|(x, _)| *x == w).map(|(_, r)| r)
+    fn lat_p50(&self, p: Placement, w: Wait) -> f64 {
+        self.lat
+            .iter()
+            .find(|(q, x, _)| *q == p && *x == w)
+            .map_or(f64::NAN, |(_, _, r)| r.p50())
     }
-    fn wake_p50(&self) -> f64 {
-        self.wake.as_ref().map_or(f64::NAN, |w| w.p50())
+    fn wake_of(&self, p: Placement) -> Option<&latency::Rtts> {
+        self.wake.iter().find(|(q, _)| *q == p).map(|(_, r)| r)
+    }
+    fn wake_p50(&self, p: Placement) -> f64 {
+        self.wake_of(p).map_or(f64::NAN, |w| w.p50())
     }
 
     fn json(&self) -> Value {
@@ -384,20 +421,25 @@ impl Report {
                 })
             })
             .collect();
-        let base = self.lat_of(Wait::Baseline).map_or(f64::NAN, |r| r.p50());
         let latency: Vec<Value> = self
             .lat
             .iter()
-            .map(|(w, r)| {
+            .map(|(p, w, r)| {
                 json!({
                     "mode": wait_name(*w),
+                    "placement": p.name(),
                     "p50_us": r.p50(),
                     "p99_us": r.p99(),
                     "samples": r.len(),
-                    "vs_baseline": ratio(r.p50(), base),
-                    "vs_wake_floor": ratio(r.p50(), self.wake_p50()),
+                    "vs_baseline": ratio(r.p50(), self.lat_p50(*p, Wait::Baseline)),
+                    "vs_wake_floor": ratio(r.p50(), self.wake_p50(*p)),
                 })
             })
+            .collect();
+        let wake: Vec<Value> = self
+            .wake
+            .iter()
+            .map(|(p, r)| json!({"placement": p.name(), "p50_us": r.p50(), "p99_us": r.p99()}))
             .collect();
         let copy: Vec<Value> = self
             .copy
@@ -418,8 +460,9 @@ impl Report {
                 "copy_frames_per_sec": largest.map_or(f64::NAN, |c| c.ring_fps),
                 "copy_frame_bytes": largest.map_or(0, |c| c.frame_bytes),
                 "copy": copy,
-                "wake_rtt_p50_us": self.wake_p50(),
-                "wake_rtt_p99_us": self.wake.as_ref().map_or(f64::NAN, |w| w.p99()),
+                "wake_rtt_p50_us": self.wake_p50(Placement::SameCpu),
+                "wake_rtt_p99_us": self.wake_of(Placement::SameCpu).map_or(f64::NAN, |w| w.p99()),
+                "wake_rtt": wake,
                 "pwrite_ns": self.pwrite_ns,
             },
             "machine": {
@@ -475,34 +518,35 @@ impl Report {
             "(x floor: against the one-process ring copy floor below)"
         );
         if !self.lat.is_empty() {
-            let base = self.lat_of(Wait::Baseline).map_or(f64::NAN, |r| r.p50());
             let _ = writeln!(
                 s,
-                "\nLatency: ping-pong of one 60-byte frame between two processes"
+                "\nLatency: ping-pong of one 60-byte frame between two processes, on one processor or two"
             );
             let _ = writeln!(
                 s,
-                "{:<26} {:>8} {:>8} {:>10} {:>8}",
-                "mode", "p50 µs", "p99 µs", "x baseline", "x floor"
+                "{:<26} {:<9} {:>8} {:>8} {:>10} {:>8}",
+                "mode", "cpus", "p50 µs", "p99 µs", "x baseline", "x floor"
             );
-            for (w, r) in &self.lat {
+            for (p, r) in &self.wake {
+                for (q, w, l) in self.lat.iter().filter(|(q, _, _)| q == p) {
+                    let _ = writeln!(
+                        s,
+                        "{:<26} {:<9} {:>8.2} {:>8.2} {:>10.3} {:>8.3}",
+                        wait_name(*w),
+                        q.name(),
+                        l.p50(),
+                        l.p99(),
+                        ratio(l.p50(), self.lat_p50(*q, Wait::Baseline)),
+                        ratio(l.p50(), r.p50())
+                    );
+                }
                 let _ = writeln!(
                     s,
-                    "{:<26} {:>8.2} {:>8.2} {:>10.3} {:>8.3}",
-                    wait_name(*w),
-                    r.p50(),
-                    r.p99(),
-                    ratio(r.p50(), base),
-                    ratio(r.p50(), self.wake_p50())
-                );
-            }
-            if let Some(w) = &self.wake {
-                let _ = writeln!(
-                    s,
-                    "{:<26} {:>8.2} {:>8.2}",
+                    "{:<26} {:<9} {:>8.2} {:>8.2}",
                     "floor: pwrite+inotify RTT",
-                    w.p50(),
-                    w.p99()
+                    p.name(),
+                    r.p50(),
+                    r.p99()
                 );
             }
         }

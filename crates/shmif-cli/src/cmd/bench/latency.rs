@@ -5,13 +5,52 @@
 use super::endpoint::Endpoint;
 use super::frames::{self, Kind};
 use super::proc::Worker;
-use super::worker::{latency_endpoint, poke, BareWatch, Wait};
+use super::worker::{latency_endpoint, pin, poke, BareWatch, Wait};
 use anyhow::{bail, Result};
 use shmif::wire::MAX_FRAME_LEN;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Where the two processes of a round trip run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Both on one processor: every wake-up is a context switch there.
+    SameCpu,
+    /// On two processors: every wake-up crosses to the other one (which,
+    /// on a virtual machine, may have to be woken from a halt first).
+    TwoCpus,
+}
+
+impl Placement {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::SameCpu => "same_cpu",
+            Placement::TwoCpus => "two_cpus",
+        }
+    }
+}
+
+/// Runs `f` with this thread pinned to `mine` and the partner process's
+/// processor given as `theirs`, restoring the thread's affinity after.
+fn placed<T>(placement: Placement, f: impl FnOnce(Option<usize>) -> Result<T>) -> Result<T> {
+    let saved = rustix::thread::sched_getaffinity(None)?;
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| saved.is_set(c))
+        .take(2)
+        .collect();
+    let (mine, theirs) = match (placement, cpus.as_slice()) {
+        (Placement::SameCpu, [a, ..]) => (*a, *a),
+        (Placement::TwoCpus, [a, b, ..]) => (*a, *b),
+        _ => bail!("not enough processors for {}", placement.name()),
+    };
+    pin(mine)?;
+    let r = f(Some(theirs));
+    rustix::thread::sched_setaffinity(None, &saved)?;
+    r
+}
 
 /// Round-trip times in ns, sorted.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +90,25 @@ impl Rtts {
 
 /// Ping-pong of a 60-byte frame, both sides waiting as `wait` says:
 /// `warmup` round trips, then `rounds` measured ones.
-pub fn ping_pong(dir: &Path, wait: Wait, rounds: usize, warmup: usize) -> Result<Rtts> {
+pub fn ping_pong(
+    dir: &Path,
+    placement: Placement,
+    wait: Wait,
+    rounds: usize,
+    warmup: usize,
+) -> Result<Rtts> {
+    placed(placement, |cpu| {
+        ping_pong_on(dir, cpu, wait, rounds, warmup)
+    })
+}
+
+fn ping_pong_on(
+    dir: &Path,
+    cpu: Option<usize>,
+    wait: Wait,
+    rounds: usize,
+    warmup: usize,
+) -> Result<Rtts> {
     let bus = dir.join(format!("lat-{wait:?}"));
     let _ = std::fs::remove_file(&bus);
     let mut ep = latency_endpoint(&bus, wait)?;
@@ -59,10 +116,12 @@ pub fn ping_pong(dir: &Path, wait: Wait, rounds: usize, warmup: usize) -> Result
         .map(|v| v.get_name().to_string())
         .unwrap_or_default()
         .into();
-    let echo = Worker::spawn(
-        "echo",
-        &["echo".into(), bus.clone().into(), "--wait".into(), wait_arg],
-    )?;
+    let mut args: Vec<OsString> =
+        vec!["echo".into(), bus.clone().into(), "--wait".into(), wait_arg];
+    if let Some(c) = cpu {
+        args.extend(["--cpu".into(), c.to_string().into()]);
+    }
+    let echo = Worker::spawn("echo", &args)?;
     let mut ping = frames::build(60, ep.mac(), Kind::Ping, 0, 0);
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut rtts = Vec::with_capacity(rounds);
@@ -141,17 +200,23 @@ fn ping_rounds(
 /// The floor: round trips of bare wake-ups between two processes (a
 /// `pwrite` of 4 bytes to one file, a blocking `read` of its inotify
 /// watch, the same back through a second file).
-pub fn wake_floor(dir: &Path, rounds: usize, warmup: usize) -> Result<Rtts> {
+pub fn wake_floor(dir: &Path, placement: Placement, rounds: usize, warmup: usize) -> Result<Rtts> {
+    placed(placement, |cpu| wake_floor_on(dir, cpu, rounds, warmup))
+}
+
+fn wake_floor_on(dir: &Path, cpu: Option<usize>, rounds: usize, warmup: usize) -> Result<Rtts> {
     let (ping, pong) = (dir.join("wake-ping"), dir.join("wake-pong"));
     for p in [&ping, &pong] {
         std::fs::write(p, [0u8; 8])?;
     }
     let back = BareWatch::new(&pong)?;
     let out = std::fs::OpenOptions::new().write(true).open(&ping)?;
-    let echo = Worker::spawn(
-        "wake echo",
-        &["wake-echo".into(), ping.clone().into(), pong.clone().into()],
-    )?;
+    let mut args: Vec<OsString> =
+        vec!["wake-echo".into(), ping.clone().into(), pong.clone().into()];
+    if let Some(c) = cpu {
+        args.extend(["--cpu".into(), c.to_string().into()]);
+    }
+    let echo = Worker::spawn("wake echo", &args)?;
     let mut rtts = Vec::with_capacity(rounds);
     for i in 0..warmup + rounds {
         let t0 = Instant::now();

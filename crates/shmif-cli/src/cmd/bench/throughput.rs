@@ -6,6 +6,7 @@
 use super::proc::Worker;
 use super::worker::Mode;
 use anyhow::{bail, Result};
+use shmif::wire::FRAME_HEADER_LEN;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct Plan {
     pub steps: u32,
     /// Most frames per batch for the fast writer.
     pub batch: usize,
+    /// Most ring bytes per batch for the fast writer.
+    pub batch_bytes: usize,
     /// Reader spin (ns) for the fast mode; `None`: the library default.
     pub spin_ns: Option<u64>,
     /// The fast writer's wake-up deferral, ns (0: a wake-up per batch).
@@ -136,7 +139,10 @@ pub fn measure(
             "--frame-bytes".into(),
             frame_bytes.to_string().into(),
             "--batch".into(),
-            plan.batch.to_string().into(),
+            (plan.batch_bytes / (frame_bytes + FRAME_HEADER_LEN))
+                .clamp(1, plan.batch)
+                .to_string()
+                .into(),
             "--wake-delay-ns".into(),
             plan.wake_delay_ns.to_string().into(),
         ],
@@ -190,8 +196,16 @@ pub fn measure(
         let (mut lo, mut hi) = (0.0f64, unpaced.send_rate());
         for _ in 0..plan.steps {
             let mid = (lo + hi) / 2.0;
-            let t = run(mid.max(1.0) as u64)?;
+            let mut t = run(mid.max(1.0) as u64)?;
             trials += 1;
+            if !t.passes() {
+                // A second chance: on a shared machine another process can
+                // stall a reader for milliseconds at random, longer than
+                // the ring holds (see max_stall_us); a rate the bus
+                // sustains passes one of two trials.
+                t = run(mid.max(1.0) as u64)?;
+                trials += 1;
+            }
             if t.passes() {
                 lo = mid;
                 if rfc

@@ -76,10 +76,28 @@ enum Role {
         bus: PathBuf,
         #[arg(long)]
         wait: Wait,
+        /// Run on this processor only.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// Answers each change of PING with a 4-byte write to PONG (the bare
     /// wake-up round trip).
-    WakeEcho { ping: PathBuf, pong: PathBuf },
+    WakeEcho {
+        ping: PathBuf,
+        pong: PathBuf,
+        /// Run on this processor only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
+}
+
+/// Restricts the calling thread (and the processes it starts from now on)
+/// to processor `cpu`.
+pub fn pin(cpu: usize) -> Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("cannot run on cpu {cpu}"))
 }
 
 /// Runs one worker role until its parent says quit (or dies).
@@ -95,8 +113,14 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             wake_delay_ns,
         } => writer(&bus, mode, frame_bytes, batch.max(1), wake_delay_ns),
         Role::Reader { bus, mode, spin_ns } => reader(&bus, mode, spin_ns),
-        Role::Echo { bus, wait } => echo(&bus, wait),
-        Role::WakeEcho { ping, pong } => wake_echo(&ping, &pong),
+        Role::Echo { bus, wait, cpu } => {
+            cpu.map(pin).transpose()?;
+            echo(&bus, wait)
+        }
+        Role::WakeEcho { ping, pong, cpu } => {
+            cpu.map(pin).transpose()?;
+            wake_echo(&ping, &pong)
+        }
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -199,6 +223,12 @@ fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64
     Ok(())
 }
 
+/// How much traffic a paced writer sends at once: it sleeps until this
+/// much (at most a full batch) is due, then sends it as one batch, like a
+/// network card coalescing interrupts. Sleeping, not spinning, leaves the
+/// processors to the readers.
+const BURST_NS: u64 = 50_000;
+
 /// Sends numbered frames for `dur` ns at `rate` frames/s (0: as fast as
 /// possible, full batches). Returns frames sent and ns from the first send
 /// to the end of the last.
@@ -209,6 +239,10 @@ fn send_trial(
     dur: u64,
 ) -> Result<(u64, u64)> {
     let batch = frames.len() as u64;
+    // Sleeps of a few microseconds must not last the default 50 µs slack.
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1_000));
+    let burst = (u128::from(rate) * u128::from(BURST_NS) / 1_000_000_000)
+        .clamp(1, u128::from(batch)) as u64;
     let start = Instant::now();
     let mut sent = 0u64;
     let mut last = 0u64;
@@ -220,20 +254,15 @@ fn send_trial(
         let n = if rate == 0 {
             batch
         } else {
-            let due = (u128::from(el) * u128::from(rate) / 1_000_000_000) as u64 + 1;
-            if due <= sent {
-                // Ahead of schedule: wait for the next frame's time, leaving
-                // the processor to the readers.
-                let next = (u128::from(sent) * 1_000_000_000 / u128::from(rate)) as u64;
-                let gap = next.saturating_sub(el);
-                if gap > 200_000 {
-                    std::thread::sleep(Duration::from_nanos(gap - 100_000));
-                } else {
-                    std::thread::yield_now();
-                }
+            let due_total = (u128::from(el) * u128::from(rate) / 1_000_000_000) as u64 + 1;
+            let due = due_total.saturating_sub(sent);
+            if due < burst {
+                // Sleep until a burst is due.
+                let at = (u128::from(sent + burst - 1) * 1_000_000_000 / u128::from(rate)) as u64;
+                std::thread::sleep(Duration::from_nanos(at.saturating_sub(el).min(dur - el)));
                 continue;
             }
-            (due - sent).min(batch)
+            due.min(batch)
         };
         for (i, f) in frames[..n as usize].iter_mut().enumerate() {
             frames::set_seq(f, sent + i as u64);
