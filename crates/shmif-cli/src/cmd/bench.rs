@@ -71,6 +71,10 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write the JSON object to FILE (with the tables on stdout).
+    #[arg(long, value_name = "FILE")]
+    pub save_json: Option<PathBuf>,
+
     /// Also write a plot of throughput against frame size (SVG).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
@@ -288,6 +292,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(path) = &args.svg {
         plot::write_svg(path, &report.plot_series(), report.quick)?;
         progress(&format!("plot written to {}", path.display()));
+    }
+    if let Some(path) = &args.save_json {
+        std::fs::write(path, serde_json::to_string_pretty(&report.json())? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
