@@ -442,11 +442,21 @@ impl Interface {
             .map_err(|e| Error::io(link.bus.path(), "cannot duplicate wake-up descriptor", e))
     }
 
-    /// Consumes pending wake-up events (see [`Interface::wakeup_fd`]).
-    pub fn clear_wakeups(&self) {
-        if let Some(l) = self.current_link() {
-            let _ = l.waiter.drain();
+    /// Consumes pending wake-up events (see [`Interface::wakeup_fd`]). If
+    /// one of them said the bus file's metadata changed, checks that the
+    /// path still names this bus: [`Error::BusGone`] if it was removed,
+    /// replaced or truncated.
+    pub fn clear_wakeups(&self) -> Result<(), Error> {
+        let Some(l) = self.current_link() else {
+            return Ok(());
+        };
+        l.waiter
+            .drain()
+            .map_err(|e| Error::io(l.bus.path(), "cannot read wake-up events", e))?;
+        if l.waiter.take_metadata_changed() {
+            l.bus.check_identity()?;
         }
+        Ok(())
     }
 
     fn active_link(&self) -> Result<Arc<Link>, Error> {
@@ -899,14 +909,14 @@ mod tests {
         let bus = dir.path().join("bus");
         let a = Interface::attach(&bus).unwrap();
         let b = Arc::new(Interface::attach(&bus).unwrap());
-        b.clear_wakeups();
+        b.clear_wakeups().unwrap();
         let b2 = b.clone();
         let sleeper = std::thread::spawn(move || b2.recv());
         std::thread::sleep(Duration::from_millis(50));
         // Consuming wake-ups from another thread never blocks, even while
         // one thread sleeps on them.
         let t = Instant::now();
-        b.clear_wakeups();
+        b.clear_wakeups().unwrap();
         assert!(!b.wait_for_wakeup(Some(Duration::ZERO)).unwrap());
         assert!(t.elapsed() < Duration::from_millis(500));
         a.send(&frame(a.mac(), 7)).unwrap();

@@ -206,7 +206,7 @@ impl<I: Borrow<Interface>> ShmifDevice<I> {
             return Ok(());
         }
         let iface = self.iface.borrow();
-        iface.clear_wakeups();
+        iface.clear_wakeups()?;
         if let Some(r) = iface.try_recv_into(&mut self.rx[..])? {
             self.rx_pending = Some(r.len);
             return Ok(());

@@ -230,7 +230,7 @@ fn wakeup_fd_polls_readable_when_the_bus_changes() {
     assert_eq!(readable(), 0, "quiet bus: not readable");
     a.send(&frame(MacAddr::BROADCAST, a.mac(), 5, 60)).unwrap();
     assert_eq!(readable(), 1, "readable after a send");
-    b.clear_wakeups();
+    b.clear_wakeups().unwrap();
     assert_eq!(readable(), 0, "cleared");
     assert_eq!(b.try_recv().unwrap().unwrap().data[14], 5);
 }
@@ -337,6 +337,13 @@ fn a_bus_replaced_or_removed_while_attached_is_noticed() {
     let c = Interface::attach(&bus2).unwrap();
     std::fs::remove_file(&bus2).unwrap();
     let e = c.recv_timeout(Duration::from_secs(2)).unwrap_err();
+    assert!(e.to_string().contains("removed"), "{e}");
+
+    // A poll loop that only clears wake-ups learns it too.
+    let bus3 = dir.path().join("bus3");
+    let d = Interface::attach(&bus3).unwrap();
+    std::fs::remove_file(&bus3).unwrap();
+    let e = d.clear_wakeups().unwrap_err();
     assert!(e.to_string().contains("removed"), "{e}");
 }
 
