@@ -107,6 +107,48 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// After an overrun, moves a reader from the oldest frame (where the
+/// resync put it) to the newest, and returns the ring bytes skipped (0 if
+/// it is there already or cannot tell, and then it stays).
+///
+/// A reader resynchronised to the oldest frame sits where writers evict
+/// next: it is overrun again within a frame or two, and again, reading the
+/// very cache lines the writer is overwriting, so that it stays slower than
+/// the writer and loses frames for as long as the traffic lasts (measured:
+/// a reader good for over 2 Mframes/s kept at 0.7 against 1.1 offered).
+/// Dropping the backlog at once costs at most one ring of frames more per
+/// overrun and gives the reader a whole ring of slack again. The skipped
+/// bytes are counted as lost, so the accounting stays exact. This changes
+/// only this reader's private position, nothing on the bus.
+fn skip_to_newest<R: ring::Region + ?Sized>(
+    reader: &mut Reader,
+    data: &R,
+    ctl: &ring::Control,
+) -> u64 {
+    let Ok(end) = ring::next_offset(data, ctl.last) else {
+        return 0;
+    };
+    // The newest frame lies in the previous lap if it wrapped.
+    let newest = Reader {
+        next: ctl.last,
+        devgen: if end <= ctl.last {
+            ctl.gen.wrapping_sub(1)
+        } else {
+            ctl.gen
+        },
+    };
+    let size = u128::from(data.size());
+    let linear = |r: &Reader| u128::from(r.devgen) * size + u128::from(r.next);
+    let (from, to) = (linear(reader), linear(&newest));
+    match u64::try_from(to.wrapping_sub(from)) {
+        Ok(skipped) if to > from && u128::from(skipped) < size => {
+            *reader = newest;
+            skipped
+        }
+        _ => 0,
+    }
+}
+
 /// A bus joined by an interface: the mapping and its wake-up watcher.
 #[derive(Debug)]
 struct Link {
@@ -699,7 +741,12 @@ impl Interface {
                         if let Some(o) = overrun {
                             bump(&self.counters.overruns, 1);
                             match o.bytes_lost {
-                                Some(b) => bump(&self.counters.overrun_bytes, b),
+                                Some(b) => {
+                                    bump(&self.counters.overrun_bytes, b);
+                                    // Out of the writers' way: see skip_to_newest.
+                                    let skipped = skip_to_newest(reader, &data, &ctl);
+                                    bump(&self.counters.overrun_bytes, skipped);
+                                }
                                 None => bump(&self.counters.overruns_unmeasured, 1),
                             }
                         }
@@ -884,6 +931,41 @@ mod tests {
         a.send(&frame(a.mac(), 99)).unwrap();
         a.set_wake_delay(Duration::ZERO);
         assert!(waiter.wait(Some(Duration::from_millis(200))).unwrap());
+    }
+
+    #[test]
+    fn an_overrun_reader_skips_to_the_newest_frame_and_counts_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let a = Interface::attach(&bus).unwrap();
+        let b = Interface::attach(&bus).unwrap();
+        let n: u16 = 1000; // about 1.5 rings of 1514-byte frames
+        for k in 0..n {
+            let mut f = frame(a.mac(), 0);
+            f.resize(MAX_FRAME_LEN, 0);
+            f[14..16].copy_from_slice(&k.to_le_bytes());
+            a.send(&f).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Some(k) = b
+            .try_recv_with(|d, _| u16::from_le_bytes([d[14], d[15]]))
+            .unwrap()
+        {
+            got.push(k);
+        }
+        // The oldest surviving frame (where the resync lands), then the
+        // newest: the backlog between them is dropped.
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0] > 0 && got[0] < n - 1, "{got:?}");
+        assert_eq!(got[1], n - 1);
+        let c = b.counters();
+        assert_eq!(c.overruns, 1);
+        let per_frame = (crate::wire::FRAME_HEADER_LEN + MAX_FRAME_LEN) as u64;
+        assert_eq!(c.overrun_bytes, u64::from(n - 2) * per_frame);
+        // Back in step: the next frame arrives normally.
+        a.send(&frame(a.mac(), 5)).unwrap();
+        assert_eq!(b.try_recv().unwrap().unwrap().data[14], 5);
+        assert_eq!(b.counters().overruns, 1);
     }
 
     #[test]
