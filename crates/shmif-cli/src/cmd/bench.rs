@@ -116,6 +116,10 @@ pub struct Args {
     #[arg(long, value_name = "MS")]
     pub trial_ms: Option<u64>,
 
+    /// Print every throughput trial to standard error.
+    #[arg(long)]
+    pub verbose: bool,
+
     /// Only the throughput part (skips latency and floors' round trips).
     #[arg(long, hide = true)]
     pub only_throughput: bool,
@@ -166,6 +170,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         batch_bytes: args.batch_bytes,
         spin_ns: args.spin_us.map(|us| us.saturating_mul(1000)),
         wake_delay_ns: args.wake_delay_us.saturating_mul(1000),
+        verbose: args.verbose,
     };
     let (rounds, busy_rounds, floor_dur) = if args.smoke {
         (200, 2000, Duration::from_millis(20))

@@ -31,6 +31,8 @@ pub struct Plan {
     pub spin_ns: Option<u64>,
     /// The fast writer's wake-up deferral, ns (0: a wake-up per batch).
     pub wake_delay_ns: u64,
+    /// Print every trial to standard error.
+    pub verbose: bool,
 }
 
 /// One trial's outcome.
@@ -184,6 +186,17 @@ pub fn measure(
             t.overruns += got[3].parse::<u64>()?;
             t.overrun_bytes += got[4].parse::<u64>()?;
             t.max_stall_us = t.max_stall_us.max(got[5].parse()?);
+        }
+        if plan.verbose {
+            eprintln!(
+                "  trial {trial}: offered {:.3} Mframes/s, sent {:.3}, delivered {:.3} per reader, loss {:.4} %, {} overruns, longest stall {} µs",
+                offered as f64 / 1e6,
+                t.send_rate() / 1e6,
+                t.delivered_per_reader() / 1e6,
+                t.loss() * 100.0,
+                t.overruns,
+                t.max_stall_us
+            );
         }
         Ok(t)
     };
