@@ -69,6 +69,7 @@ pub fn write_svg(path: &Path, series: &[Series], quick: bool) -> Result<()> {
         .configure_mesh()
         .x_desc("frame size (bytes, Ethernet header included, no FCS)")
         .y_desc("Mframes/s delivered per reader")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()
         .map_err(e)?;
@@ -95,7 +96,7 @@ pub fn write_svg(path: &Path, series: &[Series], quick: bool) -> Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
