@@ -83,8 +83,9 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "/dev/shm")]
     pub dir: PathBuf,
 
-    /// Reader counts to measure.
-    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1usize, 2, 3])]
+    /// Reader counts to measure (1 to 16 reader processes).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1usize, 2, 3],
+          value_parser = parse_readers)]
     pub readers: Vec<usize>,
 
     /// Frame sizes to measure (bytes, 28 to 1514).
@@ -308,6 +309,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
         print!("{}", report.tables());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A number of reader processes: 1 to 16.
+fn parse_readers(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=16).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a reader count from 1 to 16")),
+    }
 }
 
 /// A frame size the benchmark can number: 28 to 1514 bytes.
