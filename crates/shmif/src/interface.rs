@@ -231,6 +231,9 @@ pub struct Interface {
     spin_ns: AtomicU64,
     /// Longest deferral of a wake-up after a send, ns; 0: wake at once.
     wake_delay_ns: Arc<AtomicU64>,
+    /// This interface wrote a wake-up since it last waited: its own watch
+    /// holds the event (see `wait_for_wakeup`).
+    woke_own: AtomicBool,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -306,6 +309,7 @@ impl Interface {
             }),
             spin_ns: AtomicU64::new(0),
             wake_delay_ns: Arc::new(AtomicU64::new(0)),
+            woke_own: AtomicBool::new(false),
             counters: AtomicCounters::default(),
         }
     }
@@ -581,6 +585,7 @@ impl Interface {
     /// delay set, by marking the wake-up pending for the flusher thread.
     fn wake(&self, link: &Arc<Link>) -> Result<(), Error> {
         if self.wake_delay_ns.load(Ordering::Relaxed) == 0 {
+            self.woke_own.store(true, Ordering::Relaxed);
             return link.bus.wake();
         }
         link.wake_pending.store(true, Ordering::Release);
@@ -872,6 +877,15 @@ impl Interface {
                 }
             }
             timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        }
+        if timeout != Some(Duration::ZERO) && self.woke_own.swap(false, Ordering::Relaxed) {
+            // Our own wake-up write queued an event in our own watch, so
+            // the wait below returns at once, only to look at the ring and
+            // wait again. Yielding first lets a peer that shares this
+            // processor (just woken by that write) run and answer: its
+            // event then merges with ours and one read takes both. Where
+            // nobody else wants the processor this returns at once.
+            std::thread::yield_now();
         }
         let seen = link
             .waiter
