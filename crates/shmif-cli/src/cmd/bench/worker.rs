@@ -136,11 +136,8 @@ fn say(line: &str) -> Result<()> {
 /// timeout (as `recv()`): the parent's quit frame or kill ends it.
 pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
     Ok(match mode {
-        Mode::Fast => Box::new(Fast {
-            iface: Interface::attach(bus).map_err(lib_error)?,
-            timed: false,
-        }),
-        Mode::Baseline => Box::new(Baseline::open(bus, false)?),
+        Mode::Fast => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
+        Mode::Baseline => Box::new(Baseline::open(bus)?),
     })
 }
 
@@ -154,7 +151,7 @@ pub const BUSY_POLL_WAKE_DELAY: Duration = Duration::from_millis(1);
 /// An endpoint that waits as `wait` says, without timeouts.
 pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     let spin = match wait {
-        Wait::Baseline => return Ok(Box::new(Baseline::open(bus, false)?)),
+        Wait::Baseline => return Ok(Box::new(Baseline::open(bus)?)),
         Wait::Blocking => Some(Duration::ZERO),
         Wait::Spin => Some(SPIN),
         Wait::BusyPoll => Some(Duration::MAX),
@@ -168,10 +165,7 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
         // sleeping readers still get one within this bound.
         i.set_wake_delay(BUSY_POLL_WAKE_DELAY);
     }
-    Ok(Box::new(Fast {
-        iface: i,
-        timed: false,
-    }))
+    Ok(Box::new(Fast(i)))
 }
 
 fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64) -> Result<()> {
@@ -179,10 +173,7 @@ fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64
         Mode::Fast => {
             let i = Interface::attach(bus).map_err(lib_error)?;
             i.set_wake_delay(Duration::from_nanos(wake_delay_ns));
-            Box::new(Fast {
-                iface: i,
-                timed: false,
-            })
+            Box::new(Fast(i))
         }
         Mode::Baseline => endpoint(bus, mode)?,
     };
@@ -302,19 +293,17 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
             } else {
                 Duration::from_nanos(ns)
             });
-            Box::new(Fast {
-                iface: i,
-                timed: false,
-            })
+            Box::new(Fast(i))
         }
         _ => endpoint(bus, mode)?,
     };
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     let mut t = Tally::default();
     say("ready")?;
+    // Ended by the writer's quit frame (or by the parent), not by time.
+    let forever = Instant::now() + Duration::from_secs(24 * 3600);
     loop {
-        let Some(fields) = ep.recv_fields(&mut buf, Instant::now() + Duration::from_secs(1))?
-        else {
+        let Some(fields) = ep.recv_fields(&mut buf, forever)? else {
             continue;
         };
         match fields {
@@ -373,8 +362,9 @@ fn echo(bus: &Path, wait: Wait) -> Result<()> {
     let mut ep = latency_endpoint(bus, wait)?;
     let mut buf = vec![0u8; MAX_FRAME_LEN];
     say("ready")?;
+    let forever = Instant::now() + Duration::from_secs(24 * 3600);
     loop {
-        let Some(len) = ep.recv(&mut buf, Instant::now() + Duration::from_secs(1))? else {
+        let Some(len) = ep.recv(&mut buf, forever)? else {
             continue;
         };
         match frames::parse(&buf[..len]) {
