@@ -880,12 +880,22 @@ impl Interface {
         }
         if timeout != Some(Duration::ZERO) && self.woke_own.swap(false, Ordering::Relaxed) {
             // Our own wake-up write queued an event in our own watch, so
-            // the wait below returns at once, only to look at the ring and
-            // wait again. Yielding first lets a peer that shares this
-            // processor (just woken by that write) run and answer: its
-            // event then merges with ours and one read takes both. Where
-            // nobody else wants the processor this returns at once.
+            // the wait below would return at once, only to look at the ring
+            // and wait again. Yielding first lets a peer that shares this
+            // processor (just woken by that write) run and answer; if it
+            // did, the answer is on the ring and no system call is needed
+            // to see it. The event stays queued: a later wait returns at
+            // once and looks again (never a lost wake-up), and meanwhile
+            // identical events merge into it. Where nobody else wants the
+            // processor the yield returns at once.
             std::thread::yield_now();
+            let quiet = lock(&self.rx).quiet;
+            if let Some(q) = quiet {
+                let c = link.bus.peek_control();
+                if (c.gen, c.last) != q {
+                    return Ok(true);
+                }
+            }
         }
         let seen = link
             .waiter
