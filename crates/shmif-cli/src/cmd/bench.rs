@@ -121,6 +121,12 @@ pub struct Args {
     #[arg(long)]
     pub verbose: bool,
 
+    /// Pin throughput processes: the writer to the first processor, the
+    /// readers to the next ones in turn (by default the scheduler places
+    /// them, and may put writer and reader on one processor).
+    #[arg(long)]
+    pub pin: bool,
+
     /// Only the throughput part (skips latency and floors' round trips).
     #[arg(long, hide = true)]
     pub only_throughput: bool,
@@ -172,6 +178,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         spin_ns: args.spin_us.map(|us| us.saturating_mul(1000)),
         wake_delay_ns: args.wake_delay_us.saturating_mul(1000),
         verbose: args.verbose,
+        pin: args.pin,
     };
     let (rounds, busy_rounds, floor_dur) = if args.smoke {
         (200, 2000, Duration::from_millis(20))

@@ -5,7 +5,7 @@
 use super::endpoint::Endpoint;
 use super::frames::{self, Kind};
 use super::proc::Worker;
-use super::worker::{latency_endpoint, pin, poke, BareWatch, Wait};
+use super::worker::{allowed_cpus, latency_endpoint, pin, poke, BareWatch, Wait};
 use anyhow::{bail, Result};
 use shmif::wire::MAX_FRAME_LEN;
 use std::ffi::OsString;
@@ -37,10 +37,7 @@ impl Placement {
 /// processor given as `theirs`, restoring the thread's affinity after.
 fn placed<T>(placement: Placement, f: impl FnOnce(Option<usize>) -> Result<T>) -> Result<T> {
     let saved = rustix::thread::sched_getaffinity(None)?;
-    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
-        .filter(|&c| saved.is_set(c))
-        .take(2)
-        .collect();
+    let cpus = allowed_cpus()?;
     let (mine, theirs) = match (placement, cpus.as_slice()) {
         (Placement::SameCpu, [a, ..]) => (*a, *a),
         (Placement::TwoCpus, [a, b, ..]) => (*a, *b),

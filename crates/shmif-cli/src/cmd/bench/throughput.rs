@@ -4,7 +4,7 @@
 //! the writer's pacing).
 
 use super::proc::Worker;
-use super::worker::Mode;
+use super::worker::{allowed_cpus, Mode};
 use anyhow::{bail, Result};
 use shmif::wire::FRAME_HEADER_LEN;
 use std::ffi::OsString;
@@ -33,6 +33,9 @@ pub struct Plan {
     pub wake_delay_ns: u64,
     /// Print every trial to standard error.
     pub verbose: bool,
+    /// Pin the writer to the first allowed processor and the readers to
+    /// the others in turn (the writer's too, once all have one).
+    pub pin: bool,
 }
 
 /// One trial's outcome.
@@ -118,6 +121,13 @@ pub fn measure(
     let bus = dir.join(format!("tp-{name}-{readers}-{frame_bytes}"));
     let _ = std::fs::remove_file(&bus);
     let mode_arg: OsString = name.into();
+    let cpus = if plan.pin {
+        allowed_cpus()?
+    } else {
+        Vec::new()
+    };
+    // Reader k on the (k+1)-th processor, round the list.
+    let cpu_of = |k: usize| (!cpus.is_empty()).then(|| cpus[k % cpus.len()]);
     let mut rs = Vec::new();
     for k in 0..readers {
         let mut args: Vec<OsString> = vec![
@@ -129,26 +139,30 @@ pub fn measure(
         if let (Mode::Fast, Some(ns)) = (mode, plan.spin_ns) {
             args.extend(["--spin-ns".into(), ns.to_string().into()]);
         }
+        if let Some(c) = cpu_of(k + 1) {
+            args.extend(["--cpu".into(), c.to_string().into()]);
+        }
         rs.push(Worker::spawn(&format!("reader {k}"), &args)?);
     }
-    let mut writer = Worker::spawn(
-        "writer",
-        &[
-            "writer".into(),
-            bus.clone().into(),
-            "--mode".into(),
-            mode_arg,
-            "--frame-bytes".into(),
-            frame_bytes.to_string().into(),
-            "--batch".into(),
-            (plan.batch_bytes / (frame_bytes + FRAME_HEADER_LEN))
-                .clamp(1, plan.batch)
-                .to_string()
-                .into(),
-            "--wake-delay-ns".into(),
-            plan.wake_delay_ns.to_string().into(),
-        ],
-    )?;
+    let mut writer_args: Vec<OsString> = vec![
+        "writer".into(),
+        bus.clone().into(),
+        "--mode".into(),
+        mode_arg,
+        "--frame-bytes".into(),
+        frame_bytes.to_string().into(),
+        "--batch".into(),
+        (plan.batch_bytes / (frame_bytes + FRAME_HEADER_LEN))
+            .clamp(1, plan.batch)
+            .to_string()
+            .into(),
+        "--wake-delay-ns".into(),
+        plan.wake_delay_ns.to_string().into(),
+    ];
+    if let Some(c) = cpu_of(0) {
+        writer_args.extend(["--cpu".into(), c.to_string().into()]);
+    }
+    let mut writer = Worker::spawn("writer", &writer_args)?;
     let mut next_trial = 1u32;
     let mut run = |offered: u64| -> Result<Trial> {
         let trial = next_trial;

@@ -60,6 +60,9 @@ enum Role {
         /// Deferral of wake-ups in ns (fast mode; `set_wake_delay`).
         #[arg(long, default_value_t = 0)]
         wake_delay_ns: u64,
+        /// Run on this processor only.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// Counts each trial's frames; prints `got TRIAL RECEIVED DUPS
     /// OVERRUNS OVERRUN_BYTES MAX_STALL_US` at each trial's end frame.
@@ -70,6 +73,9 @@ enum Role {
         /// Spin before sleeping, in ns (default: the library's).
         #[arg(long)]
         spin_ns: Option<u64>,
+        /// Run on this processor only.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// Sends every ping back as a pong.
     Echo {
@@ -89,6 +95,14 @@ enum Role {
         #[arg(long)]
         cpu: Option<usize>,
     },
+}
+
+/// The first processors this thread may run on, in order.
+pub fn allowed_cpus() -> Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .collect())
 }
 
 /// Restricts the calling thread (and the processes it starts from now on)
@@ -111,8 +125,20 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
             frame_bytes,
             batch,
             wake_delay_ns,
-        } => writer(&bus, mode, frame_bytes, batch.max(1), wake_delay_ns),
-        Role::Reader { bus, mode, spin_ns } => reader(&bus, mode, spin_ns),
+            cpu,
+        } => {
+            cpu.map(pin).transpose()?;
+            writer(&bus, mode, frame_bytes, batch.max(1), wake_delay_ns)
+        }
+        Role::Reader {
+            bus,
+            mode,
+            spin_ns,
+            cpu,
+        } => {
+            cpu.map(pin).transpose()?;
+            reader(&bus, mode, spin_ns)
+        }
         Role::Echo { bus, wait, cpu } => {
             cpu.map(pin).transpose()?;
             echo(&bus, wait)
