@@ -49,7 +49,8 @@ pub fn write_svg(path: &Path, series: &[Series], quick: bool) -> Result<()> {
     if hi <= 0.0 {
         return Err(anyhow!("nothing to plot"));
     }
-    let (lo, hi) = (lo / 1.5, hi * 1.5);
+    // Room above the highest line for the legend.
+    let (lo, hi) = (lo / 1.5, hi * 8.0);
     let root = SVGBackend::new(path, (860, 540)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("plot: {e:?}");
     root.fill(&WHITE).map_err(e)?;
@@ -96,7 +97,7 @@ pub fn write_svg(path: &Path, series: &[Series], quick: bool) -> Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::MiddleRight)
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
