@@ -28,6 +28,8 @@ pub enum Kind {
     Ping,
     /// The echo of a `Ping`, with the same `seq`.
     Pong,
+    /// Traffic before a trial's measured frames, not counted.
+    Warm,
 }
 
 impl Kind {
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Quit => 3,
             Kind::Ping => 4,
             Kind::Pong => 5,
+            Kind::Warm => 6,
         }
     }
     fn from_code(c: u8) -> Option<Kind> {
@@ -47,6 +50,7 @@ impl Kind {
             3 => Kind::Quit,
             4 => Kind::Ping,
             5 => Kind::Pong,
+            6 => Kind::Warm,
             _ => return None,
         })
     }

@@ -216,6 +216,14 @@ fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64
             ["run", trial, rate, dur, pause] => {
                 let (trial, rate, dur, pause): (u32, u64, u64, u64) =
                     (trial.parse()?, rate.parse()?, dur.parse()?, pause.parse()?);
+                // Traffic at the trial's rate first, not counted: readers
+                // (and their processors, which a virtual machine may have
+                // halted while the bus was quiet) are awake and in step
+                // when the measured frames start.
+                for f in &mut frames {
+                    frames::set(f, Kind::Warm, trial, 0);
+                }
+                send_trial(&mut *ep, &mut frames, rate, WARM_NS)?;
                 for f in &mut frames {
                     frames::set(f, Kind::Data, trial, 0);
                 }
@@ -239,6 +247,9 @@ fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64
     }
     Ok(())
 }
+
+/// How long each trial is preceded by uncounted traffic at its rate.
+const WARM_NS: u64 = 10_000_000;
 
 /// How much traffic a paced writer sends at once: it sleeps until this
 /// much (at most a full batch) is due, then sends it as one batch, like a
