@@ -37,14 +37,16 @@ use worker::{Mode, Wait};
 /// under 0.1 % (RFC 2544; a rate that fails gets a second trial, since on a
 /// shared machine other processes stall readers at random); the table
 /// gives that rate (frames/s and Gbit/s delivered per reader) and the
-/// unpaced rate and loss beside it. A paced writer sleeps between bursts of
-/// 50 µs of traffic, each sent as batches (--batch, --batch-bytes).
+/// unpaced rate and loss beside it. Each trial starts with 10 ms of
+/// uncounted traffic; a paced writer sleeps between bursts of 50 µs of
+/// traffic, each sent as batches (--batch, --batch-bytes).
 ///
 /// Latency: ping-pong of one 60-byte frame between two processes, p50 and
 /// p99, waiting by sleeping on the wake-up at once (blocking, the
 /// library's default), spinning 50 µs (yielding) before sleeping,
-/// busy-polling (with wake-ups deferred by up to 1 ms), and as NetBSD does
-/// (baseline).
+/// busy-polling (with wake-ups deferred by up to 1 ms; two processors
+/// only), and as NetBSD does (baseline); both processes pinned to one
+/// processor, then to two, each against the floor measured the same way.
 ///
 /// Floors: frames through a 1 MiB ring in one process (the ring code on a
 /// plain buffer, and bare memcpy), the bare pwrite + inotify round trip
@@ -98,8 +100,8 @@ pub struct Args {
     pub batch: usize,
 
     /// Most ring bytes (frames and their 24-byte headers) per send_batch
-    /// call of the fast writer: about 31 frames of 1514 bytes, 91 of 512,
-    /// the full 128 of 60 [default: 48 KiB].
+    /// call of the fast writer: 48 KiB is about 31 frames of 1514 bytes, 91
+    /// of 512, the full 128 of 60.
     #[arg(long, value_name = "BYTES", default_value_t = 48 * 1024)]
     pub batch_bytes: usize,
 
