@@ -162,6 +162,15 @@ struct Link {
 }
 
 impl Link {
+    /// If a wake-up event said the bus file's metadata changed, checks that
+    /// the path still names this bus ([`Error::BusGone`] otherwise).
+    fn check_if_metadata_changed(&self) -> Result<(), Error> {
+        if self.waiter.take_metadata_changed() {
+            self.bus.check_identity()?;
+        }
+        Ok(())
+    }
+
     /// Writes a deferred wake-up, if one is pending.
     fn flush_wake(&self) -> Result<(), Error> {
         if self.wake_pending.swap(false, Ordering::AcqRel) {
@@ -499,10 +508,7 @@ impl Interface {
         l.waiter
             .drain()
             .map_err(|e| Error::io(l.bus.path(), "cannot read wake-up events", e))?;
-        if l.waiter.take_metadata_changed() {
-            l.bus.check_identity()?;
-        }
-        Ok(())
+        l.check_if_metadata_changed()
     }
 
     fn active_link(&self) -> Result<Arc<Link>, Error> {
@@ -789,13 +795,12 @@ impl Interface {
 
     /// Receives the next frame without blocking; `None` if nothing waits.
     pub fn try_recv(&self) -> Result<Option<Frame>, Error> {
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        Ok(self.try_recv_into(&mut buf)?.map(|r| Frame {
-            data: buf[..r.len].to_vec(),
+        self.try_recv_with(|data, r| Frame {
+            data: data.to_vec(),
             sec: r.sec,
             usec: r.usec,
             sender: r.sender,
-        }))
+        })
     }
 
     /// Blocks until a frame arrives or `timeout` passes (`None` then).
@@ -904,9 +909,7 @@ impl Interface {
         if !self.is_up() {
             return Err(Error::Down);
         }
-        if link.waiter.take_metadata_changed() {
-            link.bus.check_identity()?;
-        }
+        link.check_if_metadata_changed()?;
         Ok(seen)
     }
 }
