@@ -6,7 +6,11 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+#[allow(dead_code)] // parts are for the vde, qemu, vxlan and bridge adapters to come
+mod bridge;
+mod cli;
 mod cmd;
+mod net;
 mod summary;
 
 /// Work with NetBSD shmif buses: shared-memory Ethernet segments in a 1 MiB

@@ -8,11 +8,10 @@
 //! (`tcpdump -r -`, `wireshark -k -i -`) sees each frame as soon as it is
 //! captured. On the way out it reports to standard error how many frames it
 //! captured and what overruns cost.
-//!
-//! The signal plumbing here ([`StopSignals`]) is shared with `shmif tap`.
 
-use super::dump::lib_error;
-use super::pcap::{self, SNAPLEN};
+use crate::cli::error::lib_error;
+use crate::cli::pcap::{self, SNAPLEN};
+use crate::cli::signal::{poll_fds, StopSignal};
 use anyhow::{anyhow, Context as _};
 use pcap_file::pcap::PcapWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
@@ -22,15 +21,14 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags};
 use shmif::wire::MAX_FRAME_LEN;
 use shmif::Received;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::{self, BufWriter, Read as _, Write};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -99,7 +97,7 @@ pub struct Args {
 
     /// How the bus file is opened or created.
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
+    pub bus_opts: crate::cli::bus_opts::BusOpts,
 }
 
 /// Where a frame's recorded time comes from.
@@ -110,73 +108,6 @@ pub enum Timestamps {
     Sender,
     /// The time this command read the frame off the bus (wall clock).
     Capture,
-}
-
-/// SIGINT and SIGTERM, turned into a descriptor that polls readable (a
-/// self-pipe), so that one poll(2) waits for frames and signals alike.
-pub(crate) struct StopSignals {
-    read: UnixStream,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl StopSignals {
-    /// Catches SIGINT and SIGTERM from now on (they no longer kill the
-    /// process; [`StopSignals::caught`] tells).
-    pub(crate) fn new() -> io::Result<Self> {
-        let (read, write) = UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        let mut ids = Vec::new();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            ids.push(signal_hook::low_level::pipe::register(
-                sig,
-                write.try_clone()?,
-            )?);
-        }
-        Ok(StopSignals { read, ids })
-    }
-
-    /// The descriptor to poll for readability.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
-    }
-
-    /// Whether a signal arrived (consumes the notification).
-    pub(crate) fn caught(&self) -> bool {
-        let mut buf = [0u8; 16];
-        let mut any = false;
-        loop {
-            match (&self.read).read(&mut buf) {
-                Ok(0) => return any,
-                Ok(_) => any = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return any,
-            }
-        }
-    }
-}
-
-impl Drop for StopSignals {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
-        }
-    }
-}
-
-/// Waits until one of `fds` is ready or `timeout` passes (`None`: no
-/// limit), retrying on EINTR.
-pub(crate) fn poll_fds(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
-    let ts = timeout.map(|d| Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: i64::from(d.subsec_nanos()),
-    });
-    loop {
-        match poll(fds, ts.as_ref()) {
-            Ok(n) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// A buffered output shared between a pcap writer (which owns one handle)
@@ -294,7 +225,7 @@ enum End {
 
 /// Runs `shmif capture`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let signals = StopSignals::new().context("cannot catch SIGINT/SIGTERM")?;
+    let signals = StopSignal::install()?;
     let iface = args.bus_opts.attach(&args.bus, None).map_err(lib_error)?;
     iface.set_promiscuous(true);
 
@@ -366,7 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(write_error(e)),
         }
 
-        let mut fds = vec![PollFd::new(&signals.read, PollFlags::IN)];
+        let mut fds = vec![PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN)];
         if let Some(w) = &wake {
             fds.push(PollFd::new(w, PollFlags::IN));
         }
@@ -384,7 +315,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .last()
                 .is_some_and(|f| f.revents().intersects(PollFlags::ERR | PollFlags::HUP));
         drop(fds);
-        if signals.caught() {
+        if signals.stopped() {
             break End::Signal;
         }
         if out_gone {
@@ -420,20 +351,4 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.malformed,
     );
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_poll_readable_when_caught() {
-        let s = StopSignals::new().unwrap();
-        assert!(!s.caught());
-        signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
-        let mut fds = [PollFd::from_borrowed_fd(s.fd(), PollFlags::IN)];
-        assert_eq!(poll_fds(&mut fds, Some(Duration::from_secs(5))).unwrap(), 1);
-        assert!(s.caught());
-        assert!(!s.caught());
-    }
 }

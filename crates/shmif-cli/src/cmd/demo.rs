@@ -1,6 +1,6 @@
 //! `shmif demo`: two TCP/IP hosts on a fresh bus, end to end, in seconds.
 
-use super::net;
+use crate::cli::output;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -387,7 +387,7 @@ fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Res
     let bus = place.bus.to_string_lossy().into_owned();
     println!("shmif demo: bus {}", place.bus.display());
     let mb = format!("{}", args.megabytes);
-    let total = (args.megabytes * net::MIB).round() as u64;
+    let total = (args.megabytes * output::MIB).round() as u64;
 
     // 1. Host A, the server.
     let a_args = strings(&[

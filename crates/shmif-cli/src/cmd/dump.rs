@@ -6,7 +6,8 @@
 //! as a classic pcap file byte-identical to the one `shmif_dumpbus` writes
 //! through libpcap.
 
-use super::pcap;
+use crate::cli::error::lib_error;
+use crate::cli::pcap;
 use anyhow::{anyhow, Context as _};
 use pcap_file::pcap::PcapWriter;
 use shmif::dump::{Dump, DumpError};
@@ -123,23 +124,6 @@ impl Pcap {
             .flush()
             .map_err(|source| WriteError { what, source })
     }
-}
-
-/// Turns a library error into one message: the error and every cause it
-/// does not already spell out (the library's messages include their OS
-/// error, which a plain `anyhow` chain would print twice).
-pub(crate) fn lib_error(e: shmif::Error) -> anyhow::Error {
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    anyhow!(msg)
 }
 
 /// Whether the first bytes of a file look like text (for a clearer error).

@@ -1,8 +1,10 @@
 //! `shmif host`: a userspace TCP/IP host on a bus.
 
-use super::net::{self, Activity, Stack, Step, StopSignal};
-use super::ping::{self, PingOptions, Pinger};
+use super::ping::{PingOptions, Pinger};
 use super::tcp_send::{self, TcpSendOptions, TcpSender};
+use crate::cli::signal::StopSignal;
+use crate::cli::{output, parse};
+use crate::net::{self, Activity, Stack, Step};
 use anyhow::{Context, Result};
 use clap::{Arg, ArgAction, ArgMatches, FromArgMatches};
 use smoltcp::iface::SocketHandle;
@@ -66,7 +68,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub backlog: u16,
     /// Size of each TCP socket's send and receive buffer, in KiB.
-    #[arg(long, default_value_t = net::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
+    #[arg(long, default_value_t = net::stack::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
     pub tcp_buffer: usize,
     /// What to do once up, in command-line order.
     #[command(flatten)]
@@ -76,14 +78,14 @@ pub struct Args {
     pub ping_count: u64,
     /// Seconds between a --ping's requests; 0 sends each as soon as the
     /// previous reply is in (or has timed out).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", help_heading = ACTIONS, value_parser = ping::parse_secs)]
-    pub ping_interval: f64,
+    #[arg(long, default_value = "1", value_name = "SECONDS", help_heading = ACTIONS, value_parser = parse::seconds_to_an_hour)]
+    pub ping_interval: Duration,
     /// Bytes of data in each echo request (after the 8-byte ICMP header).
     #[arg(long, default_value_t = 56, value_name = "SIZE", help_heading = ACTIONS)]
     pub ping_size: usize,
     /// Seconds to wait for each echo reply.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS", help_heading = ACTIONS, value_parser = ping::parse_secs)]
-    pub ping_timeout: f64,
+    #[arg(long, default_value = "2", value_name = "SECONDS", help_heading = ACTIONS, value_parser = parse::seconds_to_an_hour)]
+    pub ping_timeout: Duration,
     /// Print only each --ping's summary, not a line per reply.
     #[arg(long, help_heading = ACTIONS)]
     pub ping_quiet: bool,
@@ -92,8 +94,8 @@ pub struct Args {
     #[arg(short = 'm', long, default_value_t = 10.0, value_name = "N", help_heading = ACTIONS, value_parser = tcp_send::parse_megabytes, allow_negative_numbers = true)]
     pub megabytes: f64,
     /// Give a transfer up after this many seconds without progress.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS", help_heading = ACTIONS, value_parser = ping::parse_secs)]
-    pub tcp_timeout: f64,
+    #[arg(long, default_value = "10", value_name = "SECONDS", help_heading = ACTIONS, value_parser = parse::seconds_to_an_hour)]
+    pub tcp_timeout: Duration,
     /// Detach and exit once the actions are done: 0 if all succeeded, 1
     /// otherwise.
     #[arg(long, help_heading = ACTIONS)]
@@ -209,9 +211,9 @@ impl Args {
         PingOptions {
             dest,
             count: Some(self.ping_count),
-            interval: Duration::from_secs_f64(self.ping_interval),
+            interval: self.ping_interval,
             size: self.ping_size,
-            timeout: Duration::from_secs_f64(self.ping_timeout),
+            timeout: self.ping_timeout,
             quiet: self.ping_quiet,
         }
     }
@@ -222,7 +224,7 @@ impl Args {
             megabytes: self.megabytes,
             expect_echo: echo,
             tcp_buffer: self.tcp_buffer,
-            timeout: Duration::from_secs_f64(self.tcp_timeout.max(0.001)),
+            timeout: self.tcp_timeout.max(Duration::from_millis(1)),
         }
     }
 
@@ -366,7 +368,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let addrs = args.stack.addresses()?;
     args.check_actions(&addrs)?;
     let mut stack = args.stack.attach(&addrs)?;
-    let stop = StopSignal::install(&stack.shmif)?;
+    let stop = StopSignal::install()?;
+    stop.take_down_on_stop(&stack.shmif)?;
 
     let mut slots = Vec::new();
     for (service, ports) in [
@@ -378,7 +381,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 anyhow::bail!("--tcp-{}: port 0 cannot be served", name(service));
             }
             for _ in 0..args.backlog {
-                let mut s = net::tcp_socket(args.tcp_buffer);
+                let mut s = net::stack::tcp_socket(args.tcp_buffer);
                 // A peer that vanishes (killed, no RST) is noticed, and its
                 // connection reported and freed, within about half a minute.
                 s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(5)));
@@ -424,7 +427,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         format!("; serving {}", services.join(", "))
     };
-    net::say(&format!(
+    output::say(&format!(
         "host {} ({}) up on {}{serving}",
         stack.addresses_text(),
         stack.mac(),
@@ -458,7 +461,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             Step::Done => {
                 if !plan.reported && !plan.actions.is_empty() {
                     plan.reported = true;
-                    net::say(&format!(
+                    output::say(&format!(
                         "host {}: actions done: {} of {} succeeded",
                         stack.addresses_text(),
                         plan.succeeded,
@@ -478,9 +481,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
         let max = until.map(|u| u.saturating_duration_since(Instant::now()));
         if max != Some(Duration::ZERO) && !stack.wait(max)? {
-            plan.interrupt(net::down_reason(&stop), &mut stack);
+            plan.interrupt(net::activity::down_reason(&stop), &mut stack);
             if !plan.reported && !plan.actions.is_empty() {
-                net::say(&format!(
+                output::say(&format!(
                     "host {}: actions interrupted: {} of {} succeeded",
                     stack.addresses_text(),
                     plan.succeeded,
@@ -500,7 +503,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         "interface down"
     };
-    net::say(&format!(
+    output::say(&format!(
         "host {}: stopping ({why}); {} frames sent, {} received, {} overruns; detached from {}",
         stack.addresses_text(),
         c.tx_frames,
@@ -533,7 +536,7 @@ fn serve_tcp(stack: &mut Stack, slot: &mut TcpSlot, scratch: &mut [u8]) -> bool 
     }
     match slot.service {
         Service::Sink => {
-            moved |= net::recv_pattern(s, &mut conn.bytes, &mut conn.mismatch);
+            moved |= net::pattern::recv_pattern(s, &mut conn.bytes, &mut conn.mismatch);
         }
         Service::Echo => {
             while s.can_recv() && s.can_send() {
@@ -588,7 +591,7 @@ fn report(service: Service, port: u16, conn: &Conn, overruns: u64) {
         .peer
         .map(|p| p.to_string())
         .unwrap_or_else(|| "?".into());
-    let rate = net::mib_per_sec(conn.bytes, secs);
+    let rate = output::mib_per_sec(conn.bytes, secs);
     let line = match service {
         Service::Sink => {
             let verdict = match (conn.mismatch, conn.peer_closed) {
@@ -611,7 +614,7 @@ fn report(service: Service, port: u16, conn: &Conn, overruns: u64) {
             }
         ),
     };
-    net::say(&line);
+    output::say(&line);
 }
 
 /// Echoes waiting UDP datagrams; returns whether it echoed any.

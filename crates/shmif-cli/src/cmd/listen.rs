@@ -5,8 +5,8 @@
 //! sender's timestamp and a decoded summary, and on the way out prints the
 //! interface's counters to standard error.
 
-use super::dump::lib_error;
-use super::net::StopSignal;
+use crate::cli::error::lib_error;
+use crate::cli::signal::StopSignal;
 use shmif::Error;
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -40,7 +40,7 @@ pub struct Args {
     pub bus: PathBuf,
 
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
+    pub bus_opts: crate::cli::bus_opts::BusOpts,
 
     /// Stop after receiving N frames.
     #[arg(short = 'c', long, value_name = "N",
@@ -53,7 +53,7 @@ pub struct Args {
     pub promisc: bool,
 
     /// Give up after SECS seconds (fractions allowed, e.g. 0.5).
-    #[arg(long, value_name = "SECS", value_parser = super::bus_opts::parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::parse::seconds)]
     pub timeout: Option<Duration>,
 }
 
@@ -75,7 +75,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     iface.set_promiscuous(args.promisc);
 
     // Ctrl-C takes the interface down, which wakes a blocked receive.
-    let stop = StopSignal::install(&iface)?;
+    let stop = StopSignal::install()?;
+    stop.take_down_on_stop(&iface)?;
 
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut out = io::stdout().lock();

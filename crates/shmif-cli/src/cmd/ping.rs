@@ -1,6 +1,8 @@
 //! `shmif ping`: ICMP echo over a bus, from a userspace TCP/IP stack.
 
-use super::net::{self, Activity, Stack, Step, StopSignal};
+use crate::cli::signal::StopSignal;
+use crate::cli::{output, parse};
+use crate::net::{self, Activity, Stack, Step};
 use anyhow::{Context, Result};
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::ChecksumCapabilities;
@@ -37,25 +39,17 @@ pub struct Args {
     pub count: Option<u64>,
     /// Seconds between requests; 0 sends each request as soon as the
     /// previous reply is in (or has timed out).
-    #[arg(short = 'i', long, default_value_t = 1.0, value_name = "SECONDS", value_parser = parse_secs)]
-    pub interval: f64,
+    #[arg(short = 'i', long, default_value = "1", value_name = "SECONDS", value_parser = parse::seconds_to_an_hour)]
+    pub interval: Duration,
     /// Bytes of data in each request (after the 8-byte ICMP header).
     #[arg(short = 's', long, default_value_t = 56, value_name = "SIZE")]
     pub size: usize,
     /// Seconds to wait for each reply.
-    #[arg(short = 'W', long, default_value_t = 2.0, value_name = "TIMEOUT", value_parser = parse_secs)]
-    pub timeout: f64,
+    #[arg(short = 'W', long, default_value = "2", value_name = "TIMEOUT", value_parser = parse::seconds_to_an_hour)]
+    pub timeout: Duration,
     /// Print only the summary.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-}
-
-/// Parses a number of seconds from 0 to 3600 (`--interval`, `--timeout`).
-pub fn parse_secs(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
-        _ => Err(format!("`{s}` is not a number of seconds from 0 to 3600")),
-    }
 }
 
 /// Bytes of IP and ICMP header around the data, per family.
@@ -83,15 +77,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let opts = PingOptions {
         dest: args.dest,
         count: args.count,
-        interval: Duration::from_secs_f64(args.interval),
+        interval: args.interval,
         size: args.size,
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout: args.timeout,
         quiet: args.quiet,
     };
     let addrs = args.stack.addresses()?;
     opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
     let mut stack = args.stack.attach(&addrs)?;
-    let stop = StopSignal::install(&stack.shmif)?;
+    let stop = StopSignal::install()?;
+    stop.take_down_on_stop(&stack.shmif)?;
     let mut pinger = Pinger::start(&mut stack, opts, &args.stack.bus)?;
     Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {
         ExitCode::SUCCESS
@@ -132,7 +127,7 @@ impl PingOptions {
                 if self.dest.is_ipv4() { "IPv4" } else { "IPv6" }
             );
         }
-        net::check_family(what, self.dest, addrs)
+        net::args::check_family(what, self.dest, addrs)
     }
 }
 
@@ -192,7 +187,7 @@ impl Pinger {
             return Err(e).context("cannot open an ICMP socket");
         }
         if !opts.quiet {
-            net::say(&format!(
+            output::say(&format!(
                 "PING {dest} from {src} ({}) on {}: {} data bytes",
                 stack.mac(),
                 bus.display(),
@@ -295,7 +290,7 @@ impl Pinger {
             }
             self.rtts.push(rtt);
             if !self.opts.quiet {
-                net::say(&format!(
+                output::say(&format!(
                     "{} bytes from {from}: icmp_seq={seq} time={:.3} ms{}",
                     reply_data.len() + 8,
                     rtt.as_secs_f64() * 1e3,
@@ -443,8 +438,8 @@ impl Activity for Pinger {
         } else {
             0.0
         };
-        net::say(&format!("--- {dest} ping statistics ---"));
-        net::say(&format!(
+        output::say(&format!("--- {dest} ping statistics ---"));
+        output::say(&format!(
             "{sent} packets transmitted, {received} received, {loss:.0}% packet loss, time {:.3} s{}",
             self.started.elapsed().as_secs_f64(),
             if self.corrupt > 0 {
@@ -461,7 +456,7 @@ impl Activity for Pinger {
             let mut sorted = rtts.clone();
             sorted.sort();
             let median = sorted[sorted.len() / 2];
-            net::say(&format!(
+            output::say(&format!(
                 "rtt min/avg/median/max = {:.3}/{:.3}/{:.3}/{:.3} ms",
                 ms(min),
                 ms(avg),

@@ -4,7 +4,7 @@
 //! the arguments (destination, source, EtherType, payload) and sends it one
 //! or more times. Every argument is checked before the bus is touched.
 
-use super::dump::lib_error;
+use crate::cli::error::lib_error;
 use anyhow::{anyhow, Context as _};
 use shmif::wire::{MAX_FRAME_LEN, MIN_FRAME_LEN};
 use shmif::MacAddr;
@@ -31,7 +31,7 @@ pub struct Args {
     pub bus: PathBuf,
 
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
+    pub bus_opts: crate::cli::bus_opts::BusOpts,
 
     /// Destination MAC address, e.g. ff:ff:ff:ff:ff:ff for broadcast.
     #[arg(long, value_name = "MAC")]

@@ -5,8 +5,10 @@
 //! promiscuous interface with the TAP's MAC address, and copies frames both
 //! ways: what the kernel sends goes onto the bus (several frames ready at
 //! once go as one batch, under one lock and one wake-up), and every frame
-//! other peers put on the bus goes to the kernel. One thread waits on the
-//! TAP, the bus's wake-up descriptor and the signals with one poll(2).
+//! other peers put on the bus goes to the kernel. The TAP and the bus are
+//! the two ports of a [`crate::bridge::Engine`], which owns the loop, the
+//! batching, the size policy and the counters; this module only opens the
+//! TAP and reads and writes it.
 //!
 //! The TAP is created without a packet-information header and with the
 //! kernel's offloads switched off (so it never hands over a frame larger
@@ -74,7 +76,7 @@ pub struct Args {
 
     /// How the bus file is opened or created.
     #[command(flatten)]
-    pub bus_opts: super::bus_opts::BusOpts,
+    pub bus_opts: crate::cli::bus_opts::BusOpts,
 }
 
 /// Runs `shmif tap`.
@@ -94,18 +96,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
 #[cfg(target_os = "linux")]
 mod linux {
     use super::Args;
-    use crate::cmd::capture::{poll_fds, StopSignals};
-    use crate::cmd::dump::lib_error;
+    use crate::bridge::bus_port::BusPort;
+    use crate::bridge::{read_ready, Ctx, End, Engine, Forwarding, Port, Service};
+    use crate::cli::error::lib_error;
+    use crate::cli::signal::StopSignal;
     use anyhow::{anyhow, Context as _, Result};
-    use rustix::event::{PollFd, PollFlags};
+    use rustix::event::PollFlags;
     use rustix::io::Errno;
-    use shmif::wire::{MAX_FRAME_LEN, MIN_FRAME_LEN};
+    use shmif::wire::MAX_FRAME_LEN;
     use shmif::{Interface, MacAddr};
+    use std::cell::Cell;
     use std::fs::File;
     use std::io::{self, Write as _};
+    use std::os::fd::{AsFd, BorrowedFd};
     use std::path::{Path, PathBuf};
     use std::process::ExitCode;
-    use std::time::Duration;
+    use std::rc::Rc;
     use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
     /// The MTU a created TAP gets: 1500 bytes of payload, so 1514-byte
@@ -113,31 +119,64 @@ mod linux {
     const MTU: u16 = 1500;
     /// Longest interface name, without the terminating NUL (IFNAMSIZ - 1).
     const IFNAMSIZ_MAX: usize = 15;
-    /// Frames read from the TAP and sent to the bus as one batch, at most.
-    const TAP_BATCH: usize = 64;
-    /// Frames moved from the bus to the TAP before looking at the TAP again.
-    const BUS_BUDGET: usize = 256;
     /// Room for one read from the TAP: more than any frame the kernel can
     /// hand over, so that an oversized frame is seen whole and counted.
     const READ_ROOM: usize = 65_536;
-
-    /// What the bridge has done, for the report.
-    #[derive(Debug, Default)]
-    struct Stats {
-        to_bus_frames: u64,
-        to_bus_bytes: u64,
-        to_kernel_frames: u64,
-        to_kernel_bytes: u64,
-        oversized: u64,
-        runts: u64,
-        tap_write_errors: u64,
-    }
 
     /// The TAP, and what this command did to get it.
     struct Tap {
         dev: SyncDevice,
         name: String,
         created: bool,
+    }
+
+    /// The TAP as a port of the engine.
+    struct TapPort {
+        tap: Rc<Tap>,
+        /// Frames the kernel refused (shared with the report).
+        refused: Rc<Cell<u64>>,
+    }
+
+    impl Port for TapPort {
+        fn name(&self) -> String {
+            format!("TAP {}", self.tap.name)
+        }
+
+        fn fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
+            vec![(self.tap.dev.as_fd(), PollFlags::IN)]
+        }
+
+        fn max_frame(&self) -> usize {
+            READ_ROOM
+        }
+
+        fn service(&mut self, ctx: &mut Ctx<'_>) -> Result<Service> {
+            let dev = &self.tap.dev;
+            read_ready(ctx, READ_ROOM, |room| dev.recv(room).map(Some)).map_err(|e| {
+                anyhow!(
+                    "TAP {}: cannot read from it: {e} (was it deleted?)",
+                    self.tap.name
+                )
+            })
+        }
+
+        fn send_batch(&mut self, frames: &[&[u8]]) -> Result<()> {
+            for f in frames {
+                if let Err(e) = self.tap.dev.send(f) {
+                    // The kernel refused one frame (the TAP was taken
+                    // down, or memory is short): it is lost, as on a wire.
+                    if self.refused.get() == 0 {
+                        eprintln!(
+                            "shmif: warning: TAP {}: the kernel refused a frame from the bus: \
+                             {e} (further refusals are only counted)",
+                            self.tap.name
+                        );
+                    }
+                    self.refused.set(self.refused.get() + 1);
+                }
+            }
+            Ok(())
+        }
     }
 
     /// The one-line message for a failure to open or create the TAP.
@@ -302,90 +341,8 @@ mod linux {
         })
     }
 
-    /// Moves frames from the bus to the kernel, at most [`BUS_BUDGET`];
-    /// returns whether the budget ran out (more may be waiting).
-    fn bus_to_kernel(iface: &Interface, tap: &Tap, stats: &mut Stats) -> Result<bool> {
-        let mut buf = [0u8; MAX_FRAME_LEN];
-        for _ in 0..BUS_BUDGET {
-            let Some(r) = iface.try_recv_into(&mut buf).map_err(lib_error)? else {
-                return Ok(false);
-            };
-            match tap.dev.send(&buf[..r.len]) {
-                Ok(_) => {
-                    stats.to_kernel_frames += 1;
-                    stats.to_kernel_bytes += r.len as u64;
-                }
-                Err(e) => {
-                    // The kernel refused one frame (the TAP was taken down,
-                    // or memory is short): it is lost, as on a wire.
-                    if stats.tap_write_errors == 0 {
-                        eprintln!(
-                            "shmif: warning: TAP {}: the kernel refused a frame from the bus: \
-                             {e} (further refusals are only counted)",
-                            tap.name
-                        );
-                    }
-                    stats.tap_write_errors += 1;
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    /// Reads the frames the kernel has ready (at most [`TAP_BATCH`]) and
-    /// sends them to the bus as one batch; returns whether the batch was
-    /// full (more may be waiting).
-    fn kernel_to_bus(
-        iface: &Interface,
-        tap: &Tap,
-        room: &mut [u8],
-        stats: &mut Stats,
-    ) -> Result<bool> {
-        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(TAP_BATCH);
-        let mut at = 0;
-        let full = loop {
-            if spans.len() == TAP_BATCH {
-                break true;
-            }
-            let n = match tap.dev.recv(&mut room[at..at + READ_ROOM]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(anyhow!(
-                        "TAP {}: cannot read from it: {e} (was it deleted?)",
-                        tap.name
-                    ))
-                }
-            };
-            if n > MAX_FRAME_LEN {
-                if stats.oversized == 0 {
-                    eprintln!(
-                        "shmif: warning: TAP {}: dropped a {n}-byte frame from the kernel: a bus \
-                         carries at most {MAX_FRAME_LEN} (set the MTU to {MTU}; further drops \
-                         are only counted)",
-                        tap.name
-                    );
-                }
-                stats.oversized += 1;
-            } else if n < MIN_FRAME_LEN {
-                stats.runts += 1;
-            } else {
-                spans.push((at, n));
-                at += n;
-            }
-        };
-        if !spans.is_empty() {
-            let frames = spans.iter().map(|&(s, n)| &room[s..s + n]);
-            iface.send_batch(frames).map_err(lib_error)?;
-            stats.to_bus_frames += spans.len() as u64;
-            stats.to_bus_bytes += spans.iter().map(|&(_, n)| n as u64).sum::<u64>();
-        }
-        Ok(full)
-    }
-
     pub(super) fn run(args: Args) -> Result<ExitCode> {
-        let signals = StopSignals::new().context("cannot catch SIGINT/SIGTERM")?;
+        let stop = StopSignal::install()?;
         if let Some(ns) = &args.netns {
             enter_netns(ns)?;
         }
@@ -395,7 +352,7 @@ mod linux {
             .with_open_options(args.bus_opts.open_options())
             .set_link(&args.bus)
             .map_err(lib_error)?;
-        let tap = open_tap(args.tap.as_deref())?;
+        let tap = Rc::new(open_tap(args.tap.as_deref())?);
         let mac = tap
             .dev
             .mac_address()
@@ -404,11 +361,8 @@ mod linux {
             .bus_opts
             .attach(&args.bus, Some(MacAddr(mac)))
             .map_err(lib_error)?;
-        iface.set_promiscuous(true);
-        let wake = iface
-            .wakeup_fd()
-            .map_err(lib_error)?
-            .ok_or_else(|| anyhow!("{}: no wake-up descriptor to poll", args.bus.display()))?;
+        let bus = BusPort::new(iface, &args.bus)?;
+        let refused = Rc::new(Cell::new(0));
 
         let ns = args
             .netns
@@ -424,41 +378,27 @@ mod linux {
         );
         let _ = io::stdout().flush();
 
-        let mut stats = Stats::default();
-        let mut room = vec![0u8; TAP_BATCH * MAX_FRAME_LEN + READ_ROOM];
-        let (mut bus_pending, mut tap_pending) = (false, false);
-        loop {
-            let busy = bus_pending || tap_pending;
-            let mut fds = [
-                PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN),
-                PollFd::new(&tap.dev, PollFlags::IN),
-                PollFd::new(&wake, PollFlags::IN),
-            ];
-            // Work left over from the last round: look without waiting.
-            poll_fds(&mut fds, busy.then_some(Duration::ZERO)).context("poll")?;
-            let ready = |f: &PollFd<'_>| !f.revents().is_empty();
-            let (sig, tap_ready, bus_ready) = (ready(&fds[0]), ready(&fds[1]), ready(&fds[2]));
-            if sig && signals.caught() {
-                break;
-            }
-            if bus_ready || bus_pending {
-                // Consume the wake-ups (and check the bus file is still the
-                // one mapped) before reading the ring: a frame written after
-                // this raises a new event.
-                iface
-                    .wait_for_wakeup(Some(Duration::ZERO))
-                    .map_err(lib_error)?;
-                bus_pending = bus_to_kernel(&iface, &tap, &mut stats)?;
-            }
-            if tap_ready || tap_pending {
-                tap_pending = kernel_to_bus(&iface, &tap, &mut room, &mut stats)?;
-            }
-        }
-
-        let c = iface.counters();
-        let Tap { dev, name, created } = tap;
+        let mut engine = Engine::new(Forwarding::Hub);
+        engine.set_verbose_ports(false);
+        let bus_slot = engine.add_essential(Box::new(bus));
+        let tap_slot = engine.add_essential(Box::new(TapPort {
+            tap: tap.clone(),
+            refused: refused.clone(),
+        }));
+        // A failing port (the bus gone, the TAP deleted) ends the bridge
+        // with its error.
+        let end = engine.run(&stop)?;
+        let bus_counters = engine.counters(bus_slot).unwrap_or_default();
+        let tap_counters = engine.counters(tap_slot).unwrap_or_default();
+        let lib = engine
+            .take_port(bus_slot)
+            .map(|p| p.report())
+            .unwrap_or_default();
+        drop(engine);
+        let Ok(Tap { dev, name, created }) = Rc::try_unwrap(tap) else {
+            return Err(anyhow!("TAP still in use"));
+        };
         drop(dev);
-        drop(iface);
         let removed = if created {
             format!("; TAP {name} removed")
         } else {
@@ -467,19 +407,19 @@ mod linux {
         eprintln!(
             "shmif: tap {name} <-> {}: kernel to bus {} frames ({} bytes), bus to kernel {} \
              frames ({} bytes); dropped: {} over {MAX_FRAME_LEN} bytes, {} runts, {} refused by \
-             the kernel; bus overruns {} ({} bytes lost), malformed {}{removed}",
+             the kernel; {lib}{removed}",
             args.bus.display(),
-            stats.to_bus_frames,
-            stats.to_bus_bytes,
-            stats.to_kernel_frames,
-            stats.to_kernel_bytes,
-            stats.oversized,
-            stats.runts,
-            stats.tap_write_errors,
-            c.overruns,
-            c.overrun_bytes,
-            c.malformed,
+            bus_counters.out_frames,
+            bus_counters.out_bytes,
+            tap_counters.out_frames,
+            tap_counters.out_bytes,
+            tap_counters.oversized,
+            tap_counters.runts,
+            refused.get(),
         );
-        Ok(ExitCode::SUCCESS)
+        Ok(match end {
+            End::Signal => ExitCode::SUCCESS,
+            End::EssentialClosed => ExitCode::FAILURE,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! `shmif tcp-send`: push a checkable byte stream to a TCP server on a bus.
 
-use super::net::{self, Activity, Stack, Step, StopSignal};
+use crate::cli::output;
+use crate::cli::signal::StopSignal;
+use crate::net::{self, Activity, Stack, Step};
 use anyhow::{bail, Result};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
@@ -40,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     pub expect_echo: bool,
     /// Size of the socket's send and receive buffers, in KiB.
-    #[arg(long, default_value_t = net::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
+    #[arg(long, default_value_t = net::stack::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
     pub tcp_buffer: usize,
     /// Give up after this many seconds without progress.
     #[arg(short = 'W', long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -71,7 +73,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let addrs = args.stack.addresses()?;
     opts.check(&format!("DEST {}", args.dest), &addrs)?;
     let mut stack = args.stack.attach(&addrs)?;
-    let stop = StopSignal::install(&stack.shmif)?;
+    let stop = StopSignal::install()?;
+    stop.take_down_on_stop(&stack.shmif)?;
     let port = local_port(&stack, 0, &[]);
     let mut sender = TcpSender::start(&mut stack, opts, port, "shmif tcp-send")?;
     Ok(if net::run_alone(&mut stack, &mut sender, &stop)? {
@@ -112,7 +115,7 @@ pub struct TcpSendOptions {
 impl TcpSendOptions {
     /// Bytes to send.
     pub fn total(&self) -> u64 {
-        (self.megabytes * net::MIB).round() as u64
+        (self.megabytes * output::MIB).round() as u64
     }
 
     /// Checks that there is something to send, a port to send it to, and
@@ -125,7 +128,7 @@ impl TcpSendOptions {
         if self.dest.port() == 0 {
             bail!("{what}: port 0 cannot be connected to");
         }
-        net::check_family(what, self.dest.ip(), addrs)
+        net::args::check_family(what, self.dest.ip(), addrs)
     }
 }
 
@@ -162,7 +165,7 @@ impl TcpSender {
         local_port: u16,
         context: &str,
     ) -> Result<TcpSender> {
-        let handle = stack.sockets.add(net::tcp_socket(opts.tcp_buffer));
+        let handle = stack.sockets.add(net::stack::tcp_socket(opts.tcp_buffer));
         let s = stack.sockets.get_mut::<tcp::Socket>(handle);
         if let Err(e) = s.connect(stack.ip.context(), IpEndpoint::from(opts.dest), local_port) {
             stack.sockets.remove(handle);
@@ -210,7 +213,7 @@ impl Activity for TcpSender {
             let n = s
                 .send(|buf| {
                     let n = buf.len().min((total - at) as usize);
-                    net::pattern_fill(at, &mut buf[..n]);
+                    net::pattern::pattern_fill(at, &mut buf[..n]);
                     (n, n)
                 })
                 .unwrap_or(0);
@@ -223,7 +226,7 @@ impl Activity for TcpSender {
         if self.sent == total && s.may_send() {
             s.close(); // FIN after the data
         }
-        moved |= net::recv_pattern(s, &mut self.echoed, &mut self.echo_bad);
+        moved |= net::pattern::recv_pattern(s, &mut self.echoed, &mut self.echo_bad);
         if self.start.is_some()
             && self.acked_at.is_none()
             && self.sent == total
@@ -306,10 +309,10 @@ impl Activity for TcpSender {
             .source_for(remote)
             .map(|a| a.to_string())
             .unwrap_or_default();
-        net::say(&format!(
+        output::say(&format!(
             "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
             self.opts.dest,
-            net::mib_per_sec(acked, secs)
+            output::mib_per_sec(acked, secs)
         ));
         let mut ok = self.failure.is_none();
         if self.echoed > 0 || self.opts.expect_echo {
@@ -326,7 +329,7 @@ impl Activity for TcpSender {
                     format!("incomplete (pattern ok so far; {total} sent)")
                 }
             };
-            net::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
+            output::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
         }
         if let Some(f) = &self.failure {
             eprintln!("{}: {f}", self.context);

@@ -5,7 +5,7 @@
 //! file-change event whenever the ring looks empty.
 
 use super::frames::{self, Kind};
-use crate::cmd::dump::lib_error;
+use crate::cli::error::lib_error;
 use anyhow::{anyhow, Result};
 use shmif::ring::{self, Reader, Step};
 use shmif::wire::{FrameHeaderRepr, MIN_FRAME_LEN};

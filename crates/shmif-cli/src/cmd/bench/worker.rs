@@ -4,7 +4,7 @@
 
 use super::endpoint::{Baseline, Endpoint, Fast};
 use super::frames::{self, Kind};
-use crate::cmd::dump::lib_error;
+use crate::cli::error::lib_error;
 use anyhow::{anyhow, bail, Context as _, Result};
 use shmif::wire::MAX_FRAME_LEN;
 use shmif::Interface;

@@ -1,0 +1,125 @@
+//! One parser per kind of value given on the command line. Each is a clap
+//! `value_parser`: it returns the value, or a message that quotes the text
+//! and says what was expected (clap names the argument).
+
+use shmif::MacAddr;
+use smoltcp::wire::{IpAddress, IpCidr};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A non-negative number of seconds, fractions allowed: `2`, `0.5`.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|x| Duration::try_from_secs_f64(x).ok())
+        .ok_or_else(|| format!("'{s}' is not a number of seconds (like 2 or 0.5)"))
+}
+
+/// A number of seconds from 0 to 3600 (`--interval`, `--timeout`).
+pub fn seconds_to_an_hour(s: &str) -> Result<Duration, String> {
+    match seconds(s) {
+        Ok(d) if d <= Duration::from_secs(3600) => Ok(d),
+        _ => Err(format!("`{s}` is not a number of seconds from 0 to 3600")),
+    }
+}
+
+/// An octal permission mode for a file the command creates: `600`, `0660`;
+/// the owner must keep read and write.
+pub fn mode(s: &str) -> Result<u32, String> {
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| format!("'{s}' is not an octal mode like 600 or 660"))?;
+    if m > 0o777 {
+        return Err(format!("'{s}' is not a permission mode (at most 777)"));
+    }
+    if m & 0o600 != 0o600 {
+        return Err(format!(
+            "mode '{s}' would not let the owner read and write the file (use at least 600)"
+        ));
+    }
+    Ok(m)
+}
+
+/// A unicast MAC address such as `b2:a0:00:00:00:01`.
+pub fn mac(s: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = s.parse().map_err(|_| {
+        format!("`{s}` is not a MAC address (expected six hex octets, e.g. b2:a0:00:00:00:01)")
+    })?;
+    if mac.is_group() {
+        return Err(format!(
+            "{mac} is a multicast address: an interface needs a unicast one"
+        ));
+    }
+    Ok(mac)
+}
+
+/// An interface address `ADDR/PREFIX` (IPv4 or IPv6); a missing prefix
+/// means /24 for IPv4 and /64 for IPv6.
+pub fn cidr(s: &str) -> Result<IpCidr, String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{addr}` is not an IPv4 or IPv6 address (expected ADDR/PREFIX, e.g. 10.0.0.1/24 or fd00::1/64)"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        Some(p) => p
+            .parse::<u8>()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(|| format!("`{p}` is not a prefix length (0 to {max})"))?,
+        None if addr.is_ipv4() => 24,
+        None => 64,
+    };
+    if addr.is_unspecified() || addr.is_multicast() {
+        return Err(format!("{addr} cannot be an interface address"));
+    }
+    Ok(IpCidr::new(IpAddress::from(addr), prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode("600"), Ok(0o600));
+        assert_eq!(mode("0660"), Ok(0o660));
+        assert!(mode("9").is_err());
+        assert!(mode("1777").is_err());
+        assert!(mode("400").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(seconds("0"), Ok(Duration::ZERO));
+        assert_eq!(seconds("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert!(seconds("-1").is_err());
+        assert!(seconds("soon").is_err());
+        assert!(seconds("inf").is_err());
+        assert_eq!(seconds_to_an_hour("3600"), Ok(Duration::from_secs(3600)));
+        assert!(seconds_to_an_hour("3601")
+            .unwrap_err()
+            .contains("0 to 3600"));
+    }
+
+    #[test]
+    fn cidrs_and_macs_parse_with_clear_errors() {
+        assert_eq!(
+            cidr("10.0.0.1/24").unwrap(),
+            IpCidr::new(IpAddress::v4(10, 0, 0, 1), 24)
+        );
+        assert_eq!(cidr("10.0.0.1").unwrap().prefix_len(), 24);
+        assert_eq!(cidr("fd00::1").unwrap().prefix_len(), 64);
+        assert_eq!(cidr("fd00::1/120").unwrap().prefix_len(), 120);
+        assert!(cidr("10.0.0.1/33").unwrap_err().contains("33"));
+        assert!(cidr("host/24").unwrap_err().contains("host"));
+        assert!(cidr("0.0.0.0/8").is_err());
+        assert!(mac("b2:a0:00:00:00:01").is_ok());
+        assert!(mac("ff:ff:ff:ff:ff:ff").is_err());
+        assert!(mac("nonsense").is_err());
+    }
+}

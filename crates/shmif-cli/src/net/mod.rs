@@ -1,0 +1,16 @@
+//! A smoltcp TCP/IP host on a bus, for `host`, `ping`, `tcp-send` and
+//! `demo`:
+//! - [`args`]: the options those commands share (bus, addresses, MAC);
+//! - [`stack`]: the stack itself (a shmif interface under smoltcp);
+//! - [`activity`]: things a host does over many polls (a ping run, a TCP
+//!   transfer) and the driver that runs one alone;
+//! - [`pattern`]: the test pattern `tcp-send` sends and a sink checks.
+
+pub mod activity;
+pub mod args;
+pub mod pattern;
+pub mod stack;
+
+pub use activity::{run_alone, Activity, Step};
+pub use args::StackArgs;
+pub use stack::Stack;
