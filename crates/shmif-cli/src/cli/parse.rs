@@ -24,6 +24,14 @@ pub fn seconds_to_an_hour(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A positive number of mebibytes, fractions allowed (`--megabytes`).
+pub fn megabytes(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
+        _ => Err(format!("`{s}` is not a positive number of mebibytes")),
+    }
+}
+
 /// An octal permission mode for a file the command creates: `600`, `0660`;
 /// the owner must keep read and write.
 pub fn mode(s: &str) -> Result<u32, String> {

@@ -1,15 +1,13 @@
 //! `shmif tcp-send`: push a checkable byte stream to a TCP server on a bus.
 
-use crate::cli::output;
+use crate::cli::parse;
 use crate::cli::signal::StopSignal;
-use crate::net::{self, Activity, Stack, Step};
-use anyhow::{bail, Result};
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
-use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
+use crate::net::transfer::{local_port, TcpSendOptions, TcpSender};
+use crate::net::{self};
+use anyhow::Result;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Send megabytes of a test pattern to a TCP server on a bus and report
 /// the throughput.
@@ -36,7 +34,7 @@ pub struct Args {
     pub dest: SocketAddr,
     /// How much to send, in mebibytes (1 MiB = 1,048,576 bytes); fractions
     /// are fine.
-    #[arg(short = 'm', long, default_value_t = 10.0, value_name = "N", value_parser = parse_megabytes, allow_negative_numbers = true)]
+    #[arg(short = 'm', long, default_value_t = 10.0, value_name = "N", value_parser = parse::megabytes, allow_negative_numbers = true)]
     pub megabytes: f64,
     /// Fail unless the server sends the whole stream back (an echo server).
     #[arg(long)]
@@ -48,18 +46,6 @@ pub struct Args {
     #[arg(short = 'W', long, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,
 }
-
-/// Parses a positive number of mebibytes (`--megabytes`).
-pub fn parse_megabytes(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e9 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of mebibytes")),
-    }
-}
-
-/// How long to wait for the server to close its side once everything is
-/// acknowledged (a sink closes at once).
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Runs `shmif tcp-send`.
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -82,258 +68,4 @@ pub fn run(args: Args) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// The local port for this stack's `n`th outgoing connection: in the
-/// dynamic range (49152 to 65535), derived from the interface's random
-/// sender id, and none of `avoid` (ports the stack listens on, whose
-/// listening sockets would take the connection's segments).
-pub fn local_port(stack: &Stack, n: u16, avoid: &[u16]) -> u16 {
-    let base = stack.shmif.sender_id() % 16384;
-    (0..16384u64)
-        .map(|k| 49152 + ((base + u64::from(n) + k) % 16384) as u16)
-        .find(|p| !avoid.contains(p))
-        .unwrap_or(49152)
-}
-
-/// One transfer of the test pattern: what `shmif tcp-send` does, and
-/// `shmif host --tcp-send`.
-#[derive(Debug, Clone)]
-pub struct TcpSendOptions {
-    /// The server.
-    pub dest: SocketAddr,
-    /// How much to send, in MiB.
-    pub megabytes: f64,
-    /// Fail unless the server sends the whole stream back.
-    pub expect_echo: bool,
-    /// The socket's send and receive buffer size, in KiB.
-    pub tcp_buffer: usize,
-    /// Give up after this long without progress.
-    pub timeout: Duration,
-}
-
-impl TcpSendOptions {
-    /// Bytes to send.
-    pub fn total(&self) -> u64 {
-        (self.megabytes * output::MIB).round() as u64
-    }
-
-    /// Checks that there is something to send, a port to send it to, and
-    /// an address in `addrs` of DEST's family; `what` names DEST in the
-    /// messages.
-    pub fn check(&self, what: &str, addrs: &[IpCidr]) -> Result<()> {
-        if self.total() == 0 {
-            bail!("--megabytes {}: less than one byte", self.megabytes);
-        }
-        if self.dest.port() == 0 {
-            bail!("{what}: port 0 cannot be connected to");
-        }
-        net::args::check_family(what, self.dest.ip(), addrs)
-    }
-}
-
-/// A transfer on a [`Stack`]: connects its own TCP socket, sends the
-/// pattern, checks whatever comes back against it, and prints the
-/// `tcp-send` report when finished. Succeeds when everything was sent and
-/// acknowledged (and, with `expect_echo`, echoed back intact).
-pub struct TcpSender {
-    opts: TcpSendOptions,
-    /// Prefix of the failure message on stderr (`shmif tcp-send`).
-    context: String,
-    handle: SocketHandle,
-    total: u64,
-    /// Bytes handed to the socket.
-    sent: u64,
-    echoed: u64,
-    echo_bad: Option<u64>,
-    start: Option<Instant>,
-    acked_at: Option<Instant>,
-    last_progress: Instant,
-    /// Bytes acknowledged, bytes queued, bytes echoed, state: progress is
-    /// a change in any.
-    last_mark: (u64, usize, u64, tcp::State),
-    failure: Option<String>,
-}
-
-impl TcpSender {
-    /// Adds a socket to `stack` and starts connecting from `local_port`.
-    /// `opts` should have passed [`TcpSendOptions::check`] against the
-    /// stack's addresses; `context` prefixes the failure message.
-    pub fn start(
-        stack: &mut Stack,
-        opts: TcpSendOptions,
-        local_port: u16,
-        context: &str,
-    ) -> Result<TcpSender> {
-        let handle = stack.sockets.add(net::stack::tcp_socket(opts.tcp_buffer));
-        let s = stack.sockets.get_mut::<tcp::Socket>(handle);
-        if let Err(e) = s.connect(stack.ip.context(), IpEndpoint::from(opts.dest), local_port) {
-            stack.sockets.remove(handle);
-            bail!("cannot connect to {}: {e}", opts.dest);
-        }
-        Ok(TcpSender {
-            total: opts.total(),
-            opts,
-            context: context.to_string(),
-            handle,
-            sent: 0,
-            echoed: 0,
-            echo_bad: None,
-            start: None,
-            acked_at: None,
-            last_progress: Instant::now(),
-            last_mark: (0, 0, 0, tcp::State::Closed),
-            failure: None,
-        })
-    }
-
-    fn fail(&mut self, why: String) -> Step {
-        self.failure = Some(why);
-        Step::Done
-    }
-}
-
-impl Activity for TcpSender {
-    fn step(&mut self, stack: &mut Stack) -> Step {
-        let total = self.total;
-        let dest = self.opts.dest;
-        let s = stack.sockets.get_mut::<tcp::Socket>(self.handle);
-        let state = s.state();
-        if self.start.is_none() && matches!(state, tcp::State::Established) {
-            self.start = Some(Instant::now());
-        }
-        if self.start.is_none() && state == tcp::State::Closed {
-            return self.fail(format!(
-                "connection to {dest} refused or reset (is a server listening there?)"
-            ));
-        }
-        let mut moved = false;
-        while self.sent < total && s.can_send() {
-            let at = self.sent;
-            let n = s
-                .send(|buf| {
-                    let n = buf.len().min((total - at) as usize);
-                    net::pattern::pattern_fill(at, &mut buf[..n]);
-                    (n, n)
-                })
-                .unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            self.sent += n as u64;
-            moved = true;
-        }
-        if self.sent == total && s.may_send() {
-            s.close(); // FIN after the data
-        }
-        moved |= net::pattern::recv_pattern(s, &mut self.echoed, &mut self.echo_bad);
-        if self.start.is_some()
-            && self.acked_at.is_none()
-            && self.sent == total
-            && s.send_queue() == 0
-        {
-            self.acked_at = Some(Instant::now());
-        }
-        // Done once everything (and our FIN) is acknowledged and the peer
-        // has closed too, which lets it finish cleanly; a server that keeps
-        // its side open gets `LINGER`, unless its echo is awaited.
-        let fin_acked = matches!(
-            state,
-            tcp::State::FinWait2 | tcp::State::TimeWait | tcp::State::Closed
-        );
-        if let Some(t) = self.acked_at.filter(|_| fin_acked) {
-            if matches!(state, tcp::State::TimeWait | tcp::State::Closed) {
-                return Step::Done;
-            }
-            if !self.opts.expect_echo && t.elapsed() >= LINGER {
-                return Step::Done;
-            }
-        }
-        let acked = self.sent - s.send_queue() as u64;
-        if self.start.is_some() && state == tcp::State::Closed && self.acked_at.is_none() {
-            return self.fail(format!(
-                "connection reset by {dest} after {acked} of {total} bytes"
-            ));
-        }
-        let mark = (acked, s.send_queue(), self.echoed, state);
-        if mark != self.last_mark {
-            self.last_mark = mark;
-            self.last_progress = Instant::now();
-        }
-        if moved {
-            return Step::Busy;
-        }
-        let timeout = self.opts.timeout;
-        let left = timeout.saturating_sub(self.last_progress.elapsed());
-        if left.is_zero() {
-            return self.fail(match self.start {
-                None => format!(
-                    "no answer from {dest} in {:.1} s (no host with that address on the bus?)",
-                    timeout.as_secs_f64()
-                ),
-                Some(_) => format!(
-                    "stalled: no progress for {:.1} s ({acked} of {total} bytes acknowledged, {} echoed)",
-                    timeout.as_secs_f64(),
-                    self.echoed
-                ),
-            });
-        }
-        let nap = if self.acked_at.is_some() {
-            left.min(LINGER)
-        } else {
-            left
-        };
-        Step::Idle(Some(Instant::now() + nap))
-    }
-
-    fn interrupt(&mut self, why: &str) {
-        if self.failure.is_none() {
-            self.failure = Some(why.to_string());
-        }
-    }
-
-    fn finish(&mut self, stack: &mut Stack) -> bool {
-        stack.sockets.remove(self.handle);
-        let total = self.total;
-        let acked = match self.acked_at {
-            Some(_) => total,
-            None => self.last_mark.0,
-        };
-        let secs = match (self.start, self.acked_at) {
-            (Some(s), Some(e)) => e.duration_since(s).as_secs_f64(),
-            (Some(s), None) => s.elapsed().as_secs_f64(),
-            _ => 0.0,
-        };
-        let remote = IpAddress::from(self.opts.dest.ip());
-        let src = stack
-            .source_for(remote)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        output::say(&format!(
-            "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
-            self.opts.dest,
-            output::mib_per_sec(acked, secs)
-        ));
-        let mut ok = self.failure.is_none();
-        if self.echoed > 0 || self.opts.expect_echo {
-            let verdict = match self.echo_bad {
-                Some(at) => {
-                    ok = false;
-                    format!("pattern MISMATCH at byte {at}")
-                }
-                None if self.echoed == total => "pattern ok".to_string(),
-                None => {
-                    if self.opts.expect_echo {
-                        ok = false;
-                    }
-                    format!("incomplete (pattern ok so far; {total} sent)")
-                }
-            };
-            output::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
-        }
-        if let Some(f) = &self.failure {
-            eprintln!("{}: {f}", self.context);
-        }
-        ok
-    }
 }

@@ -4,12 +4,17 @@
 //! - [`stack`]: the stack itself (a shmif interface under smoltcp);
 //! - [`activity`]: things a host does over many polls (a ping run, a TCP
 //!   transfer) and the driver that runs one alone;
+//! - [`ping`]: a ping run (`shmif ping`, `shmif host --ping`);
+//! - [`transfer`]: a TCP transfer of the test pattern (`shmif tcp-send`,
+//!   `shmif host --tcp-send`);
 //! - [`pattern`]: the test pattern `tcp-send` sends and a sink checks.
 
 pub mod activity;
 pub mod args;
 pub mod pattern;
+pub mod ping;
 pub mod stack;
+pub mod transfer;
 
 pub use activity::{run_alone, Activity, Step};
 pub use args::StackArgs;
