@@ -63,6 +63,12 @@ impl StopSignal {
         self.flag.load(Ordering::SeqCst)
     }
 
+    /// The flag itself, for a helper that outlives borrows of this value
+    /// (it is set, never cleared, by SIGINT/SIGTERM).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
     /// A descriptor that becomes readable when a signal arrives (and stays
     /// readable), to poll beside a command's own descriptors.
     pub fn fd(&self) -> BorrowedFd<'_> {

@@ -1,6 +1,7 @@
 //! `shmif demo`: two TCP/IP hosts on a fresh bus, end to end, in seconds.
 
 use crate::cli::output;
+use crate::cli::signal::StopSignal;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -295,11 +296,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bail!("--megabytes {}: must be a positive number", args.megabytes);
     }
     let exe = std::env::current_exe().context("cannot find the shmif executable to run")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .context("cannot install SIGINT/SIGTERM handlers")?;
-    }
+    let signals = StopSignal::install()?;
+    let stop = signals.flag();
 
     let place = match &args.bus {
         Some(bus) => {
