@@ -1,13 +1,14 @@
 //! The bus file: opening, checking, mapping, locking and waking.
 //!
 //! This is the thin layer between the pure ring code and the operating
-//! system. A [`Bus`] is one mapping of one bus file; [`Bus::lock`] gives a
-//! [`BusGuard`] through which the ring is read and written.
+//! system. A [`Bus`] is one mapping of one bus file; its lock (reached
+//! through [`crate::lowlevel`]) gives a [`BusGuard`] through which the ring
+//! is read and written.
 
 use crate::error::Error;
 use crate::mapping::Mapping;
-use crate::ring::Control;
-use crate::wire::{BUS_SIZE, DATA_SIZE, MAGIC, VERSION};
+use crate::ring::{Control, Geometry};
+use crate::wire::{BUS_SIZE, MAGIC, VERSION};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
@@ -43,6 +44,7 @@ pub const STUCK_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to open a bus file.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OpenOptions {
     create: bool,
     mode: u32,
@@ -202,7 +204,7 @@ fn check_path(path: &Path, opts: &OpenOptions) -> Result<(), Error> {
 
 /// Checks a bus file's size and magic without changing it. An empty file is
 /// a new bus; a 1 MiB file with magic 0 is a bus nobody has initialised yet.
-pub fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
+fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io(path, "cannot stat bus file", e))?;
@@ -269,6 +271,7 @@ pub struct Bus {
 
 /// What this mapping of a bus has had to repair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recoveries {
     /// Times a lock left by a dead or stuck holder was taken over.
     pub lock_takeovers: u64,
@@ -356,10 +359,10 @@ impl Bus {
             resets: Default::default(),
         };
         {
-            let guard = bus.lock();
+            let guard = bus.acquire();
             match guard.bus.map.magic_word().load(Ordering::Relaxed) {
                 0 => {
-                    guard.bus.map.store_control(&Control::fresh(DATA_SIZE));
+                    guard.bus.map.store_control(&Control::fresh(Geometry::V3));
                     guard.bus.map.magic_word().store(MAGIC, Ordering::Relaxed);
                 }
                 MAGIC => {}
@@ -379,6 +382,11 @@ impl Bus {
         &self.path
     }
 
+    /// The shape of this bus's ring ([`Geometry::V3`]).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::V3
+    }
+
     /// Takes the bus lock: compare-and-swap 0 to 1, sleeping 1 ms after
     /// every [`LOCK_COOLDOWN`] failed tries, as NetBSD peers do; before the
     /// first sleep of a wait, up to [`LOCK_YIELDS`] yields of the processor
@@ -391,7 +399,7 @@ impl Bus {
     /// unidentifiable one after the stuck-lock timeout with nothing on the
     /// bus changing. After a takeover the ring is checked and, if the dead
     /// holder left it inconsistent, reset (see [`crate::ring::reset`]).
-    pub fn lock(&self) -> BusGuard<'_> {
+    pub(crate) fn acquire(&self) -> BusGuard<'_> {
         let word = self.map.lock_word();
         let mut tries = 0u32;
         let mut yields = 0u32;
@@ -477,8 +485,8 @@ impl Bus {
         let guard = BusGuard { bus: self };
         let ctl = guard.control();
         let mut data = self.map.data();
-        if crate::ring::check_chain(&data, &ctl).is_err() {
-            let fresh = crate::ring::reset(&mut data, &ctl);
+        if crate::ring::check_chain(Geometry::V3, &data, &ctl).is_err() {
+            let fresh = crate::ring::reset(Geometry::V3, &mut data, &ctl);
             guard.set_control(&fresh);
             self.resets.fetch_add(1, Ordering::Relaxed);
         }
@@ -486,7 +494,7 @@ impl Bus {
     }
 
     /// How often this mapping has recovered the bus from a dead holder.
-    pub fn recoveries(&self) -> Recoveries {
+    pub(crate) fn recoveries(&self) -> Recoveries {
         Recoveries {
             lock_takeovers: self.takeovers.load(Ordering::Relaxed),
             ring_resets: self.resets.load(Ordering::Relaxed),
@@ -504,7 +512,7 @@ impl Bus {
 
     /// The ring's shared state read without the lock: a consistent snapshot
     /// is not guaranteed, but a change shows that something was written.
-    pub fn peek_control(&self) -> Control {
+    pub(crate) fn peek_control(&self) -> Control {
         self.map.load_control()
     }
 
@@ -587,6 +595,10 @@ pub struct BusGuard<'a> {
 }
 
 impl BusGuard<'_> {
+    /// The shape of the ring ([`Geometry::V3`]).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::V3
+    }
     /// Loads the ring's shared state.
     pub fn control(&self) -> Control {
         self.bus.map.load_control()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// a file name the file; the underlying cause, where there is one, is the
 /// error's `source()` (print with `{:#}` in anyhow, or walk the chain).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A system call on the bus file failed.
     #[error("{path}: {what}")]

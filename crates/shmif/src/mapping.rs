@@ -281,10 +281,6 @@ impl SharedData<'_> {
 }
 
 impl Region for SharedData<'_> {
-    fn size(&self) -> u32 {
-        DATA_SIZE
-    }
-
     fn read(&self, off: u32, buf: &mut [u8]) {
         let src = self.base(off, buf.len());
         // SAFETY: `src..src+len` is inside the mapping (checked by `base`)

@@ -7,6 +7,7 @@
 
 mod common;
 use common::{fnv64, role, say, Kid};
+use shmif::lowlevel::RawBus;
 use shmif::{Bus, Interface, OpenOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Taking over a bus lock left by a dead or stuck holder, and repairing the
 //! ring it left behind.
 
-use shmif::bus::holder_tag;
+use shmif::lowlevel::holder_tag;
 use shmif::wire::BUS_HEADER_LEN;
 use shmif::{Interface, MacAddr, OpenOptions};
 use std::os::unix::fs::FileExt;
