@@ -267,6 +267,7 @@ pub struct Bus {
     stuck_lock_timeout: Option<Duration>,
     takeovers: std::sync::atomic::AtomicU64,
     resets: std::sync::atomic::AtomicU64,
+    repairs: std::sync::atomic::AtomicU64,
 }
 
 /// What this mapping of a bus has had to repair.
@@ -277,6 +278,11 @@ pub struct Recoveries {
     pub lock_takeovers: u64,
     /// Times the ring was found inconsistent after a takeover and reset.
     pub ring_resets: u64,
+    /// Times the ring was reset because it could not be trusted, for any
+    /// reason: after a takeover (the resets above), or because a writer,
+    /// an attach or an interface coming up found impossible contents (a
+    /// broken or hostile peer, a stray write into the file).
+    pub ring_repairs: u64,
 }
 
 impl std::fmt::Debug for Bus {
@@ -357,6 +363,7 @@ impl Bus {
             stuck_lock_timeout: opts.stuck_lock_timeout,
             takeovers: Default::default(),
             resets: Default::default(),
+            repairs: Default::default(),
         };
         {
             let guard = bus.acquire();
@@ -365,7 +372,13 @@ impl Bus {
                     guard.bus.map.store_control(&Control::fresh(Geometry::V3));
                     guard.bus.map.magic_word().store(MAGIC, Ordering::Relaxed);
                 }
-                MAGIC => {}
+                MAGIC => {
+                    // Whatever a peer left in the ring, the next user of
+                    // this mapping finds it usable.
+                    guard.repair_unless(|data, ctl| {
+                        crate::ring::check_chain(Geometry::V3, data, ctl)
+                    });
+                }
                 other => {
                     return Err(Error::NotABus {
                         path: path.into(),
@@ -483,11 +496,7 @@ impl Bus {
         std::sync::atomic::fence(Ordering::Acquire);
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         let guard = BusGuard { bus: self };
-        let ctl = guard.control();
-        let mut data = self.map.data();
-        if crate::ring::check_chain(Geometry::V3, &data, &ctl).is_err() {
-            let fresh = crate::ring::reset(Geometry::V3, &mut data, &ctl);
-            guard.set_control(&fresh);
+        if guard.repair_unless(|data, ctl| crate::ring::check_chain(Geometry::V3, data, ctl)) {
             self.resets.fetch_add(1, Ordering::Relaxed);
         }
         Some(guard)
@@ -498,6 +507,7 @@ impl Bus {
         Recoveries {
             lock_takeovers: self.takeovers.load(Ordering::Relaxed),
             ring_resets: self.resets.load(Ordering::Relaxed),
+            ring_repairs: self.repairs.load(Ordering::Relaxed),
         }
     }
 
@@ -616,6 +626,35 @@ impl BusGuard<'_> {
     /// the shared ring (only while this guard holds the lock).
     pub fn data(&self) -> impl crate::ring::Region + '_ {
         self.bus.map.data()
+    }
+
+    /// Resets the ring ([`crate::ring::reset`]) unless `check` accepts its
+    /// contents, and counts the repair ([`Recoveries::ring_repairs`]).
+    /// Returns whether it reset.
+    pub fn repair_unless(
+        &self,
+        check: impl FnOnce(&dyn crate::ring::Region, &Control) -> Result<(), crate::ring::Corrupt>,
+    ) -> bool {
+        let ctl = self.control();
+        let mut data = self.bus.map.data();
+        if check(&data, &ctl).is_ok() {
+            return false;
+        }
+        self.reset_ring(&mut data, &ctl);
+        true
+    }
+
+    /// Resets the ring unconditionally, counting the repair.
+    pub fn repair(&self) {
+        let ctl = self.control();
+        let mut data = self.bus.map.data();
+        self.reset_ring(&mut data, &ctl);
+    }
+
+    fn reset_ring(&self, data: &mut crate::mapping::SharedData<'_>, ctl: &Control) {
+        let fresh = crate::ring::reset(Geometry::V3, data, ctl);
+        self.set_control(&fresh);
+        self.bus.repairs.fetch_add(1, Ordering::Relaxed);
     }
 }
 

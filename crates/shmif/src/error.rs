@@ -29,7 +29,10 @@ pub enum Error {
         reason: String,
     },
     /// The bus holds something impossible (written by a broken or hostile
-    /// peer).
+    /// peer). [`crate::Interface`] and [`crate::Bus`] no longer return it:
+    /// they repair such a ring instead (counted in
+    /// [`crate::Counters::ring_repairs`]); it remains for callers of the
+    /// ring functions that want to report one.
     #[error("{path}: bus is corrupt")]
     Corrupt {
         /// The bus file.

@@ -181,6 +181,9 @@ impl RxCore {
                     }
                 }
                 Step::Corrupt(_) => {
+                    // Nothing readable until a writer repairs the ring: a
+                    // spinning waiter treats this header as quiet.
+                    self.quiet = Some((ctl.gen, ctl.last));
                     self.tally.malformed += 1;
                     return (steps, true);
                 }

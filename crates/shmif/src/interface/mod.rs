@@ -88,6 +88,12 @@ pub struct Counters {
     pub lock_takeovers: u64,
     /// Times it then found the ring inconsistent and reset it.
     pub ring_resets: u64,
+    /// Times this interface's mapping reset a ring it could not trust, for
+    /// any reason: the resets after a takeover above, and the repairs made
+    /// when attaching, coming up or sending found impossible contents (a
+    /// broken or hostile peer, a stray write into the file). A CLI reports
+    /// a change of this count once per episode.
+    pub ring_repairs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -331,6 +337,8 @@ impl Interface {
         let geom = link.bus.geometry();
         let reader = {
             let g = link.bus.acquire();
+            // Whatever a peer left on the bus, coming up repairs it.
+            g.repair_unless(|data, ctl| ring::check_writable(geom, data, ctl));
             let ctl = g.control();
             let r = Reader::at_end(geom, &g.data(), &ctl);
             r
@@ -393,6 +401,7 @@ impl Interface {
             malformed: g(&c.malformed),
             lock_takeovers: r.lock_takeovers,
             ring_resets: r.ring_resets,
+            ring_repairs: r.ring_repairs,
         }
     }
 
@@ -464,24 +473,41 @@ impl Interface {
         let mut failure = None;
         {
             let g = link.bus.acquire();
+            // A ring whose control words or newest frame are impossible is
+            // repaired before writing (a broken or hostile peer, a stray
+            // write into the file): the same reset as after a takeover,
+            // from which every reader, NetBSD's too, resynchronises.
+            g.repair_unless(|data, ctl| ring::check_writable(geom, data, ctl));
             let mut ctl = g.control();
             let mut data = g.data();
-            for f in frames {
+            'frames: for f in frames {
                 let h = FrameHeaderRepr {
                     len: f.len() as u32,
                     sec,
                     usec,
                     sender: self.sender,
                 };
-                match ring::append_with(geom, &mut data, &mut ctl, &h, f, |first| {
-                    g.set_first(first)
-                }) {
-                    // Publish each frame at once: a writer killed mid-batch
-                    // leaves a consistent ring.
-                    Ok(_) => g.set_control(&ctl),
-                    Err(source) => {
-                        failure = Some(source);
-                        break;
+                // The eviction walk checks every frame it passes; one that
+                // is impossible means the chain is broken: repair, retry.
+                for attempt in 0..2 {
+                    match ring::append_with(geom, &mut data, &mut ctl, &h, f, |first| {
+                        g.set_first(first)
+                    }) {
+                        // Publish each frame at once: a writer killed
+                        // mid-batch leaves a consistent ring.
+                        Ok(_) => {
+                            g.set_control(&ctl);
+                            break;
+                        }
+                        Err(_) if attempt == 0 => {
+                            g.repair();
+                            ctl = g.control();
+                        }
+                        Err(source) => {
+                            // A freshly reset ring always takes a frame.
+                            failure = Some(source);
+                            break 'frames;
+                        }
                     }
                 }
                 n += 1;
