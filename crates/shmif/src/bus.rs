@@ -478,19 +478,34 @@ impl Bus {
         if !steal {
             return None;
         }
-        // Claim the holding: of several waiters, one wins this swap.
-        if self
-            .map
-            .spare_word()
-            .compare_exchange(holder, my_holder_tag(), Ordering::AcqRel, Ordering::Relaxed)
+        let guard = self.take_over(holder);
+        if guard.is_none() {
+            *watch = None;
+        }
+        guard
+    }
+
+    /// Takes over the holding of the lock recorded as `holder` in the spare
+    /// word: of several waiters, the one whose swap of the spare word from
+    /// `holder` to its own tag succeeds. `None` if another waiter won, or
+    /// if the lock turned out to have been released meanwhile: then the
+    /// claim is withdrawn (the spare word never names a holder of ours
+    /// while the lock word is 0, or a NetBSD peer taking the lock next and
+    /// dying in it would be judged alive for good), and the caller takes
+    /// the lock the ordinary way.
+    pub(crate) fn take_over(&self, holder: u32) -> Option<BusGuard<'_>> {
+        let me = my_holder_tag();
+        let spare = self.map.spare_word();
+        if spare
+            .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            *watch = None;
             return None;
         }
         if self.map.lock_word().load(Ordering::Acquire) == 0 {
-            // Released meanwhile after all: take it the ordinary way.
-            *watch = None;
+            // Released meanwhile: withdraw the claim, unless a new holder
+            // of ours has written its own tag over it already.
+            let _ = spare.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
             return None;
         }
         std::sync::atomic::fence(Ordering::Acquire);

@@ -59,6 +59,16 @@ pub trait RawBus: sealed::Sealed {
 
     /// How often this mapping has had to recover the bus.
     fn recoveries(&self) -> Recoveries;
+
+    /// The takeover step of [`RawBus::lock`], on its own: claims the
+    /// holding recorded as `holder` in the header's spare word (see
+    /// [`holder_tag`]) by swapping its own tag in, and if the lock is still
+    /// held, holds it from now on (checking the ring and resetting it if
+    /// the old holder left it inconsistent). `None` if the claim failed (another waiter
+    /// won) or the lock was released meanwhile, in which case the claim is
+    /// withdrawn. For tests that drive the takeover protocol step by step;
+    /// [`RawBus::lock`] decides on its own when to call it.
+    fn take_over(&self, holder: u32) -> Option<BusGuard<'_>>;
 }
 
 impl RawBus for Bus {
@@ -72,5 +82,9 @@ impl RawBus for Bus {
 
     fn recoveries(&self) -> Recoveries {
         Bus::recoveries(self)
+    }
+
+    fn take_over(&self, holder: u32) -> Option<BusGuard<'_>> {
+        Bus::take_over(self, holder)
     }
 }
