@@ -347,7 +347,7 @@ impl Bus {
         }
         let size = check_file(path, &mut file)?;
         if size == 0 {
-            if let Err(e) = allocate(path, &file) {
+            if let Err(e) = allocate(path, &file, is_new) {
                 if is_new {
                     // Leave nothing behind: the file did not exist before.
                     let _ = std::fs::remove_file(path);
@@ -418,10 +418,7 @@ impl Bus {
         let mut yields = 0u32;
         let mut watch: Option<Watch> = None;
         loop {
-            if word
-                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if try_lock(word) {
                 break;
             }
             tries += 1;
@@ -529,10 +526,34 @@ impl Bus {
     /// Wakes every reader on the bus: writes the version word (3) at file
     /// offset 4 through the file descriptor, which raises the file-change
     /// event readers sleep on. Call after a batch of frames, unlocked.
+    ///
+    /// Never writes to a file that is no longer the bus this mapping is of:
+    /// if it was truncated (the mapping caught a fault, or the file is
+    /// shorter than a bus now), it returns [`Error::BusGone`] and writes
+    /// nothing, so that a bus emptied under a listener stays as it was
+    /// left rather than becoming an 8-byte file. (A path that now names
+    /// another file is no concern here: the write goes to this mapping's
+    /// own file through its descriptor.)
     pub fn wake(&self) -> Result<(), Error> {
+        self.check_size()?;
         self.file
             .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
+    }
+
+    /// [`Error::BusGone`] if the file was truncated under this mapping: a
+    /// fault was caught, or the file is shorter than a bus (one `fstat`).
+    fn check_size(&self) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt;
+        self.check_mapping()?;
+        match self.file.metadata() {
+            Ok(m) if m.size() >= BUS_SIZE as u64 => Ok(()),
+            Ok(_) => Err(Error::BusGone {
+                path: self.path.clone(),
+                what: "truncated",
+            }),
+            Err(e) => Err(Error::io(&self.path, "cannot stat bus file", e)),
+        }
     }
 
     /// The ring's shared state read without the lock: a consistent snapshot
@@ -587,19 +608,57 @@ impl Bus {
     }
 }
 
+/// The lock word as the spin loop sees it (a trait so that a test can
+/// count what the loop does to it).
+pub(crate) trait LockWord {
+    /// Loads the word (relaxed).
+    fn peek(&self) -> u32;
+    /// Compare-and-swap 0 to 1 with acquire ordering; may fail spuriously.
+    fn try_swap(&self) -> bool;
+}
+
+impl LockWord for std::sync::atomic::AtomicU32 {
+    fn peek(&self) -> u32 {
+        self.load(Ordering::Relaxed)
+    }
+    fn try_swap(&self) -> bool {
+        self.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// One try of the lock, test-and-test-and-set: the compare-and-swap, which
+/// takes the cache line exclusive, only when a plain load saw the lock
+/// free. A waiter that swapped on every try would pull the header's cache
+/// line away from the holder, who is writing `first`, `last` and `gen` in
+/// it, on each of its thousand tries.
+pub(crate) fn try_lock(word: &impl LockWord) -> bool {
+    word.peek() == 0 && word.try_swap()
+}
+
 /// Gives a new bus file its 1 MiB, with its blocks allocated up front where
 /// the file system can, so that a full disk is an error now rather than a
-/// SIGBUS later.
-fn allocate(path: &Path, file: &File) -> Result<(), Error> {
-    match rustix::fs::fallocate(
-        file,
-        rustix::fs::FallocateFlags::empty(),
-        0,
-        BUS_SIZE as u64,
-    ) {
+/// SIGBUS later. On failure, a file this call's caller `created` is cut
+/// back to 0 bytes; any other is left as it is (another peer may have
+/// sized and initialised it meanwhile).
+fn allocate(path: &Path, file: &File, created: bool) -> Result<(), Error> {
+    allocate_with(path, file, created, |f| {
+        rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, BUS_SIZE as u64)
+    })
+}
+
+fn allocate_with(
+    path: &Path,
+    file: &File,
+    created: bool,
+    fallocate: impl FnOnce(&File) -> Result<(), rustix::io::Errno>,
+) -> Result<(), Error> {
+    match fallocate(file) {
         Ok(()) => {}
         Err(rustix::io::Errno::NOSPC) => {
-            let _ = file.set_len(0);
+            if created {
+                let _ = file.set_len(0);
+            }
             return Err(Error::io(
                 path,
                 "cannot allocate 1 MiB for the bus",
@@ -713,4 +772,75 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, Error> {
         .read_to_end(&mut image)
         .map_err(|e| Error::io(path, "cannot read bus file", e))?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Counts what the spin loop does to the lock word.
+    struct Counted {
+        value: u32,
+        swaps: Cell<u32>,
+    }
+
+    impl LockWord for Counted {
+        fn peek(&self) -> u32 {
+            self.value
+        }
+        fn try_swap(&self) -> bool {
+            self.swaps.set(self.swaps.get() + 1);
+            self.value == 0
+        }
+    }
+
+    #[test]
+    fn lock_spin_tests_before_it_swaps() {
+        let held = Counted {
+            value: 1,
+            swaps: Cell::new(0),
+        };
+        for _ in 0..LOCK_COOLDOWN {
+            assert!(!try_lock(&held));
+        }
+        assert_eq!(
+            held.swaps.get(),
+            0,
+            "a held lock's cache line must not be swapped at by waiters"
+        );
+        let free = Counted {
+            value: 0,
+            swaps: Cell::new(0),
+        };
+        assert!(try_lock(&free));
+        assert_eq!(free.swaps.get(), 1);
+    }
+
+    #[test]
+    fn allocate_never_truncates_a_file_it_did_not_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        // Between our look (0 bytes: a new bus) and the allocation, another
+        // peer sized and initialised the file; then the disk filled up.
+        let peer_made_it = |f: &File| {
+            let mut image = vec![0u8; BUS_SIZE];
+            image[..4].copy_from_slice(&MAGIC.to_ne_bytes());
+            f.write_all_at(&image, 0).unwrap();
+            Err(rustix::io::Errno::NOSPC)
+        };
+        assert!(allocate_with(&path, &file, false, peer_made_it).is_err());
+        let image = std::fs::read(&path).unwrap();
+        assert_eq!(image.len(), BUS_SIZE, "a bus we did not create was cut");
+        assert_eq!(image[..4], MAGIC.to_ne_bytes());
+        // A file this open created is cut back (and then removed by open).
+        assert!(allocate_with(&path, &file, true, |_| Err(rustix::io::Errno::NOSPC)).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
 }
