@@ -929,6 +929,42 @@ mod tests {
         assert_eq!(got, vec![99]);
     }
 
+    /// Crash consistency rests on this order: the new `first` is handed to
+    /// the publisher before any byte of the frame is written (and the
+    /// caller stores `last`/`gen` after `append_with` returns).
+    #[test]
+    fn append_publishes_first_before_it_writes_a_byte() {
+        use std::cell::RefCell;
+        struct Logged<'a>(Vec<u8>, &'a RefCell<Vec<&'static str>>);
+        impl Region for Logged<'_> {
+            fn read(&self, off: u32, buf: &mut [u8]) {
+                self.0.read(off, buf)
+            }
+            fn write(&mut self, off: u32, data: &[u8]) {
+                self.1.borrow_mut().push("write");
+                self.0.write(off, data)
+            }
+        }
+        let log = RefCell::new(Vec::new());
+        let mut ring = Logged(vec![0u8; 4096], &log);
+        let mut ctl = Control::fresh(G);
+        for k in 0..100u64 {
+            log.borrow_mut().clear();
+            append_with(
+                G,
+                &mut ring,
+                &mut ctl,
+                &hdr(300, k),
+                &[k as u8; 300],
+                |_| log.borrow_mut().push("first"),
+            )
+            .unwrap();
+            let log = log.borrow();
+            assert_eq!(log[0], "first", "frame {k}: {log:?}");
+            assert!(log[1..].iter().all(|&e| e == "write") && log.len() >= 3);
+        }
+    }
+
     #[test]
     fn bad_control_is_reported() {
         let ring = vec![0u8; 4096];
