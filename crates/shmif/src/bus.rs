@@ -130,7 +130,7 @@ enum Holder {
     Unknown,
 }
 
-fn judge_holder(tag: u32) -> Holder {
+fn judge_holder(tag: u32, bus: Option<FileId>) -> Holder {
     let pid = tag & PID_MASK;
     if tag == 0 || pid == 0 || (tag >> 22) != (my_holder_tag() >> 22) {
         return Holder::Unknown;
@@ -149,10 +149,58 @@ fn judge_holder(tag: u32) -> Holder {
                 .and_then(|(_, r)| r.trim_start().chars().next())
             {
                 Some('Z') | Some('X') => Holder::Dead,
+                _ if bus.and_then(|id| maps_file(pid, id)) == Some(false) => {
+                    // A live process that has no mapping of this bus cannot
+                    // hold its lock: the tag is stale (its pid was reused)
+                    // or was written by someone else. Judge it as an
+                    // unidentifiable holder.
+                    Holder::Unknown
+                }
                 _ => Holder::Alive,
             }
         }
     }
+}
+
+/// A file's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Whether process `pid` has a mapping of the file `id`, from
+/// `/proc/<pid>/maps`; `None` where that cannot be read (another user's
+/// process, no procfs).
+fn maps_file(pid: u32, id: FileId) -> Option<bool> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let (major, minor) = (
+        libc::major(id.dev as libc::dev_t),
+        libc::minor(id.dev as libc::dev_t),
+    );
+    Some(maps.lines().any(|line| {
+        // start-end perms offset major:minor inode path
+        let mut f = line.split_ascii_whitespace().skip(3);
+        let (Some(dev), Some(ino)) = (f.next(), f.next()) else {
+            return false;
+        };
+        let Some((ma, mi)) = dev.split_once(':') else {
+            return false;
+        };
+        ino.parse::<u64>() == Ok(id.ino)
+            && i64::from_str_radix(ma, 16).ok() == Some(i64::from(major))
+            && i64::from_str_radix(mi, 16).ok() == Some(i64::from(minor))
+    }))
 }
 
 /// A waiter's view of one continuous holding of the lock.
@@ -265,6 +313,9 @@ pub struct Bus {
     file: File,
     map: Mapping,
     stuck_lock_timeout: Option<Duration>,
+    /// The mapped file's identity, to tell whether a recorded lock holder
+    /// is on this bus at all.
+    id: Option<FileId>,
     takeovers: std::sync::atomic::AtomicU64,
     resets: std::sync::atomic::AtomicU64,
     repairs: std::sync::atomic::AtomicU64,
@@ -356,11 +407,13 @@ impl Bus {
             }
         }
         let map = Mapping::new(&file).map_err(|e| Error::io(path, "cannot map bus file", e))?;
+        let id = FileId::of(&file);
         let bus = Bus {
             path: path.to_path_buf(),
             file,
             map,
             stuck_lock_timeout: opts.stuck_lock_timeout,
+            id,
             takeovers: Default::default(),
             resets: Default::default(),
             repairs: Default::default(),
@@ -467,7 +520,7 @@ impl Bus {
             }
         };
         let waited = now.duration_since(since);
-        let steal = match judge_holder(holder) {
+        let steal = match judge_holder(holder, self.id) {
             Holder::Alive => false,
             Holder::Dead => waited >= DEAD_HOLDER_GRACE,
             Holder::Unknown => self.stuck_lock_timeout.is_some_and(|t| waited >= t),

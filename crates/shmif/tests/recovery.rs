@@ -184,3 +184,42 @@ fn released_meanwhile_takeover_leaves_no_holder_tag_behind() {
     drop(raw.lock());
     assert_eq!(spare_and_lock(&bus), (0, 0));
 }
+
+/// A lock whose spare word names a live process of ours that has no
+/// mapping of this bus (a stale tag whose pid was reused, or one written by
+/// a hostile peer) cannot be held by it: it is judged unidentifiable and
+/// taken over after the stuck-lock timeout, not waited on for ever.
+#[test]
+fn a_lock_naming_a_live_process_that_does_not_map_the_bus_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let patient = std::sync::Arc::new(Interface::new().with_open_options(
+        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(300))),
+    ));
+    patient.set_link(&bus).unwrap();
+    patient.up().unwrap();
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    poke(&bus, 24, 1);
+    poke(&bus, 28, holder_tag(stranger.id()));
+    let p = patient.clone();
+    let t = std::thread::spawn(move || p.send(&bcast(p.mac(), 1)).unwrap());
+    let start = Instant::now();
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let finished = t.is_finished();
+    if !finished {
+        poke(&bus, 24, 0);
+    }
+    t.join().unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        finished,
+        "a live process that is not on the bus was judged its lock holder"
+    );
+    assert_eq!(patient.counters().lock_takeovers, 1);
+}
