@@ -1,13 +1,14 @@
 //! The bus file: opening, checking, mapping, locking and waking.
 //!
 //! This is the thin layer between the pure ring code and the operating
-//! system. A [`Bus`] is one mapping of one bus file; [`Bus::lock`] gives a
-//! [`BusGuard`] through which the ring is read and written.
+//! system. A [`Bus`] is one mapping of one bus file; its lock (reached
+//! through [`crate::lowlevel`]) gives a [`BusGuard`] through which the ring
+//! is read and written.
 
 use crate::error::Error;
 use crate::mapping::Mapping;
-use crate::ring::Control;
-use crate::wire::{BUS_SIZE, DATA_SIZE, MAGIC, VERSION};
+use crate::ring::{Control, Geometry};
+use crate::wire::{BUS_SIZE, MAGIC, VERSION};
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
@@ -43,6 +44,7 @@ pub const STUCK_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to open a bus file.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OpenOptions {
     create: bool,
     mode: u32,
@@ -128,7 +130,7 @@ enum Holder {
     Unknown,
 }
 
-fn judge_holder(tag: u32) -> Holder {
+fn judge_holder(tag: u32, bus: Option<FileId>) -> Holder {
     let pid = tag & PID_MASK;
     if tag == 0 || pid == 0 || (tag >> 22) != (my_holder_tag() >> 22) {
         return Holder::Unknown;
@@ -147,10 +149,58 @@ fn judge_holder(tag: u32) -> Holder {
                 .and_then(|(_, r)| r.trim_start().chars().next())
             {
                 Some('Z') | Some('X') => Holder::Dead,
+                _ if bus.and_then(|id| maps_file(pid, id)) == Some(false) => {
+                    // A live process that has no mapping of this bus cannot
+                    // hold its lock: the tag is stale (its pid was reused)
+                    // or was written by someone else. Judge it as an
+                    // unidentifiable holder.
+                    Holder::Unknown
+                }
                 _ => Holder::Alive,
             }
         }
     }
+}
+
+/// A file's device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(file: &File) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// Whether process `pid` has a mapping of the file `id`, from
+/// `/proc/<pid>/maps`; `None` where that cannot be read (another user's
+/// process, no procfs).
+fn maps_file(pid: u32, id: FileId) -> Option<bool> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let (major, minor) = (
+        libc::major(id.dev as libc::dev_t),
+        libc::minor(id.dev as libc::dev_t),
+    );
+    Some(maps.lines().any(|line| {
+        // start-end perms offset major:minor inode path
+        let mut f = line.split_ascii_whitespace().skip(3);
+        let (Some(dev), Some(ino)) = (f.next(), f.next()) else {
+            return false;
+        };
+        let Some((ma, mi)) = dev.split_once(':') else {
+            return false;
+        };
+        ino.parse::<u64>() == Ok(id.ino)
+            && i64::from_str_radix(ma, 16).ok() == Some(i64::from(major))
+            && i64::from_str_radix(mi, 16).ok() == Some(i64::from(minor))
+    }))
 }
 
 /// A waiter's view of one continuous holding of the lock.
@@ -202,7 +252,7 @@ fn check_path(path: &Path, opts: &OpenOptions) -> Result<(), Error> {
 
 /// Checks a bus file's size and magic without changing it. An empty file is
 /// a new bus; a 1 MiB file with magic 0 is a bus nobody has initialised yet.
-pub fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
+fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io(path, "cannot stat bus file", e))?;
@@ -263,17 +313,27 @@ pub struct Bus {
     file: File,
     map: Mapping,
     stuck_lock_timeout: Option<Duration>,
+    /// The mapped file's identity, to tell whether a recorded lock holder
+    /// is on this bus at all.
+    id: Option<FileId>,
     takeovers: std::sync::atomic::AtomicU64,
     resets: std::sync::atomic::AtomicU64,
+    repairs: std::sync::atomic::AtomicU64,
 }
 
 /// What this mapping of a bus has had to repair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Recoveries {
     /// Times a lock left by a dead or stuck holder was taken over.
     pub lock_takeovers: u64,
     /// Times the ring was found inconsistent after a takeover and reset.
     pub ring_resets: u64,
+    /// Times the ring was reset because it could not be trusted, for any
+    /// reason: after a takeover (the resets above), or because a writer,
+    /// an attach or an interface coming up found impossible contents (a
+    /// broken or hostile peer, a stray write into the file).
+    pub ring_repairs: u64,
 }
 
 impl std::fmt::Debug for Bus {
@@ -338,7 +398,7 @@ impl Bus {
         }
         let size = check_file(path, &mut file)?;
         if size == 0 {
-            if let Err(e) = allocate(path, &file) {
+            if let Err(e) = allocate(path, &file, is_new) {
                 if is_new {
                     // Leave nothing behind: the file did not exist before.
                     let _ = std::fs::remove_file(path);
@@ -347,22 +407,31 @@ impl Bus {
             }
         }
         let map = Mapping::new(&file).map_err(|e| Error::io(path, "cannot map bus file", e))?;
+        let id = FileId::of(&file);
         let bus = Bus {
             path: path.to_path_buf(),
             file,
             map,
             stuck_lock_timeout: opts.stuck_lock_timeout,
+            id,
             takeovers: Default::default(),
             resets: Default::default(),
+            repairs: Default::default(),
         };
         {
-            let guard = bus.lock();
+            let guard = bus.acquire();
             match guard.bus.map.magic_word().load(Ordering::Relaxed) {
                 0 => {
-                    guard.bus.map.store_control(&Control::fresh(DATA_SIZE));
+                    guard.bus.map.store_control(&Control::fresh(Geometry::V3));
                     guard.bus.map.magic_word().store(MAGIC, Ordering::Relaxed);
                 }
-                MAGIC => {}
+                MAGIC => {
+                    // Whatever a peer left in the ring, the next user of
+                    // this mapping finds it usable.
+                    guard.repair_unless(|data, ctl| {
+                        crate::ring::check_chain(Geometry::V3, data, ctl)
+                    });
+                }
                 other => {
                     return Err(Error::NotABus {
                         path: path.into(),
@@ -379,6 +448,11 @@ impl Bus {
         &self.path
     }
 
+    /// The shape of this bus's ring ([`Geometry::V3`]).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::V3
+    }
+
     /// Takes the bus lock: compare-and-swap 0 to 1, sleeping 1 ms after
     /// every [`LOCK_COOLDOWN`] failed tries, as NetBSD peers do; before the
     /// first sleep of a wait, up to [`LOCK_YIELDS`] yields of the processor
@@ -391,16 +465,13 @@ impl Bus {
     /// unidentifiable one after the stuck-lock timeout with nothing on the
     /// bus changing. After a takeover the ring is checked and, if the dead
     /// holder left it inconsistent, reset (see [`crate::ring::reset`]).
-    pub fn lock(&self) -> BusGuard<'_> {
+    pub(crate) fn acquire(&self) -> BusGuard<'_> {
         let word = self.map.lock_word();
         let mut tries = 0u32;
         let mut yields = 0u32;
         let mut watch: Option<Watch> = None;
         loop {
-            if word
-                .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
+            if try_lock(word) {
                 break;
             }
             tries += 1;
@@ -449,7 +520,7 @@ impl Bus {
             }
         };
         let waited = now.duration_since(since);
-        let steal = match judge_holder(holder) {
+        let steal = match judge_holder(holder, self.id) {
             Holder::Alive => false,
             Holder::Dead => waited >= DEAD_HOLDER_GRACE,
             Holder::Unknown => self.stuck_lock_timeout.is_some_and(|t| waited >= t),
@@ -457,54 +528,90 @@ impl Bus {
         if !steal {
             return None;
         }
-        // Claim the holding: of several waiters, one wins this swap.
-        if self
-            .map
-            .spare_word()
-            .compare_exchange(holder, my_holder_tag(), Ordering::AcqRel, Ordering::Relaxed)
+        let guard = self.take_over(holder);
+        if guard.is_none() {
+            *watch = None;
+        }
+        guard
+    }
+
+    /// Takes over the holding of the lock recorded as `holder` in the spare
+    /// word: of several waiters, the one whose swap of the spare word from
+    /// `holder` to its own tag succeeds. `None` if another waiter won, or
+    /// if the lock turned out to have been released meanwhile: then the
+    /// claim is withdrawn (the spare word never names a holder of ours
+    /// while the lock word is 0, or a NetBSD peer taking the lock next and
+    /// dying in it would be judged alive for good), and the caller takes
+    /// the lock the ordinary way.
+    pub(crate) fn take_over(&self, holder: u32) -> Option<BusGuard<'_>> {
+        let me = my_holder_tag();
+        let spare = self.map.spare_word();
+        if spare
+            .compare_exchange(holder, me, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
-            *watch = None;
             return None;
         }
         if self.map.lock_word().load(Ordering::Acquire) == 0 {
-            // Released meanwhile after all: take it the ordinary way.
-            *watch = None;
+            // Released meanwhile: withdraw the claim, unless a new holder
+            // of ours has written its own tag over it already.
+            let _ = spare.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
             return None;
         }
         std::sync::atomic::fence(Ordering::Acquire);
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         let guard = BusGuard { bus: self };
-        let ctl = guard.control();
-        let mut data = self.map.data();
-        if crate::ring::check_chain(&data, &ctl).is_err() {
-            let fresh = crate::ring::reset(&mut data, &ctl);
-            guard.set_control(&fresh);
+        if guard.repair_unless(|data, ctl| crate::ring::check_chain(Geometry::V3, data, ctl)) {
             self.resets.fetch_add(1, Ordering::Relaxed);
         }
         Some(guard)
     }
 
     /// How often this mapping has recovered the bus from a dead holder.
-    pub fn recoveries(&self) -> Recoveries {
+    pub(crate) fn recoveries(&self) -> Recoveries {
         Recoveries {
             lock_takeovers: self.takeovers.load(Ordering::Relaxed),
             ring_resets: self.resets.load(Ordering::Relaxed),
+            ring_repairs: self.repairs.load(Ordering::Relaxed),
         }
     }
 
     /// Wakes every reader on the bus: writes the version word (3) at file
     /// offset 4 through the file descriptor, which raises the file-change
     /// event readers sleep on. Call after a batch of frames, unlocked.
+    ///
+    /// Never writes to a file that is no longer the bus this mapping is of:
+    /// if it was truncated (the mapping caught a fault, or the file is
+    /// shorter than a bus now), it returns [`Error::BusGone`] and writes
+    /// nothing, so that a bus emptied under a listener stays as it was
+    /// left rather than becoming an 8-byte file. (A path that now names
+    /// another file is no concern here: the write goes to this mapping's
+    /// own file through its descriptor.)
     pub fn wake(&self) -> Result<(), Error> {
+        self.check_size()?;
         self.file
             .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
     }
 
+    /// [`Error::BusGone`] if the file was truncated under this mapping: a
+    /// fault was caught, or the file is shorter than a bus (one `fstat`).
+    fn check_size(&self) -> Result<(), Error> {
+        use std::os::unix::fs::MetadataExt;
+        self.check_mapping()?;
+        match self.file.metadata() {
+            Ok(m) if m.size() >= BUS_SIZE as u64 => Ok(()),
+            Ok(_) => Err(Error::BusGone {
+                path: self.path.clone(),
+                what: "truncated",
+            }),
+            Err(e) => Err(Error::io(&self.path, "cannot stat bus file", e)),
+        }
+    }
+
     /// The ring's shared state read without the lock: a consistent snapshot
     /// is not guaranteed, but a change shows that something was written.
-    pub fn peek_control(&self) -> Control {
+    pub(crate) fn peek_control(&self) -> Control {
         self.map.load_control()
     }
 
@@ -554,19 +661,57 @@ impl Bus {
     }
 }
 
+/// The lock word as the spin loop sees it (a trait so that a test can
+/// count what the loop does to it).
+pub(crate) trait LockWord {
+    /// Loads the word (relaxed).
+    fn peek(&self) -> u32;
+    /// Compare-and-swap 0 to 1 with acquire ordering; may fail spuriously.
+    fn try_swap(&self) -> bool;
+}
+
+impl LockWord for std::sync::atomic::AtomicU32 {
+    fn peek(&self) -> u32 {
+        self.load(Ordering::Relaxed)
+    }
+    fn try_swap(&self) -> bool {
+        self.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+/// One try of the lock, test-and-test-and-set: the compare-and-swap, which
+/// takes the cache line exclusive, only when a plain load saw the lock
+/// free. A waiter that swapped on every try would pull the header's cache
+/// line away from the holder, who is writing `first`, `last` and `gen` in
+/// it, on each of its thousand tries.
+pub(crate) fn try_lock(word: &impl LockWord) -> bool {
+    word.peek() == 0 && word.try_swap()
+}
+
 /// Gives a new bus file its 1 MiB, with its blocks allocated up front where
 /// the file system can, so that a full disk is an error now rather than a
-/// SIGBUS later.
-fn allocate(path: &Path, file: &File) -> Result<(), Error> {
-    match rustix::fs::fallocate(
-        file,
-        rustix::fs::FallocateFlags::empty(),
-        0,
-        BUS_SIZE as u64,
-    ) {
+/// SIGBUS later. On failure, a file this call's caller `created` is cut
+/// back to 0 bytes; any other is left as it is (another peer may have
+/// sized and initialised it meanwhile).
+fn allocate(path: &Path, file: &File, created: bool) -> Result<(), Error> {
+    allocate_with(path, file, created, |f| {
+        rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, BUS_SIZE as u64)
+    })
+}
+
+fn allocate_with(
+    path: &Path,
+    file: &File,
+    created: bool,
+    fallocate: impl FnOnce(&File) -> Result<(), rustix::io::Errno>,
+) -> Result<(), Error> {
+    match fallocate(file) {
         Ok(()) => {}
         Err(rustix::io::Errno::NOSPC) => {
-            let _ = file.set_len(0);
+            if created {
+                let _ = file.set_len(0);
+            }
             return Err(Error::io(
                 path,
                 "cannot allocate 1 MiB for the bus",
@@ -587,6 +732,10 @@ pub struct BusGuard<'a> {
 }
 
 impl BusGuard<'_> {
+    /// The shape of the ring ([`Geometry::V3`]).
+    pub fn geometry(&self) -> Geometry {
+        Geometry::V3
+    }
     /// Loads the ring's shared state.
     pub fn control(&self) -> Control {
         self.bus.map.load_control()
@@ -604,6 +753,35 @@ impl BusGuard<'_> {
     /// the shared ring (only while this guard holds the lock).
     pub fn data(&self) -> impl crate::ring::Region + '_ {
         self.bus.map.data()
+    }
+
+    /// Resets the ring ([`crate::ring::reset`]) unless `check` accepts its
+    /// contents, and counts the repair ([`Recoveries::ring_repairs`]).
+    /// Returns whether it reset.
+    pub fn repair_unless(
+        &self,
+        check: impl FnOnce(&dyn crate::ring::Region, &Control) -> Result<(), crate::ring::Corrupt>,
+    ) -> bool {
+        let ctl = self.control();
+        let mut data = self.bus.map.data();
+        if check(&data, &ctl).is_ok() {
+            return false;
+        }
+        self.reset_ring(&mut data, &ctl);
+        true
+    }
+
+    /// Resets the ring unconditionally, counting the repair.
+    pub fn repair(&self) {
+        let ctl = self.control();
+        let mut data = self.bus.map.data();
+        self.reset_ring(&mut data, &ctl);
+    }
+
+    fn reset_ring(&self, data: &mut crate::mapping::SharedData<'_>, ctl: &Control) {
+        let fresh = crate::ring::reset(Geometry::V3, data, ctl);
+        self.set_control(&fresh);
+        self.bus.repairs.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -647,4 +825,75 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, Error> {
         .read_to_end(&mut image)
         .map_err(|e| Error::io(path, "cannot read bus file", e))?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Counts what the spin loop does to the lock word.
+    struct Counted {
+        value: u32,
+        swaps: Cell<u32>,
+    }
+
+    impl LockWord for Counted {
+        fn peek(&self) -> u32 {
+            self.value
+        }
+        fn try_swap(&self) -> bool {
+            self.swaps.set(self.swaps.get() + 1);
+            self.value == 0
+        }
+    }
+
+    #[test]
+    fn lock_spin_tests_before_it_swaps() {
+        let held = Counted {
+            value: 1,
+            swaps: Cell::new(0),
+        };
+        for _ in 0..LOCK_COOLDOWN {
+            assert!(!try_lock(&held));
+        }
+        assert_eq!(
+            held.swaps.get(),
+            0,
+            "a held lock's cache line must not be swapped at by waiters"
+        );
+        let free = Counted {
+            value: 0,
+            swaps: Cell::new(0),
+        };
+        assert!(try_lock(&free));
+        assert_eq!(free.swaps.get(), 1);
+    }
+
+    #[test]
+    fn allocate_never_truncates_a_file_it_did_not_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        // Between our look (0 bytes: a new bus) and the allocation, another
+        // peer sized and initialised the file; then the disk filled up.
+        let peer_made_it = |f: &File| {
+            let mut image = vec![0u8; BUS_SIZE];
+            image[..4].copy_from_slice(&MAGIC.to_ne_bytes());
+            f.write_all_at(&image, 0).unwrap();
+            Err(rustix::io::Errno::NOSPC)
+        };
+        assert!(allocate_with(&path, &file, false, peer_made_it).is_err());
+        let image = std::fs::read(&path).unwrap();
+        assert_eq!(image.len(), BUS_SIZE, "a bus we did not create was cut");
+        assert_eq!(image[..4], MAGIC.to_ne_bytes());
+        // A file this open created is cut back (and then removed by open).
+        assert!(allocate_with(&path, &file, true, |_| Err(rustix::io::Errno::NOSPC)).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
 }

@@ -5,35 +5,26 @@
 //! the tool finds them: version-2 (12-byte frame headers) and byte-swapped
 //! buses included. Bad images give errors, never panics or endless loops.
 
-use crate::ring::{read_wrapped, Corrupt};
+use crate::ring::{read_wrapped, Corrupt, Geometry};
 use crate::wire::{
     BusHeader, BusHeaderRepr, ByteOrder, FrameHeader, WireError, BUS_HEADER_LEN, BUS_SIZE,
     DATA_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN,
 };
-use std::fmt;
 
 /// Why an image cannot be dumped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DumpError {
     /// Not a bus: wrong size or magic.
+    #[error("not a shmif bus: {0}")]
     NotABus(String),
     /// A bus of a version this tool cannot read.
+    #[error("bus version {0}, program 3")]
     Version(u32),
     /// The header's offsets are impossible.
+    #[error("bus header is corrupt: {0}")]
     Header(WireError),
 }
-
-impl fmt::Display for DumpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DumpError::NotABus(why) => write!(f, "not a shmif bus: {why}"),
-            DumpError::Version(v) => write!(f, "bus version {v}, program 3"),
-            DumpError::Header(e) => write!(f, "bus header is corrupt: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for DumpError {}
 
 /// A checked bus image, ready to walk.
 #[derive(Debug, Clone)]
@@ -179,7 +170,7 @@ impl Iterator for Frames<'_> {
             let at = self.cur;
             self.last_header = Some(at);
             let mut raw = [0u8; FRAME_HEADER_LEN];
-            let (pay, wrapped) = read_wrapped(self.data, at, &mut raw[..self.hlen]);
+            let (pay, wrapped) = read_wrapped(Geometry::V3, self.data, at, &mut raw[..self.hlen]);
             if wrapped {
                 self.bonus = false;
             }
@@ -195,10 +186,14 @@ impl Iterator for Frames<'_> {
             }
             if len as usize > MAX_FRAME_LEN {
                 self.done = true;
-                return Some(Err(Corrupt::Length { at, len }));
+                return Some(Err(Corrupt::Length {
+                    at,
+                    len,
+                    max: MAX_FRAME_LEN as u32,
+                }));
             }
             let mut data = vec![0u8; len as usize];
-            let (after, wrapped) = read_wrapped(self.data, pay, &mut data);
+            let (after, wrapped) = read_wrapped(Geometry::V3, self.data, pay, &mut data);
             if wrapped {
                 self.bonus = false;
             }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// a file name the file; the underlying cause, where there is one, is the
 /// error's `source()` (print with `{:#}` in anyhow, or walk the chain).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A system call on the bus file failed.
     #[error("{path}: {what}")]
@@ -28,7 +29,10 @@ pub enum Error {
         reason: String,
     },
     /// The bus holds something impossible (written by a broken or hostile
-    /// peer).
+    /// peer). [`crate::Interface`] and [`crate::Bus`] no longer return it:
+    /// they repair such a ring instead (counted in
+    /// [`crate::Counters::ring_repairs`]); it remains for callers of the
+    /// ring functions that want to report one.
     #[error("{path}: bus is corrupt")]
     Corrupt {
         /// The bus file.

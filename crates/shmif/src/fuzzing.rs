@@ -7,7 +7,7 @@
 //! bytes are garbage.
 
 use crate::dump::Dump;
-use crate::ring::{self, Control, Reader, Step};
+use crate::ring::{self, Control, Geometry, Reader, Step};
 use crate::wire::{FrameHeaderRepr, BUS_HEADER_LEN, BUS_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 
 fn u32_at(d: &[u8], off: usize) -> u32 {
@@ -29,6 +29,7 @@ pub fn ring_ops(data: &[u8]) {
         return;
     }
     let size = 64 + (u32_at(data, 0) % 8192) as usize;
+    let g = Geometry::with_size(size as u32).expect("at least 64 bytes");
     let mut region = vec![0u8; size];
     let body = &data[24..];
     let n = body.len().min(size);
@@ -47,19 +48,23 @@ pub fn ring_ops(data: &[u8]) {
         first: pick(raw(8)),
         last: pick(raw(12)),
     };
-    let mut reader = Reader {
-        next: pick(raw(16)),
-        devgen: u64::from(raw(20) & 0xff),
-    };
+    let mut reader = Reader::new(pick(raw(16)), u64::from(raw(20) & 0xff));
+    if raw(0) & 0x8000_0000 != 0 {
+        reader = reader.with_resync(ring::Resync::OldestThenNewest);
+    }
     let mut buf = [0u8; MAX_FRAME_LEN];
     for _ in 0..64 {
-        match reader.step(&region[..], &ctl, &mut buf) {
-            Step::Frame { header, .. } => assert!(header.len as usize <= MAX_FRAME_LEN),
-            Step::Empty | Step::Corrupt(_) => break,
+        match reader.step(g, &region[..], &ctl, &mut buf) {
+            Step::Frame { header, .. } | Step::Passed { header, .. } => {
+                assert!(header.len as usize <= MAX_FRAME_LEN)
+            }
+            _ => break,
         }
     }
     let mut ctl2 = ctl;
-    let consistent = ring::check_chain(&region[..], &ctl2).is_ok();
+    let consistent = ring::check_chain(g, &region[..], &ctl2).is_ok();
+    let writable = ring::check_writable(g, &region[..], &ctl2).is_ok();
+    assert!(!consistent || writable, "a consistent ring is writable");
     for k in 0..4u32 {
         let len = 14 + (raw(4 + k as usize) as usize % (MAX_FRAME_LEN - 13));
         let len = len.min(size / 2 - FRAME_HEADER_LEN - 1).max(14);
@@ -69,11 +74,11 @@ pub fn ring_ops(data: &[u8]) {
             ..Default::default()
         };
         let before = region.clone();
-        match ring::append(&mut region[..], &mut ctl2, &h, &payload) {
+        match ring::append(g, &mut region[..], &mut ctl2, &h, &payload) {
             Ok(_) => {
                 if consistent && size >= 2 * (FRAME_HEADER_LEN + MAX_FRAME_LEN) + 2 {
                     assert!(
-                        ring::check_chain(&region[..], &ctl2).is_ok(),
+                        ring::check_chain(g, &region[..], &ctl2).is_ok(),
                         "append broke a consistent ring"
                     );
                 }
@@ -81,13 +86,17 @@ pub fn ring_ops(data: &[u8]) {
             Err(_) => assert!(region == before, "a failed append wrote to the ring"),
         }
     }
-    let fresh = ring::reset(&mut region[..], &ctl2);
+    let fresh = ring::reset(g, &mut region[..], &ctl2);
     assert!(
-        ring::check_chain(&region[..], &fresh).is_ok(),
+        ring::check_chain(g, &region[..], &fresh).is_ok(),
         "a reset ring is inconsistent"
     );
-    let mut r = Reader::at_end(&region[..], &fresh).expect("a reset ring is readable");
-    assert_eq!(r.step(&region[..], &fresh, &mut buf), Step::Empty);
+    assert!(
+        ring::check_writable(g, &region[..], &fresh).is_ok(),
+        "a reset ring is not writable"
+    );
+    let mut r = Reader::at_end(g, &region[..], &fresh).expect("a reset ring is readable");
+    assert_eq!(r.step(g, &region[..], &fresh, &mut buf), Step::Empty);
 }
 
 /// A whole bus image built from `data` (zero-padded or cut to 1 MiB): the
@@ -117,19 +126,22 @@ pub fn bus_image(data: &[u8]) {
         last: u32_at(&image, 20),
     };
     let mut buf = [0u8; MAX_FRAME_LEN];
-    let mut reader = match Reader::at_end(region, &ctl) {
+    let g = Geometry::V3;
+    let mut reader = match Reader::at_end(g, region, &ctl) {
         Ok(r) => r,
-        Err(_) => Reader { next: 0, devgen: 0 },
+        Err(_) => Reader::new(0, 0),
     };
     if data.len() > BUS_SIZE + 8 {
         reader.next = u32_at(data, BUS_SIZE);
         reader.devgen = u64::from(u32_at(data, BUS_SIZE + 4));
     }
     for _ in 0..4096 {
-        match reader.step(region, &ctl, &mut buf) {
-            Step::Frame { header, .. } => assert!(header.len as usize <= MAX_FRAME_LEN),
-            Step::Empty | Step::Corrupt(_) => break,
+        match reader.step(g, region, &ctl, &mut buf) {
+            Step::Frame { header, .. } | Step::Passed { header, .. } => {
+                assert!(header.len as usize <= MAX_FRAME_LEN)
+            }
+            _ => break,
         }
     }
-    let _ = ring::check_chain(region, &ctl);
+    let _ = ring::check_chain(g, region, &ctl);
 }

@@ -8,10 +8,13 @@
 //! The crate is layered, each layer thin over the one below:
 //! - [`wire`]: the bus and frame header layouts, as views over bytes;
 //! - [`ring`]: the ring arithmetic (append with eviction, the reader's
-//!   validity check and resync), pure functions over a byte region;
+//!   validity check, resync and overrun policy), pure functions over a
+//!   byte region of a given [`Geometry`];
 //! - [`dump`]: the walk `shmif_dumpbus` makes over a bus image;
-//! - [`Bus`]: the mapped file, its lock and wake-ups;
-//! - [`Interface`]: identity, filters, counters, send and receive.
+//! - [`Bus`]: the mapped file and its wake-ups; its lock and raw ring
+//!   access are in [`lowlevel`], for the few programs that need them;
+//! - [`Interface`]: identity, filters, counters, send and receive, over a
+//!   sans-IO receive core (batch, MAC filter before the copy, counters).
 //!
 //! ```no_run
 //! use shmif::Interface;
@@ -31,23 +34,25 @@
 
 #[cfg(feature = "tokio")]
 pub mod async_io;
-pub mod bus;
+mod bus;
 pub mod dump;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod interface;
+mod interface;
+pub mod lowlevel;
 #[allow(unsafe_code)]
 mod mapping;
 pub mod ring;
+mod rx;
 #[cfg(feature = "smoltcp")]
 pub mod smoltcp_device;
-pub mod wait;
+mod wait;
 pub mod wire;
 
-pub use bus::{Bus, OpenOptions};
+pub use bus::{read_image, Bus, OpenOptions};
 pub use error::Error;
-pub use interface::{Counters, Frame, Interface, Received};
-pub use ring::Overrun;
-pub use wait::Waiter;
+pub use interface::{random_mac, Counters, Frame, Interface, Received};
+pub use ring::{Geometry, Overrun};
+pub use wait::{Waiter, POLL_INTERVAL};
 pub use wire::MacAddr;

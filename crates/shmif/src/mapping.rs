@@ -22,8 +22,9 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// How many bus mappings one process can have at once.
-const MAX_MAPPINGS: usize = 1024;
+/// How many bus mappings one process can have at once (a mapping beyond
+/// that is refused: the SIGBUS handler could not protect it).
+pub(crate) const MAX_MAPPINGS: usize = 1024;
 
 /// Where a live bus mapping is, for the SIGBUS handler (which can only use
 /// atomics). `start == 0`: free slot.
@@ -44,36 +45,91 @@ static SLOTS: [Slot; MAX_MAPPINGS] = [const {
 /// The SIGBUS disposition before ours, to pass foreign faults on to.
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
+/// The calling thread's `errno`.
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: each libc returns a pointer to the calling thread's errno,
+    // valid for the thread's lifetime; the call is async-signal-safe.
+    unsafe {
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "emscripten"))]
+        {
+            libc::__errno_location()
+        }
+        #[cfg(any(
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "dragonfly"
+        ))]
+        {
+            libc::__error()
+        }
+        #[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+        {
+            libc::__errno()
+        }
+    }
+}
+
+/// Restores the interrupted code's `errno` when the handler returns: the
+/// system calls the handler makes (mmap, sigaction) may change it.
+struct SavedErrno(libc::c_int);
+
+impl SavedErrno {
+    fn save() -> Self {
+        // SAFETY: the pointer is this thread's errno (see errno_location).
+        SavedErrno(unsafe { *errno_location() })
+    }
+}
+
+impl Drop for SavedErrno {
+    fn drop(&mut self) {
+        // SAFETY: as in `save`.
+        unsafe { *errno_location() = self.0 }
+    }
+}
+
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let errno = SavedErrno::save();
     // SAFETY: the kernel passes a valid siginfo for an SA_SIGINFO handler.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    for slot in &SLOTS {
-        let start = slot.start.load(Ordering::Acquire);
-        let len = slot.len.load(Ordering::Acquire);
-        if start != 0 && addr >= start && addr < start + len {
-            // SAFETY: [start, start+len) is a mapping this module made and
-            // still owns (the slot is cleared before it is unmapped); replacing
-            // it with anonymous memory of the same size keeps every pointer
-            // into it valid. mmap is a plain system call, safe in a handler.
-            let p = unsafe {
-                libc::mmap(
-                    start as *mut libc::c_void,
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                slot.gone.store(true, Ordering::Release);
-                return;
+    let code = unsafe { (*info).si_code };
+    // A SIGBUS sent with kill(2), sigqueue(3) or tgkill(2) (si_code <= 0)
+    // is not a fault: its si_addr means nothing, and it is not ours.
+    if code > 0 {
+        // SAFETY: as above; for a fault, si_addr is the faulting address.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        for slot in &SLOTS {
+            let start = slot.start.load(Ordering::Acquire);
+            let len = slot.len.load(Ordering::Acquire);
+            if start != 0 && start != usize::MAX && addr >= start && addr < start + len {
+                // SAFETY: [start, start+len) is a mapping this module made
+                // and still owns (the slot is cleared before it is unmapped);
+                // replacing it with anonymous memory of the same size keeps
+                // every pointer into it valid. mmap is a plain system call,
+                // safe in a handler.
+                let p = unsafe {
+                    libc::mmap(
+                        start as *mut libc::c_void,
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                        -1,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    slot.gone.store(true, Ordering::Release);
+                    return;
+                }
             }
         }
     }
-    // Not ours: hand it to whoever handled SIGBUS before, or die as usual.
+    // Not ours: hand it to whatever disposition SIGBUS had before, with
+    // errno as the interrupted code left it.
+    drop(errno);
+    let user_sent = code <= 0;
     match PREVIOUS.get() {
-        Some(prev) if prev.sa_sigaction != libc::SIG_DFL && prev.sa_sigaction != libc::SIG_IGN => {
+        Some(prev) if prev.sa_sigaction == libc::SIG_IGN => {}
+        Some(prev) if prev.sa_sigaction != libc::SIG_DFL => {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: with SA_SIGINFO the previous handler has this type.
                 let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -87,13 +143,18 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             }
         }
         _ => {
-            // SAFETY: restoring the default action; returning re-runs the
-            // faulting access, which then terminates the process as it would
-            // have without this handler.
+            // SAFETY: the default action, as without this handler: restore
+            // it, then either return to re-run the faulting access (a
+            // fault), or raise the signal again (one sent with kill(2),
+            // which returning would swallow). Either terminates the
+            // process as SIGBUS does by default.
             unsafe {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+                if user_sent {
+                    libc::raise(libc::SIGBUS);
+                }
             }
         }
     }
@@ -103,16 +164,22 @@ fn install_sigbus_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // SAFETY: sigaction with a zeroed, then filled, struct; the handler
-        // only touches atomics, calls mmap and sigaction, or chains.
+        // only touches atomics and errno, calls mmap, sigaction and raise,
+        // or chains. The previous disposition is read and saved before the
+        // handler is installed, so that a SIGBUS arriving in between finds
+        // it (installing and saving in one call would leave a window in
+        // which a foreign SIGBUS found nothing to forward to).
         unsafe {
             let mut prev: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut prev) != 0 {
+                return;
+            }
+            let _ = PREVIOUS.set(prev);
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_sigbus as *const () as usize;
             act.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
             libc::sigemptyset(&mut act.sa_mask);
-            if libc::sigaction(libc::SIGBUS, &act, &mut prev) == 0 {
-                let _ = PREVIOUS.set(prev);
-            }
+            libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut());
         }
     });
 }
@@ -148,14 +215,12 @@ pub(crate) fn process_tag(compute: fn() -> u32) -> u32 {
 /// A `MAP_SHARED`, read-write mapping of a whole bus file.
 pub(crate) struct Mapping {
     raw: memmap2::MmapRaw,
-    slot: Option<&'static Slot>,
+    slot: &'static Slot,
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            slot.start.store(0, Ordering::Release);
-        }
+        self.slot.start.store(0, Ordering::Release);
     }
 }
 
@@ -173,23 +238,28 @@ impl Mapping {
         }
         install_sigbus_handler();
         let start = raw.as_mut_ptr() as usize;
-        let slot = SLOTS.iter().find(|s| {
+        let Some(slot) = SLOTS.iter().find(|s| {
             s.start
                 .compare_exchange(0, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        });
-        if let Some(s) = slot {
-            s.gone.store(false, Ordering::Relaxed);
-            s.len.store(BUS_SIZE, Ordering::Relaxed);
-            s.start.store(start, Ordering::Release);
-        }
+        }) else {
+            // Without a slot the SIGBUS handler could not recognise this
+            // mapping, and a truncation would kill the process: refuse.
+            return Err(io::Error::other(format!(
+                "this process already has {MAX_MAPPINGS} bus mappings, the most it can protect \
+                 against truncation"
+            )));
+        };
+        slot.gone.store(false, Ordering::Relaxed);
+        slot.len.store(BUS_SIZE, Ordering::Relaxed);
+        slot.start.store(start, Ordering::Release);
         Ok(Mapping { raw, slot })
     }
 
     /// Whether the file under this mapping was truncated (a SIGBUS was
     /// caught and the mapping replaced by zero pages).
     pub(crate) fn is_gone(&self) -> bool {
-        self.slot.is_some_and(|s| s.gone.load(Ordering::Acquire))
+        self.slot.gone.load(Ordering::Acquire)
     }
 
     fn u32_word(&self, off: usize) -> &AtomicU32 {
@@ -239,17 +309,34 @@ impl Mapping {
         }
     }
 
-    /// Stores `gen`, `first` and `last`. Call with the bus lock held.
+    /// Stores `gen`, `first` and `last`, after the frame bytes they
+    /// publish. Call with the bus lock held.
+    ///
+    /// Release stores: the frame copy before them (plain stores through a
+    /// raw pointer) may not be moved after them, by the compiler or the
+    /// processor, so that a holder killed at any instruction never leaves
+    /// `last` naming a frame whose bytes are not all in memory.
     pub(crate) fn store_control(&self, c: &Control) {
-        self.u64_word(field::GEN).store(c.gen, Ordering::Relaxed);
+        self.u64_word(field::GEN).store(c.gen, Ordering::Release);
         self.u32_word(field::FIRST)
-            .store(c.first, Ordering::Relaxed);
-        self.u32_word(field::LAST).store(c.last, Ordering::Relaxed);
+            .store(c.first, Ordering::Release);
+        self.u32_word(field::LAST).store(c.last, Ordering::Release);
     }
 
-    /// Stores `first` alone (see [`crate::ring::append_with`]).
+    /// Stores `first` alone, before a frame copy overwrites what it
+    /// evicted (see [`crate::ring::append_with`]).
+    ///
+    /// The fence after the store keeps the copy's plain stores from being
+    /// moved before it, by the compiler or the processor: a holder killed
+    /// mid-copy must never leave `first` naming a frame it had begun to
+    /// overwrite. (A relaxed store orders nothing that follows it. The
+    /// release fence is a store-store barrier on weakly ordered processors
+    /// and, with the compiler fence, keeps the compiler from sinking the
+    /// store past the copy; x86 keeps stores in order by itself.)
     pub(crate) fn store_first(&self, first: u32) {
         self.u32_word(field::FIRST).store(first, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
     }
 
     /// The data region, for reading and writing frames under the lock.
@@ -281,10 +368,6 @@ impl SharedData<'_> {
 }
 
 impl Region for SharedData<'_> {
-    fn size(&self) -> u32 {
-        DATA_SIZE
-    }
-
     fn read(&self, off: u32, buf: &mut [u8]) {
         let src = self.base(off, buf.len());
         // SAFETY: `src..src+len` is inside the mapping (checked by `base`)

@@ -84,9 +84,11 @@ fn array<const N: usize>(buf: &[u8], off: usize) -> [u8; N] {
 }
 
 /// Why octets are not a valid bus or frame header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     /// Fewer bytes than the layout needs.
+    #[error("too short: {got} bytes where {needed} are needed")]
     Truncated {
         /// Bytes needed.
         needed: usize,
@@ -94,30 +96,18 @@ pub enum WireError {
         got: usize,
     },
     /// The magic is neither 0 nor `0xca11d054` (in either byte order).
+    #[error("not a shmif bus (magic {0:#010x})")]
     BadMagic(u32),
     /// A version this crate cannot read.
+    #[error("bus version {0}, program {VERSION}")]
     BadVersion(u32),
     /// `first` lies outside the data region.
+    #[error("first offset {0:#x} is outside the data region")]
     BadFirst(u32),
     /// `last` lies outside the data region.
+    #[error("last offset {0:#x} is outside the data region")]
     BadLast(u32),
 }
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WireError::Truncated { needed, got } => {
-                write!(f, "too short: {got} bytes where {needed} are needed")
-            }
-            WireError::BadMagic(m) => write!(f, "not a shmif bus (magic {m:#010x})"),
-            WireError::BadVersion(v) => write!(f, "bus version {v}, program {VERSION}"),
-            WireError::BadFirst(x) => write!(f, "first offset {x:#x} is outside the data region"),
-            WireError::BadLast(x) => write!(f, "last offset {x:#x} is outside the data region"),
-        }
-    }
-}
-
-impl std::error::Error for WireError {}
 
 /// A view of a bus header (the first 32 bytes of a bus file).
 #[derive(Debug, Clone, Copy)]
@@ -365,20 +355,9 @@ impl fmt::Debug for MacAddr {
 }
 
 /// Why a string is not a MAC address.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a MAC address (expected six hex octets like b2:a0:01:02:03:04)")]
 pub struct MacParseError(pub String);
-
-impl fmt::Display for MacParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a MAC address (expected six hex octets like b2:a0:01:02:03:04)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for MacParseError {}
 
 impl std::str::FromStr for MacAddr {
     type Err = MacParseError;

@@ -3,10 +3,17 @@
 //! must exchange frames again within 1 s, and no corrupt frame may ever be
 //! delivered to anyone.
 //!
-//! `SHMIF_CHAOS_ROUNDS` sets the number of rounds (default 200).
+//! A second test kills writers that do nothing but copy frames in, from a
+//! second thread of the test process at random moments, so that most
+//! kills land inside `append` (mid-copy), while the main thread keeps
+//! checking that the survivors answer within 1 s.
+//!
+//! `SHMIF_CHAOS_ROUNDS` sets the number of rounds (default 200; the
+//! mid-copy test runs half as many).
 
 mod common;
 use common::{fnv64, role, say, Kid};
+use shmif::lowlevel::RawBus;
 use shmif::{Bus, Interface, OpenOptions};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,6 +69,7 @@ fn chaos_child() {
     };
     match role.as_str() {
         "writer" => writer(Path::new(&args[0]), args[1].parse().unwrap()),
+        "copier" => copier(Path::new(&args[0])),
         "echoer" => echoer(Path::new(&args[0])),
         _ => unreachable!(),
     }
@@ -90,10 +98,31 @@ fn writer(bus: &Path, seed: u64) {
     }
 }
 
+/// Sends the same batch of 64 large checksummed frames as fast as it can,
+/// until killed: nearly all its time is spent copying inside the lock.
+fn copier(bus: &Path) {
+    let ifc = Interface::attach(bus).unwrap();
+    let mac = ifc.mac().0;
+    // Addressed to a MAC nobody has: the promiscuous echoer checks every
+    // one, the test process passes them over without copying them.
+    let batch: Vec<Vec<u8>> = (0..64u64)
+        .map(|k| {
+            let mut f = frame(mac, DATA, k, 1000 + (k as usize * 31) % 470);
+            f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            f
+        })
+        .collect();
+    say("ready");
+    loop {
+        ifc.send_batch(batch.iter().map(|f| &f[..])).unwrap();
+    }
+}
+
 /// Answers every probe with an echo and checks every frame it sees; on
 /// stdin EOF prints its tallies.
 fn echoer(bus: &Path) {
     let ifc = std::sync::Arc::new(Interface::attach(bus).unwrap());
+    ifc.set_promiscuous(true);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -219,5 +248,100 @@ fn survivors_keep_talking_while_writers_are_killed() {
     assert!(
         in_lock * 5 >= rounds,
         "only {in_lock} of {rounds} kills hit the lock: the test did not test recovery"
+    );
+}
+
+#[test]
+fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
+    let rounds: usize = std::env::var("SHMIF_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+        / 2;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("chaos mid-copy: {rounds} rounds, seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let me = Interface::attach(&bus).unwrap();
+    let busarg = bus.display().to_string();
+    let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
+    echoer.expect("ready");
+
+    // The killer: a second thread of this process.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (busarg, bus, done) = (busarg.clone(), bus.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed | 1);
+            let mut in_lock = 0;
+            for _ in 0..rounds {
+                let mut w = Kid::spawn("chaos_child", "copier", std::slice::from_ref(&busarg));
+                w.expect("ready");
+                std::thread::sleep(Duration::from_micros(200 + rng.below(5_000)));
+                w.child.kill().unwrap();
+                w.child.wait().unwrap();
+                if lock_word(&bus) == 1 {
+                    in_lock += 1;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            in_lock
+        })
+    };
+    let mac = me.mac().0;
+    let (mut probes, mut worst, mut corrupt_here) = (0u64, Duration::ZERO, 0);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        // A copier floods the bus faster than anyone reads it, so a probe
+        // or its echo may be overwritten unread (a hub's loss, counted as
+        // an overrun): the probe is repeated every 10 ms until answered.
+        let start = Instant::now();
+        let mut sent_at = start;
+        me.send(&frame(mac, PROBE, probes, 32)).unwrap();
+        let mut answered = false;
+        while start.elapsed() < Duration::from_secs(1) {
+            if sent_at.elapsed() >= Duration::from_millis(10) {
+                me.send(&frame(mac, PROBE, probes, 32)).unwrap();
+                sent_at = Instant::now();
+            }
+            let Some(f) = me.recv_timeout(Duration::from_millis(10)).unwrap() else {
+                continue;
+            };
+            match check(&f.data) {
+                Ok((kind, seq)) if kind == ECHO && seq == probes => {
+                    answered = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    corrupt_here += 1;
+                    eprintln!("test process: {e}");
+                }
+            }
+        }
+        worst = worst.max(start.elapsed());
+        assert!(answered, "probe {probes}: no echo within 1 s (seed {seed})");
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let in_lock = killer.join().unwrap();
+    echoer.stdin.take();
+    let tally = echoer.expect("tally");
+    let c = me.counters();
+    eprintln!(
+        "chaos mid-copy: {rounds} kills, {in_lock} inside the lock; {probes} probes, slowest {worst:?}; \
+         test process: {corrupt_here} corrupt, takeovers {}, resets {}, repairs {}; echoer: {tally}",
+        c.lock_takeovers, c.ring_resets, c.ring_repairs
+    );
+    assert_eq!(
+        corrupt_here, 0,
+        "corrupt frames delivered to the test process"
+    );
+    assert!(tally.contains("corrupt=0"), "echoer: {tally}");
+    assert!(
+        in_lock * 5 >= rounds,
+        "only {in_lock} of {rounds} kills hit the lock: the test did not test mid-copy kills"
     );
 }

@@ -322,6 +322,51 @@ fn a_bus_truncated_while_attached_gives_an_error_not_sigbus() {
     assert!(matches!(e, Error::BusGone { .. }), "{e}");
 }
 
+/// Review item: a listener whose bus was emptied under it wrote its
+/// wake-up word into the file on the way out, leaving an 8-byte non-bus
+/// file. Nothing may be written to a file that is no longer the bus.
+#[test]
+fn a_bus_truncated_to_zero_under_a_listener_is_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let truncate = |len| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&bus)
+            .unwrap()
+            .set_len(len)
+            .unwrap()
+    };
+    // A listener that meets the truncation, and one that never looks.
+    let a = Interface::attach(&bus).unwrap();
+    let listener = Interface::attach(&bus).unwrap();
+    let idle = Interface::attach(&bus).unwrap();
+    a.send(&frame(MacAddr::BROADCAST, a.mac(), 1, 60)).unwrap();
+    truncate(0);
+    let e = listener
+        .recv_timeout(Duration::from_millis(500))
+        .unwrap_err();
+    assert!(matches!(e, Error::BusGone { .. }), "{e}");
+    let e = idle
+        .send(&frame(MacAddr::BROADCAST, idle.mac(), 2, 60))
+        .unwrap_err();
+    assert!(matches!(e, Error::BusGone { .. }), "{e}");
+    idle.down();
+    drop((a, listener, idle));
+    assert_eq!(
+        std::fs::metadata(&bus).unwrap().len(),
+        0,
+        "written to after truncation"
+    );
+    // Truncated to a stub no mapping faults on: still no wake-up write.
+    let a = Interface::attach(&bus).unwrap();
+    truncate(0);
+    truncate(4);
+    a.down();
+    drop(a);
+    assert_eq!(file_bytes(&bus), vec![0u8; 4]);
+}
+
 #[test]
 fn a_bus_replaced_or_removed_while_attached_is_noticed() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Taking over a bus lock left by a dead or stuck holder, and repairing the
 //! ring it left behind.
 
-use shmif::bus::holder_tag;
+use shmif::lowlevel::holder_tag;
 use shmif::wire::BUS_HEADER_LEN;
 use shmif::{Interface, MacAddr, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -119,4 +119,107 @@ fn an_unidentified_stuck_holder_is_taken_over_after_the_timeout_or_never() {
     poke(&bus, 24, 0);
     t.join().unwrap();
     assert_eq!(never.counters().lock_takeovers, 0);
+}
+
+fn spare_and_lock(bus: &Path) -> (u32, u32) {
+    let b = std::fs::read(bus).unwrap();
+    (
+        u32::from_ne_bytes(b[28..32].try_into().unwrap()),
+        u32::from_ne_bytes(b[24..28].try_into().unwrap()),
+    )
+}
+
+/// Review item: after a waiter's claim of the spare word succeeded, the
+/// lock may turn out to have been released meanwhile (a NetBSD holder,
+/// which never writes the spare word, let go). The claim must then be
+/// withdrawn: a spare word naming a live peer of ours while the lock word
+/// is 0 would make the next NetBSD holder that dies in the lock look
+/// alive to every waiter, and the bus would be stuck for good.
+#[test]
+fn released_meanwhile_takeover_leaves_no_holder_tag_behind() {
+    use shmif::lowlevel::RawBus;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let raw = shmif::Bus::open(&bus, &OpenOptions::new()).unwrap();
+    // A NetBSD peer held the lock (spare word 0) and has just released it.
+    poke(&bus, 24, 0);
+    poke(&bus, 28, 0);
+    assert!(raw.take_over(0).is_none(), "nothing to take over");
+    assert_eq!(
+        spare_and_lock(&bus),
+        (0, 0),
+        "the withdrawn claim left a holder tag behind"
+    );
+    // Another waiter's claim of a tag that is no longer there fails and
+    // changes nothing.
+    poke(&bus, 28, holder_tag(dead_pid()));
+    poke(&bus, 28, 0);
+    assert!(raw.take_over(holder_tag(dead_pid())).is_none());
+    assert_eq!(spare_and_lock(&bus), (0, 0));
+    // The next NetBSD holder dies in the lock: it is taken over after the
+    // stuck-lock timeout, not judged alive for ever.
+    poke(&bus, 24, 1);
+    let patient = std::sync::Arc::new(Interface::new().with_open_options(
+        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(200))),
+    ));
+    // set_link takes the lock too (to check the ring), so attach in the thread.
+    let p = patient.clone();
+    let path = bus.clone();
+    let t = std::thread::spawn(move || {
+        p.set_link(&path).unwrap();
+        p.up().unwrap();
+        p.send(&bcast(p.mac(), 1)).unwrap();
+    });
+    let start = Instant::now();
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        t.is_finished(),
+        "the dead NetBSD holder's lock was never taken over"
+    );
+    t.join().unwrap();
+    assert_eq!(patient.counters().lock_takeovers, 1);
+    // A real holding through the low-level module, released: no tag left.
+    drop(raw.lock());
+    assert_eq!(spare_and_lock(&bus), (0, 0));
+}
+
+/// A lock whose spare word names a live process of ours that has no
+/// mapping of this bus (a stale tag whose pid was reused, or one written by
+/// a hostile peer) cannot be held by it: it is judged unidentifiable and
+/// taken over after the stuck-lock timeout, not waited on for ever.
+#[test]
+fn a_lock_naming_a_live_process_that_does_not_map_the_bus_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let patient = std::sync::Arc::new(Interface::new().with_open_options(
+        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(300))),
+    ));
+    patient.set_link(&bus).unwrap();
+    patient.up().unwrap();
+    let mut stranger = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    poke(&bus, 24, 1);
+    poke(&bus, 28, holder_tag(stranger.id()));
+    let p = patient.clone();
+    let t = std::thread::spawn(move || p.send(&bcast(p.mac(), 1)).unwrap());
+    let start = Instant::now();
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let finished = t.is_finished();
+    if !finished {
+        poke(&bus, 24, 0);
+    }
+    t.join().unwrap();
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
+        finished,
+        "a live process that is not on the bus was judged its lock holder"
+    );
+    assert_eq!(patient.counters().lock_takeovers, 1);
 }

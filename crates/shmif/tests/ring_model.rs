@@ -8,7 +8,7 @@
 //!    misaligned, duplicated or reordered frame.
 
 use proptest::prelude::*;
-use shmif::ring::{self, Control, Reader, Step};
+use shmif::ring::{self, Control, Geometry, Overrun, Reader, Resync, Step};
 use shmif::wire::{FrameHeaderRepr, DATA_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN, MIN_FRAME_LEN};
 
 /// A small deterministic generator, so each case replays from its seed.
@@ -130,14 +130,15 @@ fn check_append_matches_netbsd(size: usize, seed: u64, frames: usize) {
     let mut rng = Rng(seed | 1);
     let mut ours = vec![0u8; size];
     let mut theirs = vec![0u8; size];
-    let mut c1 = Control::fresh(size as u32);
+    let g = Geometry::with_size(size as u32).unwrap();
+    let mut c1 = Control::fresh(g);
     let mut c2 = c1;
     for id in 0..frames as u64 {
         let len = rng.frame_len(size);
         let f = frame_for(id, len);
         let h = header(len, id);
         netbsd::send(&mut theirs, &mut c2, &h, &f);
-        let a = ring::append(&mut ours[..], &mut c1, &h, &f).expect("append");
+        let a = ring::append(g, &mut ours[..], &mut c1, &h, &f).expect("append");
         assert_eq!(
             c1, c2,
             "control differs after frame {id} (size {size}, seed {seed})"
@@ -177,22 +178,98 @@ struct SimReader {
     got: u64,
     lost: u64,
     overruns: u64,
+    /// Frames dropped by [`Resync::OldestThenNewest`] after an overrun.
+    skipped: u64,
+}
+
+/// Checks one delivered frame against the model and moves the reader's
+/// expectations on.
+fn take(
+    sr: &mut SimReader,
+    h: FrameHeaderRepr,
+    overrun: Option<Overrun>,
+    data: &[u8],
+    sent: &[Sent],
+    ctx: &str,
+) {
+    let id = h.sender;
+    assert!(
+        id < sent.len() as u64,
+        "frame id {id} was never sent ({ctx})"
+    );
+    assert_eq!(
+        data,
+        &frame_for(id, sent[id as usize].len)[..],
+        "corrupt frame {id} ({ctx})"
+    );
+    match overrun {
+        None => assert_eq!(id, sr.expect, "frame out of order without overrun ({ctx})"),
+        Some(o) => {
+            assert!(
+                id > sr.expect,
+                "overrun delivered an old or duplicate frame {id} < {} ({ctx})",
+                sr.expect
+            );
+            if let Some(bytes) = o.bytes_lost {
+                let want: u64 = (sr.expect..id)
+                    .map(|k| (FRAME_HEADER_LEN + sent[k as usize].len) as u64)
+                    .sum();
+                assert_eq!(bytes, want, "overrun byte count ({ctx})");
+            }
+            sr.lost += id - sr.expect;
+            sr.overruns += 1;
+        }
+    }
+    sr.expect = id + 1;
+    sr.got += 1;
+    let skipped = overrun.map_or(0, |o| o.skipped);
+    if skipped > 0 {
+        assert_eq!(sr.r.resync, Resync::OldestThenNewest, "{ctx}");
+        // The skip drops whole frames, to the byte, up to the newest one.
+        let mut left = skipped;
+        while left > 0 {
+            let k = sr.expect as usize;
+            assert!(k < sent.len(), "skipped past the newest frame ({ctx})");
+            let n = (FRAME_HEADER_LEN + sent[k].len) as u64;
+            assert!(n <= left, "skip ends inside frame {k} ({ctx})");
+            left -= n;
+            sr.expect += 1;
+            sr.lost += 1;
+            sr.skipped += 1;
+        }
+        assert_eq!(
+            sr.expect,
+            sent.len() as u64 - 1,
+            "the skip lands on the newest frame ({ctx})"
+        );
+    }
 }
 
 /// Runs writers and readers at random lags; returns (frames delivered,
-/// overruns) over all readers.
-fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) {
+/// overruns, frames skipped) over all readers.
+fn simulate(
+    size: usize,
+    seed: u64,
+    steps: usize,
+    readers: usize,
+    resync: Resync,
+) -> (u64, u64, u64) {
+    let g = Geometry::with_size(size as u32).unwrap();
+    let ctx = format!("size {size}, seed {seed}, {resync:?}");
     let mut rng = Rng(seed | 1);
     let mut mem = vec![0u8; size];
-    let mut ctl = Control::fresh(size as u32);
+    let mut ctl = Control::fresh(g);
     let mut sent: Vec<Sent> = Vec::new();
     let mut rs: Vec<SimReader> = (0..readers)
         .map(|_| SimReader {
-            r: Reader::at_end(&mem[..], &ctl).unwrap(),
+            r: Reader::at_end(g, &mem[..], &ctl)
+                .unwrap()
+                .with_resync(resync),
             expect: 0,
             got: 0,
             lost: 0,
             overruns: 0,
+            skipped: 0,
         })
         .collect();
     let mut buf = [0u8; MAX_FRAME_LEN];
@@ -202,6 +279,7 @@ fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) 
                 let id = sent.len() as u64;
                 let len = rng.frame_len(size);
                 ring::append(
+                    g,
                     &mut mem[..],
                     &mut ctl,
                     &header(len, id),
@@ -216,7 +294,7 @@ fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) 
             let budget = 1 + rng.below(8 / (i as u64 + 1) + 1);
             let sr = &mut rs[i];
             for _ in 0..budget {
-                match sr.r.step(&mem[..], &ctl, &mut buf) {
+                match sr.r.step(g, &mem[..], &ctl, &mut buf) {
                     Step::Empty => {
                         assert_eq!(
                             sr.expect,
@@ -225,44 +303,13 @@ fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) 
                         );
                         break;
                     }
-                    Step::Corrupt(c) => {
-                        panic!("valid ring reported corrupt: {c} (size {size}, seed {seed})")
-                    }
                     Step::Frame { header: h, overrun } => {
                         if h.len == 0 {
                             continue; // the fresh ring's placeholder
                         }
-                        let id = h.sender;
-                        let data = &buf[..h.len as usize];
-                        assert!(id < sent.len() as u64, "frame id {id} was never sent");
-                        assert_eq!(
-                            data,
-                            &frame_for(id, sent[id as usize].len)[..],
-                            "corrupt frame {id}"
-                        );
-                        match overrun {
-                            None => assert_eq!(
-                                id, sr.expect,
-                                "frame out of order without overrun (size {size}, seed {seed})"
-                            ),
-                            Some(o) => {
-                                assert!(id > sr.expect, "overrun delivered an old or duplicate frame {id} < {} (size {size}, seed {seed})", sr.expect);
-                                if let Some(bytes) = o.bytes_lost {
-                                    let want: u64 = (sr.expect..id)
-                                        .map(|k| (FRAME_HEADER_LEN + sent[k as usize].len) as u64)
-                                        .sum();
-                                    assert_eq!(
-                                        bytes, want,
-                                        "overrun byte count (size {size}, seed {seed})"
-                                    );
-                                }
-                                sr.lost += id - sr.expect;
-                                sr.overruns += 1;
-                            }
-                        }
-                        sr.expect = id + 1;
-                        sr.got += 1;
+                        take(sr, h, overrun, &buf[..h.len as usize], &sent, &ctx);
                     }
+                    s => panic!("valid ring: {s:?} ({ctx})"),
                 }
             }
         }
@@ -270,28 +317,15 @@ fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) 
     // Drain: the fastest possible catch-up must end exactly at the last frame.
     for sr in &mut rs {
         loop {
-            match sr.r.step(&mem[..], &ctl, &mut buf) {
+            match sr.r.step(g, &mem[..], &ctl, &mut buf) {
                 Step::Empty => break,
-                Step::Corrupt(c) => panic!("{c}"),
                 Step::Frame { header: h, overrun } => {
                     if h.len == 0 {
                         continue;
                     }
-                    let id = h.sender;
-                    assert_eq!(
-                        &buf[..h.len as usize],
-                        &frame_for(id, sent[id as usize].len)[..]
-                    );
-                    if overrun.is_none() {
-                        assert_eq!(id, sr.expect);
-                    } else {
-                        assert!(id > sr.expect);
-                        sr.lost += id - sr.expect;
-                        sr.overruns += 1;
-                    }
-                    sr.expect = id + 1;
-                    sr.got += 1;
+                    take(sr, h, overrun, &buf[..h.len as usize], &sent, &ctx);
                 }
+                s => panic!("{s:?} ({ctx})"),
             }
         }
         assert_eq!(
@@ -308,6 +342,7 @@ fn simulate(size: usize, seed: u64, steps: usize, readers: usize) -> (u64, u64) 
     (
         rs.iter().map(|r| r.got).sum(),
         rs.iter().map(|r| r.overruns).sum(),
+        rs.iter().map(|r| r.skipped).sum(),
     )
 }
 
@@ -320,30 +355,49 @@ proptest! {
         size in prop::sample::select(vec![2000usize, 4096, 9000]),
         readers in 1usize..4,
     ) {
-        simulate(size, seed, 4_000, readers);
+        simulate(size, seed, 4_000, readers, Resync::Oldest);
+    }
+
+    #[test]
+    fn readers_that_skip_to_the_newest_after_an_overrun_drop_exactly_the_backlog(
+        seed in any::<u64>(),
+        size in prop::sample::select(vec![2000usize, 4096, 9000]),
+        readers in 1usize..4,
+    ) {
+        simulate(size, seed, 4_000, readers, Resync::OldestThenNewest);
     }
 }
 
 #[test]
 fn long_runs_wrap_many_times_and_do_overrun() {
-    let mut total_overruns = 0;
-    for seed in 1..=20u64 {
-        let (got, overruns) = simulate(4096, seed * 7919, 20_000, 2);
-        assert!(got > 1000, "seed {seed}: only {got} frames delivered");
-        total_overruns += overruns;
+    for resync in [Resync::Oldest, Resync::OldestThenNewest] {
+        let (mut total_overruns, mut total_skipped) = (0, 0);
+        for seed in 1..=20u64 {
+            let (got, overruns, skipped) = simulate(4096, seed * 7919, 20_000, 2, resync);
+            assert!(got > 1000, "seed {seed}: only {got} frames delivered");
+            total_overruns += overruns;
+            total_skipped += skipped;
+        }
+        // The test is meaningless if the lagging readers are never overrun.
+        assert!(
+            total_overruns > 100,
+            "only {total_overruns} overruns: the slow path went untested ({resync:?})"
+        );
+        if resync == Resync::OldestThenNewest {
+            assert!(total_skipped > 100, "only {total_skipped} frames skipped");
+        } else {
+            assert_eq!(total_skipped, 0);
+        }
     }
-    // The test is meaningless if the lagging readers are never overrun.
-    assert!(
-        total_overruns > 100,
-        "only {total_overruns} overruns: the slow path went untested"
-    );
 }
 
 #[test]
 fn full_size_ring_with_lagging_readers() {
-    let (got, overruns) = simulate(DATA_SIZE as usize, 99, 30_000, 3);
-    assert!(got > 10_000);
-    assert!(overruns > 0, "the slowest reader should be lapped");
+    for resync in [Resync::Oldest, Resync::OldestThenNewest] {
+        let (got, overruns, _) = simulate(DATA_SIZE as usize, 99, 30_000, 3, resync);
+        assert!(got > 10_000);
+        assert!(overruns > 0, "the slowest reader should be lapped");
+    }
 }
 
 /// NetBSD's own resync rule (`devgen = gen - 1` iff `first > last`) goes
@@ -352,14 +406,16 @@ fn full_size_ring_with_lagging_readers() {
 #[test]
 fn resync_when_newest_frame_wraps_does_not_redeliver() {
     let size = 4096usize;
+    let g = Geometry::with_size(size as u32).unwrap();
     let mut mem = vec![0u8; size];
-    let mut ctl = Control::fresh(size as u32);
-    let mut reader = Reader::at_end(&mem[..], &ctl).unwrap();
+    let mut ctl = Control::fresh(g);
+    let mut reader = Reader::at_end(g, &mem[..], &ctl).unwrap();
     let mut id = 0u64;
     // Fill until the newest frame itself wraps past the end.
     loop {
         let len = 600;
         let a = ring::append(
+            g,
             &mut mem[..],
             &mut ctl,
             &header(len, id),
@@ -379,11 +435,11 @@ fn resync_when_newest_frame_wraps_does_not_redeliver() {
     let mut buf = [0u8; MAX_FRAME_LEN];
     let mut seen = Vec::new();
     for _ in 0..50 {
-        match reader.step(&mem[..], &ctl, &mut buf) {
+        match reader.step(g, &mem[..], &ctl, &mut buf) {
             Step::Frame { header: h, .. } if h.len > 0 => seen.push(h.sender),
             Step::Frame { .. } => {}
             Step::Empty => break,
-            Step::Corrupt(c) => panic!("{c}"),
+            s => panic!("{s:?}"),
         }
     }
     assert!(!seen.is_empty());

@@ -1,4 +1,4 @@
-//! Soak: 4 writer processes and 4 reader processes on one bus, writers as
+//! Soak: 8 writer processes and 8 reader processes on one bus, writers as
 //! fast as they can (so readers are overrun), checksummed payloads.
 //!
 //! Every reader must get zero corrupt frames, and every frame it did not get
@@ -6,8 +6,9 @@
 //! reader saw skipped (sequence gaps) add up exactly to the ring bytes its
 //! overruns report lost.
 //!
-//! `SHMIF_SOAK_SECS` sets how long the writers write (default 8, as in CI;
-//! the long run is `SHMIF_SOAK_SECS=60`).
+//! `SHMIF_SOAK_SECS` sets how long the writers write (default 6, as in CI;
+//! the long run is `SHMIF_SOAK_SECS=60 cargo test --release -p shmif
+//! --test soak`).
 
 mod common;
 use common::{field, fnv64, role, say, Kid};
@@ -17,8 +18,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const WRITERS: usize = 4;
-const READERS: usize = 4;
+const WRITERS: usize = 8;
+const READERS: usize = 8;
 
 /// Length of frame `seq` of writer `w`: 31 (Ethernet header, writer, seq,
 /// checksum) to 1514 bytes, known to readers.
@@ -149,11 +150,11 @@ fn reader(bus: &Path) {
 }
 
 #[test]
-fn four_writers_four_readers_no_corruption_and_every_loss_accounted_for() {
+fn eight_writers_eight_readers_no_corruption_and_every_loss_accounted_for() {
     let secs: f64 = std::env::var("SHMIF_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8.0);
+        .unwrap_or(6.0);
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let b = bus.display().to_string();

@@ -308,7 +308,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         // Without a wake-up descriptor (not Linux), look at the ring as
         // often as the library's own fallback does.
-        let timeout = wake.is_none().then_some(shmif::wait::POLL_INTERVAL);
+        let timeout = wake.is_none().then_some(shmif::POLL_INTERVAL);
         poll_fds(&mut fds, timeout).context("poll")?;
         let out_gone = to_stdout
             && fds

@@ -176,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     // Everything is checked before any output file is created.
-    let image = shmif::bus::read_image(path).map_err(lib_error)?;
+    let image = shmif::read_image(path).map_err(lib_error)?;
     let dump = Dump::parse(&image).map_err(|e| parse_error(path, &image, e))?;
 
     let mut text = match target {

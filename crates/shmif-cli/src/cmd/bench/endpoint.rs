@@ -7,6 +7,7 @@
 use super::frames::{self, Kind};
 use crate::cli::error::lib_error;
 use anyhow::{anyhow, Result};
+use shmif::lowlevel::RawBus;
 use shmif::ring::{self, Reader, Step};
 use shmif::wire::{FrameHeaderRepr, MIN_FRAME_LEN};
 use shmif::{Bus, Interface, MacAddr, OpenOptions, Waiter};
@@ -129,11 +130,11 @@ impl Baseline {
             Waiter::new(path).map_err(|e| anyhow!("cannot watch {}: {e}", path.display()))?;
         let reader = {
             let g = bus.lock();
-            let r = Reader::at_end(&g.data(), &g.control());
+            let r = Reader::at_end(g.geometry(), &g.data(), &g.control());
             r
         }
         .map_err(|e| anyhow!("bus {}: {e}", path.display()))?;
-        let id = shmif::interface::random_mac();
+        let id = shmif::random_mac();
         Ok(Baseline {
             bus,
             waiter,
@@ -171,8 +172,10 @@ impl Endpoint for Baseline {
             let g = self.bus.lock();
             let mut ctl = g.control();
             let mut data = g.data();
-            ring::append_with(&mut data, &mut ctl, &h, frame, |first| g.set_first(first))
-                .map_err(|e| anyhow!("append: {e}"))?;
+            ring::append_with(g.geometry(), &mut data, &mut ctl, &h, frame, |first| {
+                g.set_first(first)
+            })
+            .map_err(|e| anyhow!("append: {e}"))?;
             g.set_control(&ctl);
         }
         self.bus.wake().map_err(lib_error)
@@ -182,7 +185,7 @@ impl Endpoint for Baseline {
         loop {
             let step = {
                 let g = self.bus.lock();
-                let s = self.reader.step(&g.data(), &g.control(), buf);
+                let s = self.reader.step(g.geometry(), &g.data(), &g.control(), buf);
                 s
             };
             match step {
@@ -209,6 +212,8 @@ impl Endpoint for Baseline {
                     }
                     return Ok(Some(len));
                 }
+                // `step` copies every frame; nothing else can come.
+                other => return Err(anyhow!("unexpected ring step {other:?}")),
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use super::worker::{poke, BareWatch};
 use anyhow::{anyhow, Result};
-use shmif::ring::{self, Control, Reader, Step};
+use shmif::ring::{self, Control, Geometry, Reader, Step};
 use shmif::wire::{FrameHeaderRepr, DATA_SIZE, MAX_FRAME_LEN};
 use std::hint::black_box;
 use std::path::Path;
@@ -27,8 +27,9 @@ pub fn copy_floor(bytes: usize, dur: Duration) -> Result<CopyFloor> {
     const BATCH: u64 = 16;
     let frame = vec![0x5au8; bytes];
     let mut region = vec![0u8; DATA_SIZE as usize];
-    let mut ctl = Control::fresh(DATA_SIZE);
-    let mut reader = Reader::at_end(&region, &ctl).map_err(|e| anyhow!("{e}"))?;
+    let g = Geometry::V3;
+    let mut ctl = Control::fresh(g);
+    let mut reader = Reader::at_end(g, &region, &ctl).map_err(|e| anyhow!("{e}"))?;
     let h = FrameHeaderRepr {
         len: bytes as u32,
         sec: 0,
@@ -40,11 +41,11 @@ pub fn copy_floor(bytes: usize, dur: Duration) -> Result<CopyFloor> {
     let mut n = 0u64;
     while start.elapsed() < dur {
         for _ in 0..BATCH {
-            ring::append(&mut region, &mut ctl, &h, black_box(&frame))
+            ring::append(g, &mut region, &mut ctl, &h, black_box(&frame))
                 .map_err(|e| anyhow!("{e}"))?;
         }
         for _ in 0..BATCH {
-            match reader.step(&region, &ctl, &mut buf) {
+            match reader.step(g, &region, &ctl, &mut buf) {
                 Step::Frame { .. } => {}
                 other => return Err(anyhow!("copy floor: unexpected {other:?}")),
             }

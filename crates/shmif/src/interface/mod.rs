@@ -8,26 +8,24 @@
 //!
 //! All methods take `&self`, so one interface can be shared between a
 //! receiving and a sending thread (for example in an `Arc`).
+//!
+//! The code is split by concern: this file holds the life cycle, the
+//! counters and sending; `recv.rs` the receive calls over the sans-IO
+//! core in `crate::rx`; `wake.rs` when to poll, sleep and wake (the spin
+//! policy, deferred wake-ups and their flusher thread).
+
+mod recv;
+mod wake;
 
 use crate::bus::{Bus, OpenOptions};
 use crate::error::Error;
-use crate::ring::{self, Reader, Step};
+use crate::ring::{self, Reader};
+use crate::rx::{RxCore, Tally};
 use crate::wait::Waiter;
 use crate::wire::{FrameHeaderRepr, MacAddr, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
-
-/// How many ring entries one receive call looks at before giving up (they
-/// may all be for other interfaces, or a hostile peer may have made the
-/// chain a cycle). A full ring of minimum-size frames is about 27,000.
-const MAX_STEPS_PER_CALL: usize = 65_536;
-
-/// How many frames one hold of the bus lock copies out for a reader. More
-/// means fewer lock round trips under load; each hold stays a few
-/// microseconds.
-const RX_BATCH: usize = 16;
 
 /// A frame received from the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +56,7 @@ pub struct Received {
 
 /// Per-interface statistics, as a snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Counters {
     /// Frames this interface wrote to the bus.
     pub tx_frames: u64,
@@ -74,7 +73,9 @@ pub struct Counters {
     /// Times writers overwrote frames before this interface read them.
     pub overruns: u64,
     /// Ring bytes (frames and their headers) lost to those overruns, where
-    /// the distance was knowable.
+    /// the distance was knowable: the frames overwritten before the
+    /// reader got to them, and the backlog it then dropped to move on to
+    /// the newest frame ([`crate::ring::Resync::OldestThenNewest`]).
     pub overrun_bytes: u64,
     /// Overruns whose loss could not be measured (the generation jumped:
     /// a ring reset, or a hostile peer).
@@ -87,6 +88,12 @@ pub struct Counters {
     pub lock_takeovers: u64,
     /// Times it then found the ring inconsistent and reset it.
     pub ring_resets: u64,
+    /// Times this interface's mapping reset a ring it could not trust, for
+    /// any reason: the resets after a takeover above, and the repairs made
+    /// when attaching, coming up or sending found impossible contents (a
+    /// broken or hostile peer, a stray write into the file). A CLI reports
+    /// a change of this count once per episode.
+    pub ring_repairs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -103,50 +110,26 @@ struct AtomicCounters {
     malformed: AtomicU64,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+impl AtomicCounters {
+    /// Adds what the receive core counted.
+    fn absorb(&self, t: Tally) {
+        for (c, n) in [
+            (&self.rx_filtered, t.rx_filtered),
+            (&self.rx_own, t.rx_own),
+            (&self.overruns, t.overruns),
+            (&self.overrun_bytes, t.overrun_bytes),
+            (&self.overruns_unmeasured, t.overruns_unmeasured),
+            (&self.malformed, t.malformed),
+        ] {
+            if n != 0 {
+                bump(c, n);
+            }
+        }
+    }
 }
 
-/// After an overrun, moves a reader from the oldest frame (where the
-/// resync put it) to the newest, and returns the ring bytes skipped (0 if
-/// it is there already or cannot tell, and then it stays).
-///
-/// A reader resynchronised to the oldest frame sits where writers evict
-/// next: it is overrun again within a frame or two, and again, reading the
-/// very cache lines the writer is overwriting, so that it stays slower than
-/// the writer and loses frames for as long as the traffic lasts (measured:
-/// a reader good for over 2 Mframes/s kept at 0.7 against 1.1 offered).
-/// Dropping the backlog at once costs at most one ring of frames more per
-/// overrun and gives the reader a whole ring of slack again. The skipped
-/// bytes are counted as lost, so the accounting stays exact. This changes
-/// only this reader's private position, nothing on the bus.
-fn skip_to_newest<R: ring::Region + ?Sized>(
-    reader: &mut Reader,
-    data: &R,
-    ctl: &ring::Control,
-) -> u64 {
-    let Ok(end) = ring::next_offset(data, ctl.last) else {
-        return 0;
-    };
-    // The newest frame lies in the previous lap if it wrapped.
-    let newest = Reader {
-        next: ctl.last,
-        devgen: if end <= ctl.last {
-            ctl.gen.wrapping_sub(1)
-        } else {
-            ctl.gen
-        },
-    };
-    let size = u128::from(data.size());
-    let linear = |r: &Reader| u128::from(r.devgen) * size + u128::from(r.next);
-    let (from, to) = (linear(reader), linear(&newest));
-    match u64::try_from(to.wrapping_sub(from)) {
-        Ok(skipped) if to > from && u128::from(skipped) < size => {
-            *reader = newest;
-            skipped
-        }
-        _ => 0,
-    }
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// A bus joined by an interface: the mapping and its wake-up watcher.
@@ -170,58 +153,6 @@ impl Link {
         }
         Ok(())
     }
-
-    /// Writes a deferred wake-up, if one is pending.
-    fn flush_wake(&self) -> Result<(), Error> {
-        if self.wake_pending.swap(false, Ordering::AcqRel) {
-            self.bus.wake()?;
-        }
-        Ok(())
-    }
-}
-
-/// Ticks of a flusher with nothing pending before it exits (a later
-/// deferred send starts a new one).
-const FLUSHER_IDLE_TICKS: u32 = 1000;
-
-/// The flusher of deferred wake-ups: every `delay`, writes the wake-up if
-/// frames were sent since the last one. This is what bounds how long a
-/// sleeping reader (a NetBSD peer) waits for a deferred wake-up.
-fn flusher(link: std::sync::Weak<Link>, delay_ns: Arc<AtomicU64>) {
-    let mut idle = 0;
-    loop {
-        let delay = delay_ns.load(Ordering::Relaxed);
-        let Some(l) = link.upgrade() else { return };
-        if delay == 0 || idle >= FLUSHER_IDLE_TICKS {
-            l.flusher_running.store(false, Ordering::SeqCst);
-            // A sender that set the flag before seeing this one stop.
-            let _ = l.flush_wake();
-            return;
-        }
-        drop(l);
-        std::thread::sleep(Duration::from_nanos(delay));
-        let Some(l) = link.upgrade() else { return };
-        if l.wake_pending.load(Ordering::Acquire) {
-            idle = 0;
-            let _ = l.flush_wake();
-        } else {
-            idle += 1;
-        }
-    }
-}
-
-#[derive(Debug)]
-struct RxState {
-    reader: Option<Reader>,
-    /// Frames copied out of the ring in one hold of the lock, not yet
-    /// handed to the user: `slots[head..head + count]` (by index).
-    slots: Box<[[u8; MAX_FRAME_LEN]; RX_BATCH]>,
-    meta: [FrameHeaderRepr; RX_BATCH],
-    head: usize,
-    count: usize,
-    /// The ring's `gen` and `last` when it was last found empty: a waiter
-    /// spinning on the header knows something new came when they change.
-    quiet: Option<(u64, u32)>,
 }
 
 /// An Ethernet interface on a shmif bus.
@@ -233,7 +164,8 @@ pub struct Interface {
     link: RwLock<Option<Arc<Link>>>,
     up: AtomicBool,
     promisc: AtomicBool,
-    rx: Mutex<RxState>,
+    /// The receive core while up; `None` while down.
+    rx: Mutex<Option<RxCore>>,
     counters: AtomicCounters,
     /// How long a blocking receive polls the ring before sleeping, in ns;
     /// `u64::MAX`: never sleep (busy-poll).
@@ -308,14 +240,7 @@ impl Interface {
             link: RwLock::new(None),
             up: AtomicBool::new(false),
             promisc: AtomicBool::new(false),
-            rx: Mutex::new(RxState {
-                reader: None,
-                slots: Box::new([[0u8; MAX_FRAME_LEN]; RX_BATCH]),
-                meta: [FrameHeaderRepr::default(); RX_BATCH],
-                head: 0,
-                count: 0,
-                quiet: None,
-            }),
+            rx: Mutex::new(None),
             spin_ns: AtomicU64::new(0),
             wake_delay_ns: Arc::new(AtomicU64::new(0)),
             woke_own: AtomicBool::new(false),
@@ -409,10 +334,13 @@ impl Interface {
     pub fn up(&self) -> Result<(), Error> {
         let link = self.current_link().ok_or(Error::NoLink)?;
         let mut rx = lock(&self.rx);
+        let geom = link.bus.geometry();
         let reader = {
-            let g = link.bus.lock();
+            let g = link.bus.acquire();
+            // Whatever a peer left on the bus, coming up repairs it.
+            g.repair_unless(|data, ctl| ring::check_writable(geom, data, ctl));
             let ctl = g.control();
-            let r = Reader::at_end(&g.data(), &ctl);
+            let r = Reader::at_end(geom, &g.data(), &ctl);
             r
         }
         .map_err(|source| Error::Corrupt {
@@ -420,9 +348,7 @@ impl Interface {
             source,
         })?;
         let _ = link.waiter.drain();
-        rx.reader = Some(reader);
-        rx.count = 0;
-        rx.quiet = None;
+        *rx = Some(RxCore::new(geom, reader));
         self.up.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -458,6 +384,10 @@ impl Interface {
     pub fn counters(&self) -> Counters {
         let c = &self.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let r = self
+            .current_link()
+            .map(|l| l.bus.recoveries())
+            .unwrap_or_default();
         Counters {
             tx_frames: g(&c.tx_frames),
             tx_bytes: g(&c.tx_bytes),
@@ -469,17 +399,9 @@ impl Interface {
             overrun_bytes: g(&c.overrun_bytes),
             overruns_unmeasured: g(&c.overruns_unmeasured),
             malformed: g(&c.malformed),
-            ..self
-                .current_link()
-                .map(|l| {
-                    let r = l.bus.recoveries();
-                    Counters {
-                        lock_takeovers: r.lock_takeovers,
-                        ring_resets: r.ring_resets,
-                        ..Counters::default()
-                    }
-                })
-                .unwrap_or_default()
+            lock_takeovers: r.lock_takeovers,
+            ring_resets: r.ring_resets,
+            ring_repairs: r.ring_repairs,
         }
     }
 
@@ -545,27 +467,47 @@ impl Interface {
             Self::check_len(f)?;
         }
         let link = self.active_link()?;
+        let geom = link.bus.geometry();
         let (sec, usec) = now_timestamp();
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut failure = None;
         {
-            let g = link.bus.lock();
+            let g = link.bus.acquire();
+            // A ring whose control words or newest frame are impossible is
+            // repaired before writing (a broken or hostile peer, a stray
+            // write into the file): the same reset as after a takeover,
+            // from which every reader, NetBSD's too, resynchronises.
+            g.repair_unless(|data, ctl| ring::check_writable(geom, data, ctl));
             let mut ctl = g.control();
             let mut data = g.data();
-            for f in frames {
+            'frames: for f in frames {
                 let h = FrameHeaderRepr {
                     len: f.len() as u32,
                     sec,
                     usec,
                     sender: self.sender,
                 };
-                match ring::append_with(&mut data, &mut ctl, &h, f, |first| g.set_first(first)) {
-                    // Publish each frame at once: a writer killed mid-batch
-                    // leaves a consistent ring.
-                    Ok(_) => g.set_control(&ctl),
-                    Err(source) => {
-                        failure = Some(source);
-                        break;
+                // The eviction walk checks every frame it passes; one that
+                // is impossible means the chain is broken: repair, retry.
+                for attempt in 0..2 {
+                    match ring::append_with(geom, &mut data, &mut ctl, &h, f, |first| {
+                        g.set_first(first)
+                    }) {
+                        // Publish each frame at once: a writer killed
+                        // mid-batch leaves a consistent ring.
+                        Ok(_) => {
+                            g.set_control(&ctl);
+                            break;
+                        }
+                        Err(_) if attempt == 0 => {
+                            g.repair();
+                            ctl = g.control();
+                        }
+                        Err(source) => {
+                            // A freshly reset ring always takes a frame.
+                            failure = Some(source);
+                            break 'frames;
+                        }
                     }
                 }
                 n += 1;
@@ -586,332 +528,6 @@ impl Interface {
             }),
         }
     }
-
-    /// Wakes the bus's readers after a send: at once, or, with a wake
-    /// delay set, by marking the wake-up pending for the flusher thread.
-    fn wake(&self, link: &Arc<Link>) -> Result<(), Error> {
-        if self.wake_delay_ns.load(Ordering::Relaxed) == 0 {
-            self.woke_own.store(true, Ordering::Relaxed);
-            return link.bus.wake();
-        }
-        link.wake_pending.store(true, Ordering::Release);
-        if !link.flusher_running.swap(true, Ordering::SeqCst) {
-            let (weak, delay) = (Arc::downgrade(link), self.wake_delay_ns.clone());
-            let spawned = std::thread::Builder::new()
-                .name("shmif-wake".into())
-                .spawn(move || flusher(weak, delay));
-            if spawned.is_err() {
-                // No thread: wake at once, as without a delay.
-                link.flusher_running.store(false, Ordering::SeqCst);
-                return link.flush_wake();
-            }
-        }
-        Ok(())
-    }
-
-    /// Lets sends defer their wake-up write by up to `delay`: instead of a
-    /// `pwrite` per send (about a microsecond of system call on the
-    /// sender's path), a helper thread writes one wake-up every `delay`
-    /// while frames have been sent since the last. Readers that poll the
-    /// ring (spinning or busy-polling peers) see frames at once; a reader
-    /// that sleeps on the wake-up, such as a NetBSD peer, is woken at most
-    /// `delay` (plus scheduling) after a frame was sent. `Duration::ZERO`
-    /// (the default) wakes on every send, as NetBSD does.
-    ///
-    /// Meant for busy-polling applications whose peers poll too, where the
-    /// wake-up write is pure overhead; a delay of a millisecond matches the
-    /// granularity at which NetBSD peers themselves back off.
-    pub fn set_wake_delay(&self, delay: Duration) {
-        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
-        self.wake_delay_ns.store(ns, Ordering::Relaxed);
-        if ns == 0 {
-            if let Some(l) = self.current_link() {
-                let _ = l.flush_wake();
-            }
-        }
-    }
-
-    /// The delay set by [`Interface::set_wake_delay`].
-    pub fn wake_delay(&self) -> Duration {
-        Duration::from_nanos(self.wake_delay_ns.load(Ordering::Relaxed))
-    }
-
-    /// Whether a frame passes this interface's filter (spec, step 5).
-    fn wanted(&self, data: &[u8], sender: u64) -> bool {
-        let c = &self.counters;
-        if data.len() < MIN_FRAME_LEN {
-            if !data.is_empty() {
-                bump(&c.malformed, 1);
-            }
-            return false;
-        }
-        if sender == self.sender {
-            bump(&c.rx_own, 1);
-            return false;
-        }
-        let dst = MacAddr::destination_of(data).unwrap_or_default();
-        if dst == self.mac || dst.is_group() || self.is_promiscuous() {
-            true
-        } else {
-            bump(&c.rx_filtered, 1);
-            false
-        }
-    }
-
-    /// Receives the next frame for this interface into `buf` without
-    /// blocking. `buf` should hold 1514 bytes; a shorter one gets the start
-    /// of the frame. Returns `None` when nothing is waiting.
-    pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
-        self.try_recv_with(|data, r| {
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            r
-        })
-    }
-
-    /// Receives the next frame for this interface without blocking and
-    /// hands it to `f` where it lies (in this interface's private copy,
-    /// outside the bus lock), saving the copy into a caller's buffer that
-    /// [`Interface::try_recv_into`] makes. Returns `f`'s result, or `None`
-    /// when nothing is waiting. Other receives on this interface wait until
-    /// `f` returns, so keep it short.
-    pub fn try_recv_with<R>(
-        &self,
-        f: impl FnOnce(&[u8], Received) -> R,
-    ) -> Result<Option<R>, Error> {
-        let link = self.active_link()?;
-        let mut guard = lock(&self.rx);
-        let rx = &mut *guard;
-        if rx.reader.is_none() {
-            return Err(Error::Down);
-        }
-        // A hostile peer can make the chain a cycle of frames nobody wants;
-        // one call gives up after a bounded number of steps.
-        let mut steps = 0;
-        while steps < MAX_STEPS_PER_CALL {
-            if rx.count == 0 {
-                steps += self.refill(&link, rx)?;
-                if rx.count == 0 {
-                    return Ok(None);
-                }
-            }
-            let (slot, header) = (rx.head, rx.meta[rx.head]);
-            rx.head += 1;
-            rx.count -= 1;
-            let data = &rx.slots[slot][..header.len as usize];
-            if !self.wanted(data, header.sender) {
-                continue;
-            }
-            bump(&self.counters.rx_frames, 1);
-            bump(&self.counters.rx_bytes, data.len() as u64);
-            return Ok(Some(f(
-                data,
-                Received {
-                    len: data.len(),
-                    sec: header.sec,
-                    usec: header.usec,
-                    sender: header.sender,
-                },
-            )));
-        }
-        Ok(None)
-    }
-
-    /// Copies up to [`RX_BATCH`] frames out of the ring in one hold of the
-    /// lock. Returns how many ring steps it took.
-    fn refill(&self, link: &Link, rx: &mut RxState) -> Result<usize, Error> {
-        let RxState {
-            reader,
-            slots,
-            meta,
-            head,
-            count,
-            quiet,
-        } = rx;
-        let Some(reader) = reader.as_mut() else {
-            return Err(Error::Down);
-        };
-        *head = 0;
-        let mut steps = 0;
-        {
-            let g = link.bus.lock();
-            let ctl = g.control();
-            let data = g.data();
-            while *count < RX_BATCH {
-                steps += 1;
-                match reader.step(&data, &ctl, &mut slots[*count][..]) {
-                    Step::Empty => {
-                        *quiet = Some((ctl.gen, ctl.last));
-                        break;
-                    }
-                    Step::Corrupt(_) => {
-                        bump(&self.counters.malformed, 1);
-                        break;
-                    }
-                    Step::Frame { header, overrun } => {
-                        if let Some(o) = overrun {
-                            bump(&self.counters.overruns, 1);
-                            match o.bytes_lost {
-                                Some(b) => {
-                                    bump(&self.counters.overrun_bytes, b);
-                                    // Out of the writers' way: see skip_to_newest.
-                                    let skipped = skip_to_newest(reader, &data, &ctl);
-                                    bump(&self.counters.overrun_bytes, skipped);
-                                }
-                                None => bump(&self.counters.overruns_unmeasured, 1),
-                            }
-                        }
-                        meta[*count] = header;
-                        *count += 1;
-                    }
-                }
-            }
-        }
-        link.bus.check_mapping()?;
-        Ok(steps)
-    }
-
-    /// Sets how long a blocking receive (and [`Interface::wait_for_wakeup`])
-    /// keeps polling the bus header for new frames before it sleeps on the
-    /// file-change event. Polling costs CPU but saves the sleep and wake-up
-    /// system calls when traffic is continuous. A bounded spin yields the
-    /// processor between looks, so that a writer sharing it runs; it costs
-    /// nothing extra to others when the processor is otherwise idle.
-    /// `Duration::ZERO` (the default) sleeps at once, as NetBSD does;
-    /// `Duration::MAX` never sleeps nor yields (busy-poll: lowest latency,
-    /// one core used while waiting; see also [`Interface::set_wake_delay`]).
-    pub fn set_spin(&self, spin: Duration) {
-        let ns = u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX);
-        self.spin_ns.store(ns, Ordering::Relaxed);
-    }
-
-    /// The spin set by [`Interface::set_spin`].
-    pub fn spin(&self) -> Duration {
-        match self.spin_ns.load(Ordering::Relaxed) {
-            u64::MAX => Duration::MAX,
-            ns => Duration::from_nanos(ns),
-        }
-    }
-
-    /// Receives the next frame without blocking; `None` if nothing waits.
-    pub fn try_recv(&self) -> Result<Option<Frame>, Error> {
-        self.try_recv_with(|data, r| Frame {
-            data: data.to_vec(),
-            sec: r.sec,
-            usec: r.usec,
-            sender: r.sender,
-        })
-    }
-
-    /// Blocks until a frame arrives or `timeout` passes (`None` then).
-    /// Returns [`Error::Down`] if the interface is taken down meanwhile.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<Frame>, Error> {
-        self.recv_until(Some(Instant::now() + timeout))
-    }
-
-    /// Blocks until a frame arrives. Returns [`Error::Down`] if the
-    /// interface is taken down meanwhile.
-    pub fn recv(&self) -> Result<Frame, Error> {
-        loop {
-            if let Some(f) = self.recv_until(None)? {
-                return Ok(f);
-            }
-        }
-    }
-
-    fn recv_until(&self, deadline: Option<Instant>) -> Result<Option<Frame>, Error> {
-        loop {
-            if let Some(f) = self.try_recv()? {
-                return Ok(Some(f));
-            }
-            let left = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            let _ = self.wait_for_wakeup(left)?;
-        }
-    }
-
-    /// Blocks until the bus file changes or `timeout` passes; for callers
-    /// that drive [`Interface::try_recv_into`] themselves. Returns whether a
-    /// change was seen (`false`: timed out), or [`Error::Down`] if the
-    /// interface is down.
-    pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        let link = self.active_link()?;
-        let spin = self.spin_ns.load(Ordering::Relaxed);
-        let mut timeout = timeout;
-        // A zero timeout only consumes pending wake-ups: no spinning.
-        if spin > 0 && timeout != Some(Duration::ZERO) {
-            let start = Instant::now();
-            // What "nothing new" looks like: the header as of the last empty
-            // look, or as of now.
-            let quiet = lock(&self.rx).quiet;
-            let peek = || {
-                let c = link.bus.peek_control();
-                (c.gen, c.last)
-            };
-            let quiet = quiet.unwrap_or_else(peek);
-            let busy = spin == u64::MAX;
-            loop {
-                if peek() != quiet {
-                    return Ok(true);
-                }
-                if !self.is_up() {
-                    return Err(Error::Down);
-                }
-                if busy && timeout.is_none() {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let waited = start.elapsed();
-                if timeout.is_some_and(|t| waited >= t) {
-                    return Ok(false);
-                }
-                if busy {
-                    std::hint::spin_loop();
-                } else if waited.as_nanos() >= u128::from(spin) {
-                    break;
-                } else {
-                    // Give the processor to whoever shares it (the writer,
-                    // on a machine with fewer cores than busy processes);
-                    // returns at once when nobody else wants it.
-                    std::thread::yield_now();
-                }
-            }
-            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
-        }
-        if timeout != Some(Duration::ZERO) && self.woke_own.swap(false, Ordering::Relaxed) {
-            // Our own wake-up write queued an event in our own watch, so
-            // the wait below would return at once, only to look at the ring
-            // and wait again. Yielding first lets a peer that shares this
-            // processor (just woken by that write) run and answer; if it
-            // did, the answer is on the ring and no system call is needed
-            // to see it. The event stays queued: a later wait returns at
-            // once and looks again (never a lost wake-up), and meanwhile
-            // identical events merge into it. Where nobody else wants the
-            // processor the yield returns at once.
-            std::thread::yield_now();
-            let quiet = lock(&self.rx).quiet;
-            if let Some(q) = quiet {
-                let c = link.bus.peek_control();
-                if (c.gen, c.last) != q {
-                    return Ok(true);
-                }
-            }
-        }
-        let seen = link
-            .waiter
-            .wait(timeout)
-            .map_err(|e| Error::io(link.bus.path(), "cannot wait for bus wake-up", e))?;
-        if !self.is_up() {
-            return Err(Error::Down);
-        }
-        link.check_if_metadata_changed()?;
-        Ok(seen)
-    }
 }
 
 impl Drop for Interface {
@@ -926,6 +542,7 @@ impl Drop for Interface {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn frame(src: MacAddr, tag: u8) -> Vec<u8> {
         let mut f = vec![0xff; 6];

@@ -1,0 +1,200 @@
+//! When to poll, sleep and wake: the spin policy of a blocking receive,
+//! the wake-up after a send, and deferred wake-ups with their flusher
+//! thread.
+
+use super::{lock, Interface, Link};
+use crate::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Link {
+    /// Writes a deferred wake-up, if one is pending.
+    fn flush_wake(&self) -> Result<(), Error> {
+        if self.wake_pending.swap(false, Ordering::AcqRel) {
+            self.bus.wake()?;
+        }
+        Ok(())
+    }
+}
+
+/// Ticks of a flusher with nothing pending before it exits (a later
+/// deferred send starts a new one).
+const FLUSHER_IDLE_TICKS: u32 = 1000;
+
+/// The flusher of deferred wake-ups: every `delay`, writes the wake-up if
+/// frames were sent since the last one. This is what bounds how long a
+/// sleeping reader (a NetBSD peer) waits for a deferred wake-up.
+fn flusher(link: std::sync::Weak<Link>, delay_ns: Arc<AtomicU64>) {
+    let mut idle = 0;
+    loop {
+        let delay = delay_ns.load(Ordering::Relaxed);
+        let Some(l) = link.upgrade() else { return };
+        if delay == 0 || idle >= FLUSHER_IDLE_TICKS {
+            l.flusher_running.store(false, Ordering::SeqCst);
+            // A sender that set the flag before seeing this one stop.
+            let _ = l.flush_wake();
+            return;
+        }
+        drop(l);
+        std::thread::sleep(Duration::from_nanos(delay));
+        let Some(l) = link.upgrade() else { return };
+        if l.wake_pending.load(Ordering::Acquire) {
+            idle = 0;
+            let _ = l.flush_wake();
+        } else {
+            idle += 1;
+        }
+    }
+}
+
+impl Interface {
+    /// Wakes the bus's readers after a send: at once, or, with a wake
+    /// delay set, by marking the wake-up pending for the flusher thread.
+    pub(super) fn wake(&self, link: &Arc<Link>) -> Result<(), Error> {
+        if self.wake_delay_ns.load(Ordering::Relaxed) == 0 {
+            self.woke_own.store(true, Ordering::Relaxed);
+            return link.bus.wake();
+        }
+        link.wake_pending.store(true, Ordering::Release);
+        if !link.flusher_running.swap(true, Ordering::SeqCst) {
+            let (weak, delay) = (Arc::downgrade(link), self.wake_delay_ns.clone());
+            let spawned = std::thread::Builder::new()
+                .name("shmif-wake".into())
+                .spawn(move || flusher(weak, delay));
+            if spawned.is_err() {
+                // No thread: wake at once, as without a delay.
+                link.flusher_running.store(false, Ordering::SeqCst);
+                return link.flush_wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets sends defer their wake-up write by up to `delay`: instead of a
+    /// `pwrite` per send (about a microsecond of system call on the
+    /// sender's path), a helper thread writes one wake-up every `delay`
+    /// while frames have been sent since the last. Readers that poll the
+    /// ring (spinning or busy-polling peers) see frames at once; a reader
+    /// that sleeps on the wake-up, such as a NetBSD peer, is woken at most
+    /// `delay` (plus scheduling) after a frame was sent. `Duration::ZERO`
+    /// (the default) wakes on every send, as NetBSD does.
+    ///
+    /// Meant for busy-polling applications whose peers poll too, where the
+    /// wake-up write is pure overhead; a delay of a millisecond matches the
+    /// granularity at which NetBSD peers themselves back off.
+    pub fn set_wake_delay(&self, delay: Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.wake_delay_ns.store(ns, Ordering::Relaxed);
+        if ns == 0 {
+            if let Some(l) = self.current_link() {
+                let _ = l.flush_wake();
+            }
+        }
+    }
+
+    /// The delay set by [`Interface::set_wake_delay`].
+    pub fn wake_delay(&self) -> Duration {
+        Duration::from_nanos(self.wake_delay_ns.load(Ordering::Relaxed))
+    }
+
+    /// Sets how long a blocking receive (and [`Interface::wait_for_wakeup`])
+    /// keeps polling the bus header for new frames before it sleeps on the
+    /// file-change event. Polling costs CPU but saves the sleep and wake-up
+    /// system calls when traffic is continuous. A bounded spin yields the
+    /// processor between looks, so that a writer sharing it runs; it costs
+    /// nothing extra to others when the processor is otherwise idle.
+    /// `Duration::ZERO` (the default) sleeps at once, as NetBSD does;
+    /// `Duration::MAX` never sleeps nor yields (busy-poll: lowest latency,
+    /// one core used while waiting; see also [`Interface::set_wake_delay`]).
+    pub fn set_spin(&self, spin: Duration) {
+        let ns = u64::try_from(spin.as_nanos()).unwrap_or(u64::MAX);
+        self.spin_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The spin set by [`Interface::set_spin`].
+    pub fn spin(&self) -> Duration {
+        match self.spin_ns.load(Ordering::Relaxed) {
+            u64::MAX => Duration::MAX,
+            ns => Duration::from_nanos(ns),
+        }
+    }
+
+    /// Blocks until the bus file changes or `timeout` passes; for callers
+    /// that drive [`Interface::try_recv_into`] themselves. Returns whether a
+    /// change was seen (`false`: timed out), or [`Error::Down`] if the
+    /// interface is down.
+    pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<bool, Error> {
+        let link = self.active_link()?;
+        let spin = self.spin_ns.load(Ordering::Relaxed);
+        let mut timeout = timeout;
+        // A zero timeout only consumes pending wake-ups: no spinning.
+        if spin > 0 && timeout != Some(Duration::ZERO) {
+            let start = Instant::now();
+            // What "nothing new" looks like: the header as of the last empty
+            // look, or as of now.
+            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
+            let peek = || {
+                let c = link.bus.peek_control();
+                (c.gen, c.last)
+            };
+            let quiet = quiet.unwrap_or_else(peek);
+            let busy = spin == u64::MAX;
+            loop {
+                if peek() != quiet {
+                    return Ok(true);
+                }
+                if !self.is_up() {
+                    return Err(Error::Down);
+                }
+                if busy && timeout.is_none() {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let waited = start.elapsed();
+                if timeout.is_some_and(|t| waited >= t) {
+                    return Ok(false);
+                }
+                if busy {
+                    std::hint::spin_loop();
+                } else if waited.as_nanos() >= u128::from(spin) {
+                    break;
+                } else {
+                    // Give the processor to whoever shares it (the writer,
+                    // on a machine with fewer cores than busy processes);
+                    // returns at once when nobody else wants it.
+                    std::thread::yield_now();
+                }
+            }
+            timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+        }
+        if timeout != Some(Duration::ZERO) && self.woke_own.swap(false, Ordering::Relaxed) {
+            // Our own wake-up write queued an event in our own watch, so
+            // the wait below would return at once, only to look at the ring
+            // and wait again. Yielding first lets a peer that shares this
+            // processor (just woken by that write) run and answer; if it
+            // did, the answer is on the ring and no system call is needed
+            // to see it. The event stays queued: a later wait returns at
+            // once and looks again (never a lost wake-up), and meanwhile
+            // identical events merge into it. Where nobody else wants the
+            // processor the yield returns at once.
+            std::thread::yield_now();
+            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
+            if let Some(q) = quiet {
+                let c = link.bus.peek_control();
+                if (c.gen, c.last) != q {
+                    return Ok(true);
+                }
+            }
+        }
+        let seen = link
+            .waiter
+            .wait(timeout)
+            .map_err(|e| Error::io(link.bus.path(), "cannot wait for bus wake-up", e))?;
+        if !self.is_up() {
+            return Err(Error::Down);
+        }
+        link.check_if_metadata_changed()?;
+        Ok(seen)
+    }
+}

@@ -1,0 +1,204 @@
+//! The receive core, sans I/O: a reader's position, its batch of frames
+//! copied out of the ring, the MAC filter and the receive counters.
+//!
+//! [`RxCore::refill`] runs with the bus lock held, over the ring as a
+//! [`Region`]; it looks at each frame's header and Ethernet header first
+//! and copies out only frames this interface takes (its own frames, frames
+//! for other MACs and runts are passed over where they lie). The overrun
+//! policy is the ring reader's ([`Resync::OldestThenNewest`]); this core
+//! only counts what it reports. [`RxCore::pop`] then hands frames over one
+//! by one without the lock.
+
+use crate::ring::{Control, Geometry, Reader, Region, Resync, Step};
+use crate::wire::{FrameHeaderRepr, MacAddr, MIN_FRAME_LEN};
+
+/// How many frames one hold of the bus lock copies out for a reader. More
+/// means fewer lock round trips under load; each hold stays a few
+/// microseconds.
+pub(crate) const RX_BATCH: usize = 16;
+
+/// How many ring entries one hold of the lock looks at, at most: frames
+/// passed over cost a header read each, and the lock must stay short.
+pub(crate) const STEPS_PER_HOLD: usize = 128;
+
+/// Who a receiver is, for the filter of the bus contract (step 5).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filter {
+    /// The interface's MAC.
+    pub mac: MacAddr,
+    /// The interface's sender id: its own frames are skipped.
+    pub sender: u64,
+    /// Deliver frames for any MAC.
+    pub promisc: bool,
+}
+
+/// What the filter makes of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Deliver,
+    /// A zero-length entry (a fresh or reset ring's placeholder).
+    Placeholder,
+    /// 1 to 13 bytes: not an Ethernet frame.
+    Runt,
+    Own,
+    OtherMac,
+}
+
+impl Filter {
+    fn verdict(&self, h: &FrameHeaderRepr, peek: &[u8]) -> Verdict {
+        if h.len == 0 {
+            Verdict::Placeholder
+        } else if (h.len as usize) < MIN_FRAME_LEN {
+            Verdict::Runt
+        } else if h.sender == self.sender {
+            Verdict::Own
+        } else {
+            let dst = MacAddr::destination_of(peek).unwrap_or_default();
+            if dst == self.mac || dst.is_group() || self.promisc {
+                Verdict::Deliver
+            } else {
+                Verdict::OtherMac
+            }
+        }
+    }
+}
+
+/// Receive counts not yet added to the interface's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub rx_filtered: u64,
+    pub rx_own: u64,
+    pub overruns: u64,
+    pub overrun_bytes: u64,
+    pub overruns_unmeasured: u64,
+    pub malformed: u64,
+}
+
+/// One receiver's state.
+#[derive(Debug)]
+pub(crate) struct RxCore {
+    geom: Geometry,
+    reader: Reader,
+    /// Frames copied out in one hold of the lock, `RX_BATCH` slots of
+    /// `geom.max_frame()` bytes: `slots[head..head + count]` (by index).
+    slots: Box<[u8]>,
+    meta: [FrameHeaderRepr; RX_BATCH],
+    head: usize,
+    count: usize,
+    /// The ring's `gen` and `last` when it was last found empty: a waiter
+    /// spinning on the header knows something new came when they change.
+    quiet: Option<(u64, u32)>,
+    tally: Tally,
+}
+
+impl RxCore {
+    /// A receiver starting at `reader` (its overrun policy becomes
+    /// [`Resync::OldestThenNewest`]).
+    pub(crate) fn new(geom: Geometry, reader: Reader) -> Self {
+        RxCore {
+            geom,
+            reader: reader.with_resync(Resync::OldestThenNewest),
+            slots: vec![0u8; RX_BATCH * geom.max_frame()].into_boxed_slice(),
+            meta: [FrameHeaderRepr::default(); RX_BATCH],
+            head: 0,
+            count: 0,
+            quiet: None,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The header as of the last time the ring was found empty.
+    pub(crate) fn quiet(&self) -> Option<(u64, u32)> {
+        self.quiet
+    }
+
+    /// The counts since the last call.
+    pub(crate) fn take_tally(&mut self) -> Tally {
+        std::mem::take(&mut self.tally)
+    }
+
+    /// Whether the batch is used up.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The next frame of the batch, without the lock.
+    pub(crate) fn pop(&mut self) -> Option<(FrameHeaderRepr, &[u8])> {
+        if self.count == 0 {
+            return None;
+        }
+        let i = self.head;
+        self.head += 1;
+        self.count -= 1;
+        let h = self.meta[i];
+        let max = self.geom.max_frame();
+        Some((h, &self.slots[i * max..i * max + h.len as usize]))
+    }
+
+    /// With the bus lock held: copies out up to [`RX_BATCH`] frames that
+    /// pass `filter`, looking at no more than [`STEPS_PER_HOLD`] entries.
+    /// Call only once the batch is empty. Returns how many ring entries it
+    /// looked at, and whether it stopped because the ring had nothing more
+    /// (or something impossible) rather than for a limit.
+    pub(crate) fn refill<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        ctl: &Control,
+        filter: &Filter,
+    ) -> (usize, bool) {
+        debug_assert_eq!(self.count, 0);
+        self.head = 0;
+        let max = self.geom.max_frame();
+        let mut steps = 0;
+        while self.count < RX_BATCH && steps < STEPS_PER_HOLD {
+            steps += 1;
+            let mut verdict = Verdict::Deliver;
+            let slot = &mut self.slots[self.count * max..(self.count + 1) * max];
+            let step = self
+                .reader
+                .step_filtered(self.geom, region, ctl, slot, |h, peek| {
+                    verdict = filter.verdict(h, peek);
+                    verdict == Verdict::Deliver
+                });
+            match step {
+                Step::Empty => {
+                    self.quiet = Some((ctl.gen, ctl.last));
+                    return (steps, true);
+                }
+                Step::Frame { header, overrun } => {
+                    self.count_overrun(overrun);
+                    self.meta[self.count] = header;
+                    self.count += 1;
+                }
+                Step::Passed { overrun, .. } => {
+                    self.count_overrun(overrun);
+                    let t = &mut self.tally;
+                    match verdict {
+                        Verdict::Runt => t.malformed += 1,
+                        Verdict::Own => t.rx_own += 1,
+                        Verdict::OtherMac => t.rx_filtered += 1,
+                        Verdict::Placeholder | Verdict::Deliver => {}
+                    }
+                }
+                Step::Corrupt(_) => {
+                    // Nothing readable until a writer repairs the ring: a
+                    // spinning waiter treats this header as quiet.
+                    self.quiet = Some((ctl.gen, ctl.last));
+                    self.tally.malformed += 1;
+                    return (steps, true);
+                }
+            }
+        }
+        (steps, false)
+    }
+
+    fn count_overrun(&mut self, overrun: Option<crate::ring::Overrun>) {
+        let Some(o) = overrun else { return };
+        let t = &mut self.tally;
+        t.overruns += 1;
+        match o.total_bytes() {
+            Some(b) => t.overrun_bytes += b,
+            None => t.overruns_unmeasured += 1,
+        }
+    }
+}
