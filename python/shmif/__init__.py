@@ -141,7 +141,7 @@ class Interface(_shmif.Interface):
 
     Methods: :meth:`send`, :meth:`send_batch`, :meth:`recv` (blocking, with
     the GIL released; Ctrl-C interrupts it), :meth:`try_recv`,
-    :meth:`recv_frame`, :meth:`fileno` with :meth:`clear_wakeups` for
+    :meth:`recv_batch`, :meth:`recv_frame`, :meth:`fileno` with :meth:`clear_wakeups` for
     ``select``/``selectors``/asyncio, :meth:`close`. Iterating yields
     received frames (blocking) until the interface is closed; ``with``
     closes it. All methods may be called from several threads at once.
@@ -164,17 +164,6 @@ class Interface(_shmif.Interface):
         """Like :meth:`try_recv`, with the frame's bus metadata."""
         t = self._try_recv_frame()
         return None if t is None else Frame(*t)
-
-    def recv_many(self, max_frames: int = 64) -> List[bytes]:
-        """Every frame waiting, up to ``max_frames``, without blocking (an
-        empty list if none)."""
-        out = []
-        while len(out) < max_frames:
-            f = self.try_recv()
-            if f is None:
-                break
-            out.append(f)
-        return out
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "up"

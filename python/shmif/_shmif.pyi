@@ -37,6 +37,11 @@ class Interface:
         """The next frame for this interface, waiting up to ``timeout``
         seconds (None: for ever) with the GIL released; None on timeout.
         Signal handlers run while it waits (Ctrl-C interrupts it)."""
+    def recv_batch(self, max_frames: int = 64, timeout: Optional[float] = None) -> List[bytes]:
+        """Waits up to ``timeout`` seconds (None: for ever) for a frame,
+        then returns it with every frame already waiting, up to
+        ``max_frames``, in one call; an empty list on timeout. ``timeout=0``
+        never blocks."""
     def try_recv(self) -> Optional[bytes]:
         """The next frame if one is waiting, else None; never blocks."""
     def _recv_frame(self, timeout: Optional[float] = None) -> Optional[Tuple[bytes, int, int, int]]: ...

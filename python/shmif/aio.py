@@ -156,13 +156,15 @@ class Interface:
                 except asyncio.TimeoutError:
                     return None
 
-    async def recv_many(self, max_frames: int = 64, timeout: Optional[float] = None) -> List[bytes]:
-        """Waits (up to ``timeout``) for at least one frame, then returns
-        every frame waiting, up to ``max_frames`` (empty on timeout)."""
+    async def recv_batch(self, max_frames: int = 64, timeout: Optional[float] = None) -> List[bytes]:
+        """Waits (up to ``timeout``) for a frame, then returns it with every
+        frame already waiting, up to ``max_frames`` (empty on timeout)."""
+        if max_frames <= 0:
+            return []
         first = await self.recv(timeout)
         if first is None:
             return []
-        return [first] + self._iface.recv_many(max_frames - 1)
+        return [first] + self._iface.recv_batch(max_frames - 1, timeout=0)
 
     def close(self) -> None:
         """Closes the interface; tasks waiting in :meth:`recv` get

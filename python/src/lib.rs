@@ -368,6 +368,33 @@ impl PyInterface {
         self.recv_shape(py, timeout, Shape::Bytes)
     }
 
+    /// Waits up to `timeout` seconds (`None`: for ever) for a frame, then
+    /// returns it with every frame already waiting, up to `max_frames`, in
+    /// one call: a list, empty on timeout. `timeout=0` never blocks.
+    #[pyo3(signature = (max_frames=64, timeout=None))]
+    fn recv_batch<'py>(
+        &self,
+        py: Python<'py>,
+        max_frames: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        if max_frames == 0 {
+            return Ok(list);
+        }
+        let Some(first) = self.recv_shape(py, timeout, Shape::Bytes)? else {
+            return Ok(list);
+        };
+        list.append(first)?;
+        while list.len() < max_frames {
+            match self.try_recv_shape(py, Shape::Bytes)? {
+                Some(f) => list.append(f)?,
+                None => break,
+            }
+        }
+        Ok(list)
+    }
+
     /// The next frame if one is waiting, else `None`; never blocks.
     fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.try_recv_shape(py, Shape::Bytes)

@@ -137,3 +137,17 @@ def test_recv_frame_and_wrap(bus):
             return got.data == f and got.sender == a.sender_id
 
     assert run(main())
+
+
+def test_recv_batch(bus):
+    async def main():
+        with shmif.Interface(bus) as a:
+            async with shmif.aio.Interface(bus) as b:
+                frames = [frame(b.mac, a.mac, bytes([i])) for i in range(5)]
+                asyncio.get_running_loop().call_later(0.05, a.send_batch, frames)
+                first = await b.recv_batch(3, timeout=5)
+                rest = await b.recv_batch(10, timeout=5)
+                none = await b.recv_batch(timeout=0.05)
+                return first == frames[:3] and rest == frames[3:] and none == []
+
+    assert run(main())

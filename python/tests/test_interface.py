@@ -312,3 +312,18 @@ def test_path_property(bus):
     with shmif.Interface(bus) as a:
         assert os.fspath(a.path) == str(bus)
         assert str(bus) in repr(a)
+
+
+def test_recv_batch(pair):
+    a, b = pair
+    frames = [frame(b.mac, a.mac, bytes([i]) * 30) for i in range(10)]
+    t = time.monotonic()
+    assert b.recv_batch(timeout=0.2) == []
+    assert time.monotonic() - t >= 0.2
+    assert b.recv_batch(timeout=0) == []
+    a.send_batch(frames)
+    assert b.recv_batch(4, timeout=1) == frames[:4]
+    assert b.recv_batch(100, timeout=1) == frames[4:]
+    assert b.recv_batch(0) == []
+    threading.Timer(0.1, a.send, (frames[0],)).start()
+    assert b.recv_batch(timeout=5) == frames[:1]  # waits for the first frame
