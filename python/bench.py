@@ -8,7 +8,9 @@ own L2Socket on a veth pair, in one run.
 What is measured, each for about --seconds (default 0.5):
 
 * shmif.Interface with bytes: ``send`` (one frame a call), ``send_batch``
-  (64 a call), ``recv`` (one a call), ``recv_batch`` (up to 64 a call);
+  (64 a call), ``send`` with ``wake_delay`` 1 ms (one wake-up write per
+  millisecond instead of one per frame), ``recv`` (one a call),
+  ``recv_batch`` (up to 64 a call);
 * shmif.scapy.ShmifSocket with scapy packets: ``send(pkt)``, ``recv()``
   (building and dissecting ``Ether`` packets: scapy's own cost);
 * the same on a veth pair through the kernel: the raw AF_PACKET socket of
@@ -104,6 +106,9 @@ def bench_shmif(seconds: float, sizes: List[int]) -> Dict[str, float]:
                 batch = [f] * 64
                 out[f"shmif send {size}"] = rate_send(lambda: tx.send(f), 1, seconds)
                 out[f"shmif send_batch {size}"] = rate_send(lambda: tx.send_batch(batch), 64, seconds)
+                tx.wake_delay = 0.001
+                out[f"shmif send wake_delay {size}"] = rate_send(lambda: tx.send(f), 1, seconds)
+                tx.wake_delay = 0
 
                 def fill() -> int:
                     tx.send_batch(burst)
@@ -235,6 +240,7 @@ ROWS = [
     # (label, shmif key, kernel key)
     ("send, one frame a call (bytes)", "shmif send {s}", "veth socket.send {s}"),
     ("send, 64 frames a call (`send_batch`)", "shmif send_batch {s}", None),
+    ("send, one a call, `wake_delay = 0.001`", "shmif send wake_delay {s}", None),
     ("receive, one frame a call (bytes)", "shmif recv {s}", "veth socket.recv {s}"),
     ("receive, up to 64 a call (`recv_batch`)", "shmif recv_batch {s}", None),
     ("scapy `send(pkt)`", "ShmifSocket send(pkt) {s}", "L2Socket send(pkt) {s}"),

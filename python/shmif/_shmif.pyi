@@ -79,6 +79,19 @@ class Interface:
         """Whether frames for any MAC are received (settable)."""
     @promiscuous.setter
     def promiscuous(self, on: bool) -> None: ...
+    @property
+    def wake_delay(self) -> float:
+        """Longest deferral, in seconds, of the wake-up write after a send
+        (settable; default 0: wake at once, as NetBSD). A delay makes sends
+        much cheaper; sleeping readers see frames up to that much later."""
+    @wake_delay.setter
+    def wake_delay(self, seconds: float) -> None: ...
+    @property
+    def spin(self) -> float:
+        """Seconds a blocking receive polls the ring before sleeping
+        (settable; default 0; ``math.inf``: busy-poll)."""
+    @spin.setter
+    def spin(self, seconds: float) -> None: ...
     def _counters(self) -> dict[str, int]: ...
     def __enter__(self) -> "Interface": ...
     def __exit__(self, *args: object) -> bool: ...

@@ -520,6 +520,46 @@ impl PyInterface {
         self.iface.set_promiscuous(on);
     }
 
+    /// Longest deferral, in seconds, of the wake-up write that follows a
+    /// send (settable; default 0: every send wakes the bus's sleeping
+    /// readers at once, as NetBSD does). With a delay, a helper thread
+    /// writes one wake-up per delay while frames were sent: sends get much
+    /// cheaper (the write is a system call), and a sleeping reader, such as
+    /// a NetBSD peer, sees frames up to that much later. Readers that poll
+    /// the ring see them at once.
+    #[getter]
+    fn get_wake_delay(&self) -> f64 {
+        self.iface.wake_delay().as_secs_f64()
+    }
+
+    #[setter]
+    fn set_wake_delay(&self, seconds: f64) -> PyResult<()> {
+        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        self.iface.set_wake_delay(d);
+        Ok(())
+    }
+
+    /// How long, in seconds, a blocking receive polls the ring before it
+    /// sleeps on the wake-up (settable; default 0: sleep at once). Polling
+    /// costs CPU and saves the sleep and wake-up when traffic is continuous;
+    /// `math.inf` busy-polls.
+    #[getter]
+    fn get_spin(&self) -> f64 {
+        let s = self.iface.spin();
+        if s == Duration::MAX {
+            f64::INFINITY
+        } else {
+            s.as_secs_f64()
+        }
+    }
+
+    #[setter]
+    fn set_spin(&self, seconds: f64) -> PyResult<()> {
+        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        self.iface.set_spin(d);
+        Ok(())
+    }
+
     /// The counters as a dict of ints (`shmif.Interface.counters` makes it
     /// a `shmif.Counters`).
     fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

@@ -327,3 +327,44 @@ def test_recv_batch(pair):
     assert b.recv_batch(0) == []
     threading.Timer(0.1, a.send, (frames[0],)).start()
     assert b.recv_batch(timeout=5) == frames[:1]  # waits for the first frame
+
+
+def test_wake_delay_defers_the_wake_up(pair):
+    a, b = pair
+    assert a.wake_delay == 0
+    a.wake_delay = 0.5
+    assert a.wake_delay == 0.5
+    with pytest.raises(ValueError):
+        a.wake_delay = -1
+    sel = selectors.DefaultSelector()
+    sel.register(b.fileno(), selectors.EVENT_READ)
+    try:
+        b.clear_wakeups()
+        f = frame(b.mac, a.mac, b"deferred")
+        t = time.monotonic()
+        a.send(f)
+        # The frame is on the ring at once (a polling reader sees it) ...
+        assert b.try_recv() == f
+        # ... but the wake-up write comes only with the delay.
+        assert sel.select(timeout=0.1) == []
+        assert len(sel.select(timeout=3)) == 1
+        assert time.monotonic() - t >= 0.3
+    finally:
+        sel.close()
+    a.wake_delay = 0
+    assert a.wake_delay == 0
+
+
+def test_spin(pair):
+    a, b = pair
+    assert b.spin == 0
+    b.spin = 0.001
+    assert b.spin == 0.001
+    b.spin = float("inf")
+    assert b.spin == float("inf")
+    b.spin = 0.0005
+    f = frame(b.mac, a.mac, b"spun")
+    threading.Timer(0.05, a.send, (f,)).start()
+    assert b.recv(timeout=2) == f
+    with pytest.raises(ValueError):
+        b.spin = -0.1
