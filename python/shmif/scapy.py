@@ -9,6 +9,13 @@
 >>> sniff(opened_socket=s, count=3)
 >>> s.srp(Ether(dst=mac) / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(), timeout=2)
 
+scapy's own functions that take an ``iface`` (``srp``, ``srp1``, ``sendp``,
+``sniff``) work on a bus given :func:`bus_iface`:
+
+>>> from scapy.all import srp
+>>> bus = bus_iface("/tmp/bus")
+>>> ans, unans = srp(who, iface=bus, timeout=2)
+
 With the ``Ether`` layer's ``src`` left unset, :meth:`ShmifSocket.send` sets
 it to the socket's own MAC (``s.mac``), so that answers come back to it;
 other layers (ARP's ``hwsrc``, IP's ``src``) scapy fills in from the host's
@@ -27,13 +34,14 @@ from typing import Any, Deque, List, Optional, Tuple, Type, Union
 
 from scapy.config import conf
 from scapy.data import MTU
+from scapy.interfaces import InterfaceProvider, NetworkInterface
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.supersocket import SuperSocket
 
 import shmif as _shmif
 
-__all__ = ["ShmifSocket"]
+__all__ = ["ShmifSocket", "bus_iface", "ShmifNetworkInterface"]
 
 
 class ShmifSocket(SuperSocket):
@@ -196,3 +204,72 @@ class ShmifSocket(SuperSocket):
 
     def __repr__(self) -> str:
         return f"<ShmifSocket {self.mac} on {self.iface!r}>"
+
+
+class _ShmifProvider(InterfaceProvider):
+    """The scapy interface provider of bus interfaces (not registered in
+    ``conf.ifaces``: bus interfaces are made by :func:`bus_iface`)."""
+
+    name = "shmif"
+    headers = ("Index", "Name", "MAC")
+
+    def load(self) -> dict:  # type: ignore[override]
+        return {}
+
+    def _is_valid(self, dev: NetworkInterface) -> bool:
+        return True
+
+    def _format(self, dev: NetworkInterface, **kwargs: Any) -> Tuple[str, ...]:  # type: ignore[override]
+        return (str(dev.index), dev.description, dev.mac or "")
+
+
+_PROVIDER = _ShmifProvider()
+
+
+class ShmifNetworkInterface(NetworkInterface):
+    """A scapy ``NetworkInterface`` standing for a bus: its ``l2socket()``
+    and ``l2listen()`` open a :class:`ShmifSocket` on the bus, with the
+    interface's MAC. Made by :func:`bus_iface`."""
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], mac: str) -> None:
+        path = os.fspath(path)
+        super().__init__(
+            _PROVIDER,
+            {
+                "name": f"shmif:{path}",
+                "network_name": f"shmif:{path}",
+                "description": f"shmif bus {path}",
+                "index": -1,
+                "mac": mac,
+            },
+        )
+        self.bus_path = path
+
+    def _socket(self, **kwargs: Any) -> ShmifSocket:
+        return ShmifSocket(self.bus_path, mac=self.mac, **kwargs)
+
+    def l2socket(self) -> Any:  # type: ignore[override]
+        """A ShmifSocket factory for this bus (what scapy calls with its
+        socket options)."""
+        return self._socket
+
+    def l2listen(self) -> Any:  # type: ignore[override]
+        """As :meth:`l2socket` (a bus socket hears every frame anyway)."""
+        return self._socket
+
+    def l3socket(self, ipv6: bool = False) -> Any:  # type: ignore[override]
+        raise NotImplementedError(
+            "no layer-3 socket on a shmif bus: use srp/sendp with an Ether layer"
+        )
+
+
+def bus_iface(path: Union[str, "os.PathLike[str]"], mac: Optional[str] = None) -> ShmifNetworkInterface:
+    """A scapy interface for the bus at ``path``, for the ``iface=``
+    argument of scapy's ``srp``, ``srp1``, ``sendp`` and ``sniff``. Each of
+    those calls opens its own :class:`ShmifSocket` on the bus, all with the
+    same MAC: ``mac``, or one chosen at random (``b2:a0:…``) once here, so
+    that peers' ARP caches stay right from one call to the next."""
+    if mac is None:
+        r = os.urandom(4)
+        mac = "b2:a0:" + ":".join(f"{b:02x}" for b in r)
+    return ShmifNetworkInterface(path, mac)

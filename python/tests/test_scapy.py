@@ -143,3 +143,33 @@ def test_select_returns_only_sockets_with_frames(bus):
         assert ShmifSocket.select([s], 0.5) == [s]
         assert s.recv() is not None
         assert ShmifSocket.select([s], 0.1) == []
+
+
+def test_scapy_functions_with_bus_iface(host, bus):
+    from scapy.all import srp, srp1
+
+    from shmif.scapy import bus_iface
+
+    iface = bus_iface(bus)
+    assert iface.mac.startswith("b2:a0:")
+    ans, unans = srp(
+        Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=host.ip, psrc="10.0.0.2", hwsrc=iface.mac),
+        iface=iface,
+        timeout=3,
+    )
+    assert len(ans) == 1 and len(unans) == 0
+    assert ans[0][1][ARP].hwsrc == host.mac and ans[0][1][Ether].dst == iface.mac
+    # The host learnt our MAC: an echo to it is answered, through srp1.
+    reply = srp1(Ether(dst=host.mac) / IP(src="10.0.0.2", dst=host.ip) / ICMP(id=3), iface=iface, timeout=3)
+    assert reply is not None and reply[ICMP].type == 0 and reply[Ether].dst == iface.mac
+    # sendp and sniff with iface= too.
+    with shmif.Interface(bus) as rx:
+        sendp(Ether(dst="ff:ff:ff:ff:ff:ff", type=0x88B5) / b"via iface", iface=iface)
+        got = rx.recv(timeout=2)
+        assert got is not None and got.endswith(b"via iface") and Ether(got).src == iface.mac
+        f = bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=rx.mac, type=0x88B5) / b"sniffed via iface")
+        threading.Timer(0.5, rx.send, (f,)).start()
+        got = sniff(iface=iface, count=1, timeout=5, lfilter=lambda p: p.type == 0x88B5)
+        assert [bytes(p) for p in got] == [f]
+    with pytest.raises(NotImplementedError):
+        iface.l3socket()
