@@ -173,3 +173,23 @@ def test_scapy_functions_with_bus_iface(host, bus):
         assert [bytes(p) for p in got] == [f]
     with pytest.raises(NotImplementedError):
         iface.l3socket()
+
+
+def test_readme_example_pings_a_shmif_host(host, bus):
+    import os
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "scapy_ping.py"
+    r = subprocess.run(
+        [sys.executable, str(example), str(bus), host.ip, "-c", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(str(bus)),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{host.ip} is at {host.mac}"
+    assert sum(line.startswith(f"reply from {host.ip}: icmp_seq=") for line in lines) == 3
+    assert lines[-1] == "3 sent, 3 received"
