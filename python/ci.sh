@@ -32,9 +32,12 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "== python: creating the virtual environment $venv"
     python3 -m venv "$venv"
 fi
-echo "== python: installing maturin, pytest, scapy and the shmif package into $venv"
-"$venv/bin/python" -m pip install --quiet --upgrade maturin pytest scapy
+echo "== python: installing maturin, pytest, scapy, mypy and the shmif package into $venv"
+"$venv/bin/python" -m pip install --quiet --upgrade maturin pytest scapy mypy
 "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps ./python
+
+echo "== python: mypy --strict on the installed package (stubs and annotations)"
+(cd / && "$venv/bin/python" -m mypy --strict --no-incremental -p shmif)
 
 echo "== python: pytest"
 # From outside the source tree: python/shmif/ there has no native module.

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import AsyncIterator, Iterable, List, Optional, Set, Union
+from typing import AsyncIterator, Callable, Iterable, List, Optional, Set, TypeVar, Union
 
 import shmif as _shmif
 
 __all__ = ["Interface"]
+
+_T = TypeVar("_T")
 
 
 class Interface:
@@ -133,7 +135,7 @@ class Interface:
         (:class:`shmif.Frame`)."""
         return await self._recv(self._iface.try_recv_frame, timeout)
 
-    async def _recv(self, take, timeout):  # type: ignore[no-untyped-def]
+    async def _recv(self, take: Callable[[], Optional[_T]], timeout: Optional[float]) -> Optional[_T]:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be non-negative or None, not {timeout}")
         loop = asyncio.get_running_loop()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno as _errno
 import os as _os
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 __all__ = [
     "BusError",
@@ -55,7 +55,7 @@ class BusError(OSError):
     def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> Tuple[Any, ...]:
         return (type(self), (self.message, self.errno, self.filename))
 
 

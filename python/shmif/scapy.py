@@ -30,7 +30,7 @@ import os
 import select as _select
 import time
 from collections import deque
-from typing import Any, Deque, List, Optional, Tuple, Type, Union
+from typing import Any, Deque, Dict, List, Optional, Tuple, Type, Union
 
 from scapy.config import conf
 from scapy.data import MTU
@@ -97,7 +97,8 @@ class ShmifSocket(SuperSocket):
         self.promisc = promisc
         self.basecls = basecls or Ether
         self.iface = os.fspath(interface.path)
-        self.ins = None  # no kernel socket: SuperSocket's defaults are overridden
+        # No kernel socket: every SuperSocket method using one is overridden.
+        self.ins = None  # type: ignore[assignment]
         self.outs = None
         self._pending: Deque[bytes] = deque()
 
@@ -110,7 +111,7 @@ class ShmifSocket(SuperSocket):
         """The bus's wake-up descriptor (readable when the bus changes)."""
         return self.interface.fileno()
 
-    def send(self, x: Union[Packet, bytes]) -> int:  # type: ignore[override]
+    def send(self, x: Union[Packet, bytes]) -> int:
         """Sends a packet (or raw bytes) as one frame; returns its length."""
         if isinstance(x, Packet):
             pkt = x
@@ -156,7 +157,7 @@ class ShmifSocket(SuperSocket):
         return self.basecls, data, None
 
     @staticmethod
-    def select(sockets: List[SuperSocket], remain: Optional[float] = conf.recv_poll_rate) -> List[SuperSocket]:  # type: ignore[override]
+    def select(sockets: List[SuperSocket], remain: Optional[float] = conf.recv_poll_rate) -> List[SuperSocket]:
         """The sockets that have something to read, waiting up to
         ``remain`` seconds (None: for ever). A ShmifSocket is returned only
         with a frame waiting, so that a ``recv`` after it never blocks; the
@@ -213,13 +214,13 @@ class _ShmifProvider(InterfaceProvider):
     name = "shmif"
     headers = ("Index", "Name", "MAC")
 
-    def load(self) -> dict:  # type: ignore[override]
+    def load(self) -> Dict[str, NetworkInterface]:
         return {}
 
     def _is_valid(self, dev: NetworkInterface) -> bool:
         return True
 
-    def _format(self, dev: NetworkInterface, **kwargs: Any) -> Tuple[str, ...]:  # type: ignore[override]
+    def _format(self, dev: NetworkInterface, **kwargs: Any) -> Tuple[str, ...]:
         return (str(dev.index), dev.description, dev.mac or "")
 
 
@@ -248,16 +249,16 @@ class ShmifNetworkInterface(NetworkInterface):
     def _socket(self, **kwargs: Any) -> ShmifSocket:
         return ShmifSocket(self.bus_path, mac=self.mac, **kwargs)
 
-    def l2socket(self) -> Any:  # type: ignore[override]
+    def l2socket(self) -> Any:
         """A ShmifSocket factory for this bus (what scapy calls with its
         socket options)."""
         return self._socket
 
-    def l2listen(self) -> Any:  # type: ignore[override]
+    def l2listen(self) -> Any:
         """As :meth:`l2socket` (a bus socket hears every frame anyway)."""
         return self._socket
 
-    def l3socket(self, ipv6: bool = False) -> Any:  # type: ignore[override]
+    def l3socket(self, ipv6: bool = False) -> Any:
         raise NotImplementedError(
             "no layer-3 socket on a shmif bus: use srp/sendp with an Ether layer"
         )

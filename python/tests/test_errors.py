@@ -187,3 +187,16 @@ def test_write_pcap_refuses_to_overwrite_the_bus(bus):
     with pytest.raises(shmif.BusError, match="refusing to write the pcap over the bus"):
         shmif.write_pcap(bus, bus)
     assert snapshot(bus) == before
+
+
+def test_bus_removed_while_attached(bus):
+    with shmif.Interface(bus) as a, shmif.Interface(bus) as b:
+        os.unlink(bus)
+        with pytest.raises(shmif.BusGoneError) as e:
+            b.recv(timeout=2)
+        assert str(e.value) == (
+            f"{bus}: the bus file was removed while attached; attach again to rejoin the bus"
+        )
+        with pytest.raises(shmif.BusGoneError):
+            a.clear_wakeups()
+    assert not bus.exists()  # nothing re-created it
