@@ -229,26 +229,20 @@ impl PyInterface {
 
     fn try_recv_shape(&self, py: Python<'_>, shape: Shape) -> PyResult<Option<Py<PyAny>>> {
         let iface = self.live(py)?;
-        let got = iface.try_recv_with(|data, r| {
-            let bytes = PyBytes::new(py, data);
-            match shape {
-                Shape::Bytes => Ok(bytes.into_any().unbind()),
-                Shape::Frame => PyTuple::new(
-                    py,
-                    [
-                        bytes.into_any(),
-                        r.sec.into_pyobject(py)?.into_any(),
-                        r.usec.into_pyobject(py)?.into_any(),
-                        r.sender.into_pyobject(py)?.into_any(),
-                    ],
-                )
-                .map(|t| t.into_any().unbind()),
+        // Only the bytes object is made while the interface's receive lock
+        // is held (it cannot start a garbage collection, which could run
+        // arbitrary finalizers); the tuple is made after.
+        let (bytes, r) = match iface.try_recv_with(|data, r| (PyBytes::new(py, data), r)) {
+            Ok(Some(got)) => got,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.fail(py, e)),
+        };
+        match shape {
+            Shape::Bytes => Ok(Some(bytes.into_any().unbind())),
+            Shape::Frame => {
+                let t = (bytes, r.sec, r.usec, r.sender).into_pyobject(py)?;
+                Ok(Some(t.into_any().unbind()))
             }
-        });
-        match got {
-            Ok(Some(r)) => r.map(Some),
-            Ok(None) => Ok(None),
-            Err(e) => Err(self.fail(py, e)),
         }
     }
 
