@@ -16,8 +16,8 @@ scapy's own functions that take an ``iface`` (``srp``, ``srp1``, ``sendp``,
 >>> bus = bus_iface("/tmp/bus")
 >>> ans, unans = srp(who, iface=bus, timeout=2)
 
-With the ``Ether`` layer's ``src`` left unset, :meth:`ShmifSocket.send` sets
-it to the socket's own MAC (``s.mac``), so that answers come back to it;
+With the outermost ``Ether`` layer's ``src`` left unset,
+:meth:`ShmifSocket.send` sets it to the socket's own MAC (``s.mac``), so that answers come back to it;
 other layers (ARP's ``hwsrc``, IP's ``src``) scapy fills in from the host's
 routing table, which knows nothing of the bus: set them.
 
@@ -115,9 +115,11 @@ class ShmifSocket(SuperSocket):
         """Sends a packet (or raw bytes) as one frame; returns its length."""
         if isinstance(x, Packet):
             pkt = x
-            if Ether in x and x[Ether].getfieldval("src") is None:
+            # Only the outermost layer's source is the frame's (an Ether
+            # inside a tunnel is left alone).
+            if isinstance(x, Ether) and x.getfieldval("src") is None:
                 pkt = x.copy()
-                pkt[Ether].src = self.mac
+                pkt.src = self.mac
             data = bytes(pkt)
             try:
                 x.sent_time = time.time()

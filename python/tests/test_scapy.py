@@ -71,6 +71,15 @@ def test_unset_ether_source_becomes_the_socket_mac(bus):
         explicit = Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:42", type=0x88B5)
         s.send(explicit)
         assert Ether(rx.recv(timeout=2)).src == "02:00:00:00:00:42"
+        # An Ether inside a tunnel is not the frame's source: left alone.
+        from scapy.layers.inet import UDP
+        from scapy.layers.vxlan import VXLAN
+
+        outer = Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:42")
+        tunnel = outer / IP() / UDP(dport=4789) / VXLAN() / Ether(dst="ff:ff:ff:ff:ff:ff") / b"in"
+        s.send(tunnel)
+        inner = Ether(rx.recv(timeout=2))[VXLAN][Ether]
+        assert inner.src != s.mac
 
 
 def test_sendp_puts_frames_on_the_bus(bus):
