@@ -30,7 +30,19 @@ fi
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "== python: creating the virtual environment $venv"
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv"; then
+        # Debian's python3 has no venv module without python3-venv.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            echo "== python: installing python3-venv"
+            rm -rf "$venv"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        else
+            echo "python/ci.sh: python3 -m venv failed (install python3-venv)" >&2
+            exit 1
+        fi
+    fi
 fi
 echo "== python: installing maturin, pytest, scapy, mypy and the shmif package into $venv"
 "$venv/bin/python" -m pip install --quiet --upgrade maturin pytest scapy mypy
