@@ -356,7 +356,8 @@ impl PyInterface {
     }
 
     /// Receives the next frame for this interface, waiting up to `timeout`
-    /// seconds (`None`: for ever). Returns `None` on timeout.
+    /// seconds (`None`: for ever) with the GIL released. Returns `None` on
+    /// timeout. Signal handlers run while it waits, so Ctrl-C interrupts it.
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
         self.recv_shape(py, timeout, Shape::Bytes)
