@@ -368,3 +368,15 @@ def test_spin(pair):
     assert b.recv(timeout=2) == f
     with pytest.raises(ValueError):
         b.spin = -0.1
+
+
+def test_wait(pair):
+    a, b = pair
+    b.clear_wakeups()
+    t = time.monotonic()
+    assert b.wait(timeout=0.2) is False
+    assert time.monotonic() - t >= 0.2
+    f = frame(b.mac, a.mac, b"wait for me")
+    threading.Timer(0.1, a.send, (f,)).start()
+    assert b.wait(timeout=5) is True
+    assert b.try_recv() == f
