@@ -172,6 +172,42 @@ fn lock_word(bus: &Path) -> u32 {
     u32::from_ne_bytes(b[24..28].try_into().unwrap())
 }
 
+/// Sends probe `seq` (again every `resend`, if given) and waits up to 1 s
+/// for its echo, checking every frame that arrives meanwhile. Returns
+/// whether the echo came, and how many intact and corrupt frames arrived.
+fn probe(me: &Interface, seq: u64, resend: Option<Duration>) -> (bool, u64, u64) {
+    let limit = Duration::from_secs(1);
+    let start = Instant::now();
+    let mut sent_at = start;
+    me.send(&frame(me.mac().0, PROBE, seq, 32)).unwrap();
+    let (mut good, mut corrupt) = (0, 0);
+    while start.elapsed() < limit {
+        if resend.is_some_and(|r| sent_at.elapsed() >= r) {
+            me.send(&frame(me.mac().0, PROBE, seq, 32)).unwrap();
+            sent_at = Instant::now();
+        }
+        let wait = resend
+            .unwrap_or(limit)
+            .min(limit.saturating_sub(start.elapsed()));
+        let Some(f) = me.recv_timeout(wait).unwrap() else {
+            continue;
+        };
+        match check(&f.data) {
+            Ok((kind, s)) => {
+                good += 1;
+                if kind == ECHO && s == seq {
+                    return (true, good, corrupt);
+                }
+            }
+            Err(e) => {
+                corrupt += 1;
+                eprintln!("test process: {e}");
+            }
+        }
+    }
+    (false, good, corrupt)
+}
+
 #[test]
 fn survivors_keep_talking_while_writers_are_killed() {
     let rounds: usize = std::env::var("SHMIF_CHAOS_ROUNDS")
@@ -191,7 +227,6 @@ fn survivors_keep_talking_while_writers_are_killed() {
     let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
     echoer.expect("ready");
 
-    let mac = me.mac().0;
     let (mut in_lock, mut worst, mut corrupt_here, mut good_here) = (0, Duration::ZERO, 0, 0);
     for round in 0..rounds {
         let mut w = Kid::spawn(
@@ -208,29 +243,9 @@ fn survivors_keep_talking_while_writers_are_killed() {
         }
         // The survivors must talk again within 1 s.
         let start = Instant::now();
-        me.send(&frame(mac, PROBE, round as u64, 32)).unwrap();
-        let mut answered = false;
-        while start.elapsed() < Duration::from_secs(1) {
-            let Some(f) = me
-                .recv_timeout(Duration::from_secs(1).saturating_sub(start.elapsed()))
-                .unwrap()
-            else {
-                break;
-            };
-            match check(&f.data) {
-                Ok((kind, seq)) => {
-                    good_here += 1;
-                    if kind == ECHO && seq == round as u64 {
-                        answered = true;
-                        break;
-                    }
-                }
-                Err(e) => {
-                    corrupt_here += 1;
-                    eprintln!("test process: {e}");
-                }
-            }
-        }
+        let (answered, good, corrupt) = probe(&me, round as u64, None);
+        good_here += good;
+        corrupt_here += corrupt;
         let took = start.elapsed();
         worst = worst.max(took);
         assert!(answered, "round {round}: no echo within 1 s (seed {seed})");
@@ -316,36 +331,14 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
             in_lock
         })
     };
-    let mac = me.mac().0;
     let (mut probes, mut worst, mut corrupt_here) = (0u64, Duration::ZERO, 0);
     while !done.load(std::sync::atomic::Ordering::SeqCst) {
         // A copier floods the bus faster than anyone reads it, so a probe
         // or its echo may be overwritten unread (a hub's loss, counted as
         // an overrun): the probe is repeated every 10 ms until answered.
         let start = Instant::now();
-        let mut sent_at = start;
-        me.send(&frame(mac, PROBE, probes, 32)).unwrap();
-        let mut answered = false;
-        while start.elapsed() < Duration::from_secs(1) {
-            if sent_at.elapsed() >= Duration::from_millis(10) {
-                me.send(&frame(mac, PROBE, probes, 32)).unwrap();
-                sent_at = Instant::now();
-            }
-            let Some(f) = me.recv_timeout(Duration::from_millis(10)).unwrap() else {
-                continue;
-            };
-            match check(&f.data) {
-                Ok((kind, seq)) if kind == ECHO && seq == probes => {
-                    answered = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    corrupt_here += 1;
-                    eprintln!("test process: {e}");
-                }
-            }
-        }
+        let (answered, _, corrupt) = probe(&me, probes, Some(Duration::from_millis(10)));
+        corrupt_here += corrupt;
         worst = worst.max(start.elapsed());
         assert!(answered, "probe {probes}: no echo within 1 s (seed {seed})");
         probes += 1;
