@@ -167,6 +167,17 @@ fn echoer(bus: &Path, checker: bool) {
     ));
 }
 
+/// Starts a child of `role`, lets it run for `pause` once it is ready, and
+/// SIGKILLs it; whether it died holding the bus lock.
+fn kill_one(bus: &Path, role: &str, args: &[String], pause: Duration) -> bool {
+    let mut w = Kid::spawn("chaos_child", role, args);
+    w.expect("ready");
+    std::thread::sleep(pause);
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    lock_word(bus) == 1
+}
+
 fn lock_word(bus: &Path) -> u32 {
     let b = std::fs::read(bus).unwrap();
     u32::from_ne_bytes(b[24..28].try_into().unwrap())
@@ -229,16 +240,9 @@ fn survivors_keep_talking_while_writers_are_killed() {
 
     let (mut in_lock, mut worst, mut corrupt_here, mut good_here) = (0, Duration::ZERO, 0, 0);
     for round in 0..rounds {
-        let mut w = Kid::spawn(
-            "chaos_child",
-            "writer",
-            &[busarg.clone(), rng.below(u64::MAX).to_string()],
-        );
-        w.expect("ready");
-        std::thread::sleep(Duration::from_micros(500 + rng.below(20_000)));
-        w.child.kill().unwrap();
-        w.child.wait().unwrap();
-        if lock_word(&bus) == 1 {
+        let args = [busarg.clone(), rng.below(u64::MAX).to_string()];
+        let pause = Duration::from_micros(500 + rng.below(20_000));
+        if kill_one(&bus, "writer", &args, pause) {
             in_lock += 1;
         }
         // The survivors must talk again within 1 s.
@@ -312,12 +316,8 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
                 if abort.load(std::sync::atomic::Ordering::SeqCst) {
                     break;
                 }
-                let mut w = Kid::spawn("chaos_child", "copier", std::slice::from_ref(&busarg));
-                w.expect("ready");
-                std::thread::sleep(Duration::from_micros(200 + rng.below(5_000)));
-                w.child.kill().unwrap();
-                w.child.wait().unwrap();
-                if lock_word(&bus) == 1 {
+                let pause = Duration::from_micros(200 + rng.below(5_000));
+                if kill_one(&bus, "copier", std::slice::from_ref(&busarg), pause) {
                     in_lock += 1;
                     // One recovery at a time: the next copier starts once
                     // the dead one's lock has been taken over and freed.
