@@ -580,15 +580,14 @@ impl Bus {
     /// offset 4 through the file descriptor, which raises the file-change
     /// event readers sleep on. Call after a batch of frames, unlocked.
     ///
-    /// Never writes to a file that is no longer the bus this mapping is of:
-    /// if it was truncated (the mapping caught a fault, or the file is
-    /// shorter than a bus now), it returns [`Error::BusGone`] and writes
-    /// nothing, so that a bus emptied under a listener stays as it was
-    /// left rather than becoming an 8-byte file. (A path that now names
-    /// another file is no concern here: the write goes to this mapping's
-    /// own file through its descriptor.)
+    /// Writes nothing, and returns [`Error::BusGone`], once this mapping
+    /// has caught a fault (the file was truncated under it): a bus emptied
+    /// under a peer is left as it is rather than made an 8-byte file. The
+    /// check is one atomic load, since this runs after every send; a peer
+    /// that leaves without having touched the bus since a truncation
+    /// checks the file's size too (see `Interface::down`).
     pub fn wake(&self) -> Result<(), Error> {
-        self.check_size()?;
+        self.check_mapping()?;
         self.file
             .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
@@ -596,7 +595,7 @@ impl Bus {
 
     /// [`Error::BusGone`] if the file was truncated under this mapping: a
     /// fault was caught, or the file is shorter than a bus (one `fstat`).
-    fn check_size(&self) -> Result<(), Error> {
+    pub(crate) fn check_size(&self) -> Result<(), Error> {
         use std::os::unix::fs::MetadataExt;
         self.check_mapping()?;
         match self.file.metadata() {

@@ -12,7 +12,7 @@
 //! mid-copy test runs half as many).
 
 mod common;
-use common::{fnv64, role, say, Kid};
+use common::{field, fnv64, role, say, Kid};
 use shmif::lowlevel::RawBus;
 use shmif::{Bus, Interface, OpenOptions};
 use std::path::Path;
@@ -70,7 +70,8 @@ fn chaos_child() {
     match role.as_str() {
         "writer" => writer(Path::new(&args[0]), args[1].parse().unwrap()),
         "copier" => copier(Path::new(&args[0])),
-        "echoer" => echoer(Path::new(&args[0])),
+        "echoer" => echoer(Path::new(&args[0]), false),
+        "checker" => echoer(Path::new(&args[0]), true),
         _ => unreachable!(),
     }
 }
@@ -103,8 +104,9 @@ fn writer(bus: &Path, seed: u64) {
 fn copier(bus: &Path) {
     let ifc = Interface::attach(bus).unwrap();
     let mac = ifc.mac().0;
-    // Addressed to a MAC nobody has: the promiscuous echoer checks every
-    // one, the test process passes them over without copying them.
+    // Addressed to a MAC nobody has: the promiscuous checker checks every
+    // one; the echoer and the test process pass them over without copying
+    // them, so that they keep up with the probes.
     let batch: Vec<Vec<u8>> = (0..64u64)
         .map(|k| {
             let mut f = frame(mac, DATA, k, 1000 + (k as usize * 31) % 470);
@@ -119,10 +121,11 @@ fn copier(bus: &Path) {
 }
 
 /// Answers every probe with an echo and checks every frame it sees; on
-/// stdin EOF prints its tallies.
-fn echoer(bus: &Path) {
+/// stdin EOF prints its tallies. A `checker` sees every frame on the bus
+/// (promiscuous) and only checks.
+fn echoer(bus: &Path, checker: bool) {
     let ifc = std::sync::Arc::new(Interface::attach(bus).unwrap());
-    ifc.set_promiscuous(true);
+    ifc.set_promiscuous(checker);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -146,7 +149,7 @@ fn echoer(bus: &Path) {
         match check(&f.data) {
             Ok((kind, seq)) => {
                 good += 1;
-                if kind == PROBE {
+                if kind == PROBE && !checker {
                     ifc.send(&frame(mac, ECHO, seq, 16)).unwrap();
                     echoed += 1;
                 }
@@ -164,9 +167,56 @@ fn echoer(bus: &Path) {
     ));
 }
 
+/// Starts a child of `role`, lets it run for `pause` once it is ready, and
+/// SIGKILLs it; whether it died holding the bus lock.
+fn kill_one(bus: &Path, role: &str, args: &[String], pause: Duration) -> bool {
+    let mut w = Kid::spawn("chaos_child", role, args);
+    w.expect("ready");
+    std::thread::sleep(pause);
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+    lock_word(bus) == 1
+}
+
 fn lock_word(bus: &Path) -> u32 {
     let b = std::fs::read(bus).unwrap();
     u32::from_ne_bytes(b[24..28].try_into().unwrap())
+}
+
+/// Sends probe `seq` (again every `resend`, if given) and waits up to 1 s
+/// for its echo, checking every frame that arrives meanwhile. Returns
+/// whether the echo came, and how many intact and corrupt frames arrived.
+fn probe(me: &Interface, seq: u64, resend: Option<Duration>) -> (bool, u64, u64) {
+    let limit = Duration::from_secs(1);
+    let start = Instant::now();
+    let mut sent_at = start;
+    me.send(&frame(me.mac().0, PROBE, seq, 32)).unwrap();
+    let (mut good, mut corrupt) = (0, 0);
+    while start.elapsed() < limit {
+        if resend.is_some_and(|r| sent_at.elapsed() >= r) {
+            me.send(&frame(me.mac().0, PROBE, seq, 32)).unwrap();
+            sent_at = Instant::now();
+        }
+        let wait = resend
+            .unwrap_or(limit)
+            .min(limit.saturating_sub(start.elapsed()));
+        let Some(f) = me.recv_timeout(wait).unwrap() else {
+            continue;
+        };
+        match check(&f.data) {
+            Ok((kind, s)) => {
+                good += 1;
+                if kind == ECHO && s == seq {
+                    return (true, good, corrupt);
+                }
+            }
+            Err(e) => {
+                corrupt += 1;
+                eprintln!("test process: {e}");
+            }
+        }
+    }
+    (false, good, corrupt)
 }
 
 #[test]
@@ -188,46 +238,18 @@ fn survivors_keep_talking_while_writers_are_killed() {
     let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
     echoer.expect("ready");
 
-    let mac = me.mac().0;
     let (mut in_lock, mut worst, mut corrupt_here, mut good_here) = (0, Duration::ZERO, 0, 0);
     for round in 0..rounds {
-        let mut w = Kid::spawn(
-            "chaos_child",
-            "writer",
-            &[busarg.clone(), rng.below(u64::MAX).to_string()],
-        );
-        w.expect("ready");
-        std::thread::sleep(Duration::from_micros(500 + rng.below(20_000)));
-        w.child.kill().unwrap();
-        w.child.wait().unwrap();
-        if lock_word(&bus) == 1 {
+        let args = [busarg.clone(), rng.below(u64::MAX).to_string()];
+        let pause = Duration::from_micros(500 + rng.below(20_000));
+        if kill_one(&bus, "writer", &args, pause) {
             in_lock += 1;
         }
         // The survivors must talk again within 1 s.
         let start = Instant::now();
-        me.send(&frame(mac, PROBE, round as u64, 32)).unwrap();
-        let mut answered = false;
-        while start.elapsed() < Duration::from_secs(1) {
-            let Some(f) = me
-                .recv_timeout(Duration::from_secs(1).saturating_sub(start.elapsed()))
-                .unwrap()
-            else {
-                break;
-            };
-            match check(&f.data) {
-                Ok((kind, seq)) => {
-                    good_here += 1;
-                    if kind == ECHO && seq == round as u64 {
-                        answered = true;
-                        break;
-                    }
-                }
-                Err(e) => {
-                    corrupt_here += 1;
-                    eprintln!("test process: {e}");
-                }
-            }
-        }
+        let (answered, good, corrupt) = probe(&me, round as u64, None);
+        good_here += good;
+        corrupt_here += corrupt;
         let took = start.elapsed();
         worst = worst.max(took);
         assert!(answered, "round {round}: no echo within 1 s (seed {seed})");
@@ -269,71 +291,76 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
     let busarg = bus.display().to_string();
     let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
     echoer.expect("ready");
+    let mut checker = Kid::spawn("chaos_child", "checker", std::slice::from_ref(&busarg));
+    checker.expect("ready");
 
-    // The killer: a second thread of this process.
+    // The killer: a second thread of this process. It stops early if this
+    // thread panics (and the bus directory goes).
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abort = Stop(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+        false,
+    )));
     let killer = {
         let (busarg, bus, done) = (busarg.clone(), bus.clone(), done.clone());
+        let abort = abort.0.clone();
         std::thread::spawn(move || {
             let mut rng = Rng(seed | 1);
             let mut in_lock = 0;
             for _ in 0..rounds {
-                let mut w = Kid::spawn("chaos_child", "copier", std::slice::from_ref(&busarg));
-                w.expect("ready");
-                std::thread::sleep(Duration::from_micros(200 + rng.below(5_000)));
-                w.child.kill().unwrap();
-                w.child.wait().unwrap();
-                if lock_word(&bus) == 1 {
+                if abort.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let pause = Duration::from_micros(200 + rng.below(5_000));
+                if kill_one(&bus, "copier", std::slice::from_ref(&busarg), pause) {
                     in_lock += 1;
+                    // One recovery at a time: the next copier starts once
+                    // the dead one's lock has been taken over and freed.
+                    let t = Instant::now();
+                    while lock_word(&bus) == 1 && t.elapsed() < Duration::from_secs(2) {
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
                 }
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
             in_lock
         })
     };
-    let mac = me.mac().0;
     let (mut probes, mut worst, mut corrupt_here) = (0u64, Duration::ZERO, 0);
     while !done.load(std::sync::atomic::Ordering::SeqCst) {
         // A copier floods the bus faster than anyone reads it, so a probe
         // or its echo may be overwritten unread (a hub's loss, counted as
         // an overrun): the probe is repeated every 10 ms until answered.
         let start = Instant::now();
-        let mut sent_at = start;
-        me.send(&frame(mac, PROBE, probes, 32)).unwrap();
-        let mut answered = false;
-        while start.elapsed() < Duration::from_secs(1) {
-            if sent_at.elapsed() >= Duration::from_millis(10) {
-                me.send(&frame(mac, PROBE, probes, 32)).unwrap();
-                sent_at = Instant::now();
-            }
-            let Some(f) = me.recv_timeout(Duration::from_millis(10)).unwrap() else {
-                continue;
-            };
-            match check(&f.data) {
-                Ok((kind, seq)) if kind == ECHO && seq == probes => {
-                    answered = true;
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    corrupt_here += 1;
-                    eprintln!("test process: {e}");
-                }
-            }
-        }
+        let (answered, _, corrupt) = probe(&me, probes, Some(Duration::from_millis(10)));
+        corrupt_here += corrupt;
         worst = worst.max(start.elapsed());
         assert!(answered, "probe {probes}: no echo within 1 s (seed {seed})");
         probes += 1;
         std::thread::sleep(Duration::from_millis(5));
     }
     let in_lock = killer.join().unwrap();
+    drop(abort);
     echoer.stdin.take();
+    checker.stdin.take();
     let tally = echoer.expect("tally");
+    let checked = checker.expect("tally");
     let c = me.counters();
     eprintln!(
         "chaos mid-copy: {rounds} kills, {in_lock} inside the lock; {probes} probes, slowest {worst:?}; \
-         test process: {corrupt_here} corrupt, takeovers {}, resets {}, repairs {}; echoer: {tally}",
+         test process: {corrupt_here} corrupt, takeovers {}, resets {}, repairs {}; echoer: {tally}; \
+         checker: {checked}",
         c.lock_takeovers, c.ring_resets, c.ring_repairs
+    );
+    assert!(checked.contains("corrupt=0"), "checker: {checked}");
+    assert!(
+        field(&checked, "good") > 10_000,
+        "the checker saw too little: {checked}"
     );
     assert_eq!(
         corrupt_here, 0,
@@ -341,7 +368,7 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
     );
     assert!(tally.contains("corrupt=0"), "echoer: {tally}");
     assert!(
-        in_lock * 5 >= rounds,
+        in_lock * 10 >= rounds,
         "only {in_lock} of {rounds} kills hit the lock: the test did not test mid-copy kills"
     );
 }

@@ -313,7 +313,8 @@ fn smash(bus: &Path, rng: &mut Rng, k: u64) {
             let x = rng.below(size) as u32;
             (x, x)
         }
-        _ => (rng.below(size + 1) as u32, rng.below(size) as u32),
+        // (`last` leaves room for the length poked there below.)
+        _ => (rng.below(size + 1) as u32, rng.below(size - 4) as u32),
     };
     poke(bus, 8, &rng.next().to_ne_bytes());
     poke(bus, 16, &first.to_ne_bytes());

@@ -358,9 +358,14 @@ impl Interface {
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         if let Some(link) = self.current_link() {
-            // This write also stands for any deferred wake-up.
+            // This write also stands for any deferred wake-up. It is the
+            // last write of a peer on its way out, often after a failure:
+            // never into a file that is no longer a bus (truncated under
+            // it, perhaps without this peer touching it since).
             link.wake_pending.store(false, Ordering::Release);
-            let _ = link.bus.wake();
+            if link.bus.check_size().is_ok() {
+                let _ = link.bus.wake();
+            }
         }
     }
 

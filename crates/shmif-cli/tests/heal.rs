@@ -1,0 +1,177 @@
+//! A bus that heals, with the `shmif` commands: garbage written into a bus
+//! (random ring bytes, random `first`/`last`/`gen`, half the time under the
+//! lock) stops no `shmif host`, `tcp-send` or `send`, and within 1 s of the
+//! garbage stopping a new verified TCP transfer and a flood succeed.
+//!
+//! The library-level version, with checksummed frames, is
+//! `crates/shmif/tests/heal.rs`.
+
+mod common;
+
+use common::{shmif, show, Proc, Stream, BROADCAST};
+use shmif::lowlevel::RawBus;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DATA: u64 = 1024 * 1024 - 32;
+
+/// Writes garbage into the bus until `stop`; returns how many writes.
+fn garbage(bus: &Path, seed: u64, stop: &AtomicBool) -> u64 {
+    let raw = shmif::Bus::open(bus, &shmif::OpenOptions::new()).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(bus).unwrap();
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let _guard = (next() % 2 == 0).then(|| raw.lock());
+        n += 1;
+        match next() % 5 {
+            0 | 1 => {
+                let len = 1 + next() % 2000;
+                let off = 32 + next() % (DATA - len);
+                let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                file.write_all_at(&bytes, off).unwrap();
+            }
+            2 => file
+                .write_all_at(&((next() % (DATA + 1)) as u32).to_ne_bytes(), 16)
+                .unwrap(),
+            3 => file
+                .write_all_at(&(next() as u32).to_ne_bytes(), 20)
+                .unwrap(),
+            _ => file.write_all_at(&next().to_ne_bytes(), 8).unwrap(),
+        }
+        drop(_guard);
+        std::thread::sleep(Duration::from_micros(next() % 2000));
+    }
+    n
+}
+
+fn start_host(bus: &Path, args: &[&str]) -> Proc {
+    let mut h = Proc::shmif("host", bus, args, Stream::Lines, Stream::Inherit);
+    let up = h
+        .out()
+        .expect(|l| l.contains(" up on "), Duration::from_secs(10));
+    assert!(up.starts_with("host "), "{up}");
+    h
+}
+
+#[test]
+fn garbage_on_the_bus_stops_no_command_and_traffic_flows_within_a_second_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let b = bus.to_str().unwrap().to_string();
+    let mut server = start_host(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.1/24",
+            "--tcp-sink",
+            "9000",
+            "--tcp-echo",
+            "7",
+        ],
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let writer = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        std::thread::spawn(move || garbage(&bus, seed, &stop))
+    };
+    // While the garbage flies: transfers and floods. They may be slow or
+    // lose their connection, but none may crash or exit on a bus error.
+    let start = Instant::now();
+    let mut during = Vec::new();
+    while start.elapsed() < Duration::from_secs(3) {
+        let o = shmif(&[
+            "tcp-send",
+            &b,
+            "--ip",
+            "10.0.0.2/24",
+            "10.0.0.1:9000",
+            "--megabytes",
+            "1",
+        ]);
+        during.push(o);
+        let mut flood = vec!["send", &b[..]];
+        flood.extend_from_slice(&BROADCAST);
+        flood.extend_from_slice(&["--payload", "68656c6c6f", "--count", "2000"]);
+        let o = shmif(&flood);
+        assert!(o.status.success(), "send during garbage: {}", show(&o));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().unwrap();
+    let stopped = Instant::now();
+    for o in &during {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.code().is_some(), "tcp-send killed: {}", show(o));
+        assert!(
+            !err.contains("corrupt") && !err.contains("panicked"),
+            "tcp-send failed on the bus itself: {}",
+            show(o)
+        );
+    }
+    assert!(
+        server.running(),
+        "the server host exited during the garbage"
+    );
+
+    // After: a verified transfer, done within 1 s, and a flood.
+    let o = shmif(&[
+        "tcp-send",
+        &b,
+        "--ip",
+        "10.0.0.3/24",
+        "10.0.0.1:9000",
+        "--megabytes",
+        "1",
+    ]);
+    assert!(
+        o.status.success(),
+        "tcp-send after the garbage: {}",
+        show(&o)
+    );
+    let report = server.out().expect(
+        |l| l.starts_with("tcp-sink 9000:") && l.contains("from 10.0.0.3"),
+        Duration::from_secs(10),
+    );
+    assert!(report.contains("pattern ok"), "{report}");
+    let took = stopped.elapsed();
+    let o = shmif(&[
+        "tcp-send",
+        &b,
+        "--ip",
+        "10.0.0.3/24",
+        "10.0.0.1:7",
+        "--megabytes",
+        "1",
+        "--expect-echo",
+    ]);
+    assert!(o.status.success(), "echo after the garbage: {}", show(&o));
+    let mut flood = vec!["send", &b[..]];
+    flood.extend_from_slice(&BROADCAST);
+    flood.extend_from_slice(&["--payload", "68656c6c6f", "--count", "2000"]);
+    let o = shmif(&flood);
+    assert!(o.status.success(), "{}", show(&o));
+    eprintln!(
+        "heal: {writes} garbage writes in 3 s; {} transfers during it ({} succeeded); \
+         1 MiB verified {took:?} after the garbage stopped",
+        during.len(),
+        during.iter().filter(|o| o.status.success()).count()
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "the first transfer after the garbage was verified only {took:?} after it stopped"
+    );
+    assert!(server.running(), "the server host exited");
+}
