@@ -175,3 +175,70 @@ fn garbage_on_the_bus_stops_no_command_and_traffic_flows_within_a_second_after()
     );
     assert!(server.running(), "the server host exited");
 }
+
+/// Runs a host with both outputs captured, waiting until it is up.
+fn start_host_capturing(bus: &Path, args: &[&str]) -> Proc {
+    let mut h = Proc::shmif("host", bus, args, Stream::Lines, Stream::Lines);
+    h.out()
+        .expect(|l| l.contains(" up on "), Duration::from_secs(10));
+    h
+}
+
+#[test]
+fn repairs_are_reported_once_per_episode_and_counted_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut a = start_host_capturing(&bus, &["--ip", "10.0.0.1/24"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let g = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        std::thread::spawn(move || garbage(&bus, 0x5eed, &stop))
+    };
+    // Host B pings A all through the garbage: both hosts send, so both
+    // meet broken rings and repair them.
+    let mut b = start_host_capturing(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.2/24",
+            "--ping",
+            "10.0.0.1",
+            "--ping-count",
+            "30",
+            "--ping-interval",
+            "0.05",
+            "--ping-timeout",
+            "0.2",
+            "--exit-when-done",
+        ],
+    );
+    b.wait(Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    let writes = g.join().unwrap();
+    assert!(writes > 100, "only {writes} garbage writes");
+    a.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    let mut total = 0;
+    for (name, h) in [("A", &mut a), ("B", &mut b)] {
+        let (out, _) = h.out().until_end(Duration::from_secs(5));
+        let (err, _) = h.err().until_end(Duration::from_secs(5));
+        let summary = out
+            .iter()
+            .find(|l| l.contains(": stopping ("))
+            .unwrap_or_else(|| panic!("host {name}: no summary in {out:?}"));
+        let repairs = summary
+            .split("overruns, ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("host {name}: no repair count in {summary}"));
+        let warnings = err.iter().filter(|l| l.contains("repaired it")).count();
+        eprintln!("host {name}: {repairs} repairs, {warnings} warning lines");
+        assert_eq!(
+            warnings,
+            usize::from(repairs > 0),
+            "host {name}: one warning for one episode of {repairs} repairs: {err:?}"
+        );
+        total += repairs;
+    }
+    assert!(total > 0, "the garbage made nobody repair the bus");
+}

@@ -4,6 +4,7 @@
 
 use super::{Ctx, Port, Service};
 use crate::cli::error::lib_error;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Result};
 use rustix::event::PollFlags;
 use shmif::Interface;
@@ -17,6 +18,7 @@ pub struct BusPort {
     wake: OwnedFd,
     path: PathBuf,
     max_frame: usize,
+    repairs: RepairNotice,
 }
 
 impl BusPort {
@@ -32,6 +34,7 @@ impl BusPort {
             iface,
             wake,
             path: path.to_path_buf(),
+            repairs: RepairNotice::new(path),
             max_frame: shmif::wire::MAX_FRAME_LEN,
         })
     }
@@ -62,6 +65,7 @@ impl Port for BusPort {
         self.iface
             .wait_for_wakeup(Some(Duration::ZERO))
             .map_err(lib_error)?;
+        self.repairs.check(&self.iface.counters());
         let room = self.max_frame;
         loop {
             if ctx.full() {
@@ -87,8 +91,8 @@ impl Port for BusPort {
     fn report(&self) -> String {
         let c = self.iface.counters();
         format!(
-            "bus overruns {} ({} bytes lost), malformed {}",
-            c.overruns, c.overrun_bytes, c.malformed
+            "bus overruns {} ({} bytes lost), malformed {}, repairs {}",
+            c.overruns, c.overrun_bytes, c.malformed, c.ring_repairs
         )
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::cli::error::lib_error;
 use crate::cli::pcap::{self, SNAPLEN};
+use crate::cli::repair::RepairNotice;
 use crate::cli::signal::{poll_fds, StopSignal};
 use anyhow::{anyhow, Context as _};
 use pcap_file::pcap::PcapWriter;
@@ -261,6 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut buf = [0u8; MAX_FRAME_LEN];
     let mut captured = 0u64;
     let mut bytes = 0u64;
+    let mut repairs = RepairNotice::new(&args.bus);
     let end = 'capture: loop {
         // Consume the wake-ups (and check the bus file is still the one
         // mapped), then empty the ring: a frame written after the drain
@@ -297,6 +299,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(write_error(e)),
         }
 
+        repairs.check(&iface.counters());
         let mut fds = vec![PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN)];
         if let Some(w) = &wake {
             fds.push(PollFd::new(w, PollFlags::IN));
@@ -344,11 +347,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     eprintln!(
         "shmif: {}: {captured} frames captured ({bytes} bytes); lost to overruns: {} bytes of \
-         frames in {} overruns{unmeasured}; malformed {} ({why})",
+         frames in {} overruns{unmeasured}; malformed {}; repairs {} ({why})",
         args.bus.display(),
         c.overrun_bytes,
         c.overruns - c.overruns_unmeasured.min(c.overruns),
         c.malformed,
+        c.ring_repairs,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@
 //! interface's counters to standard error.
 
 use crate::cli::error::lib_error;
+use crate::cli::repair::RepairNotice;
 use crate::cli::signal::StopSignal;
 use shmif::Error;
 use std::io::{self, Write};
@@ -81,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut out = io::stdout().lock();
     let mut got = 0u64;
+    let mut repairs = RepairNotice::new(&args.bus);
     let end = loop {
         if args.count.is_some_and(|n| got >= n) {
             break End::Done;
@@ -96,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(lib_error(e)),
         };
         got += 1;
+        repairs.check(&iface.counters());
         let line = crate::summary::frame_line(frame.sec, frame.usec, &frame.data);
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -118,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = writeln!(
         io::stderr().lock(),
         "shmif: {} ({}): received {} frames ({} bytes), filtered {}, overruns {} ({} bytes lost), \
-         malformed {}{why}",
+         malformed {}, repairs {}{why}",
         args.bus.display(),
         iface.mac(),
         c.rx_frames,
@@ -127,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         c.overruns,
         c.overrun_bytes,
         c.malformed,
+        c.ring_repairs,
     );
     Ok(match (end, args.count) {
         (End::Done, _) | (End::TimedOut, None) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 //! or more times. Every argument is checked before the bus is touched.
 
 use crate::cli::error::lib_error;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context as _};
 use shmif::wire::{MAX_FRAME_LEN, MIN_FRAME_LEN};
 use shmif::MacAddr;
@@ -165,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for _ in 0..args.count {
         iface.send(&frame).map_err(lib_error)?;
     }
+    RepairNotice::new(&args.bus).check(&iface.counters());
     let _ = writeln!(
         io::stderr().lock(),
         "shmif: sent {} frame{} of {} bytes ({} > {}, ethertype 0x{:04x}, {} payload bytes) on {}",

@@ -2,6 +2,7 @@
 //! and the sockets.
 
 use crate::cli::bus_opts::BusOpts;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context, Result};
 use shmif::smoltcp_device::ShmifDevice;
 use shmif::{Interface, MacAddr};
@@ -30,6 +31,10 @@ pub struct Stack {
     pub ip: IpInterface,
     /// The sockets.
     pub sockets: SocketSet<'static>,
+    /// Says once per episode that the bus was repaired.
+    repairs: RepairNotice,
+    /// Polls since the repair counter was last looked at.
+    polls: u32,
 }
 
 impl Stack {
@@ -61,12 +66,18 @@ impl Stack {
             dev,
             ip,
             sockets: SocketSet::new(vec![]),
+            repairs: RepairNotice::new(bus),
+            polls: 0,
         })
     }
 
     /// Runs smoltcp once: takes in every waiting frame, sends what the
     /// sockets have. Returns whether a socket may have changed state.
     pub fn poll(&mut self) -> bool {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % 256 == 0 {
+            self.repairs.check(&self.shmif.counters());
+        }
         self.ip.poll(
             smoltcp::time::Instant::now(),
             &mut self.dev,
@@ -78,6 +89,7 @@ impl Stack {
     /// a timer due, or `max` passes. Returns `Ok(false)` when the interface
     /// was taken down (by [`crate::cli::signal::StopSignal`]), `Ok(true)` otherwise.
     pub fn wait(&mut self, max: Option<Duration>) -> Result<bool> {
+        self.repairs.check(&self.shmif.counters());
         match self.dev.poll_wait(&mut self.ip, &self.sockets, max) {
             Ok(()) => Ok(true),
             Err(shmif::Error::Down) => Ok(false),

@@ -90,11 +90,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "interface down"
     };
     output::say(&format!(
-        "host {}: stopping ({why}); {} frames sent, {} received, {} overruns; detached from {}",
+        "host {}: stopping ({why}); {} frames sent, {} received, {} overruns, {} bus repairs; \
+         detached from {}",
         stack.addresses_text(),
         c.tx_frames,
         c.rx_frames,
         c.overruns,
+        c.ring_repairs,
         args.stack.bus.display()
     ));
     Ok(if plan.all_succeeded() {
