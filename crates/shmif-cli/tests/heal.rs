@@ -242,3 +242,38 @@ fn repairs_are_reported_once_per_episode_and_counted_in_the_summary() {
     }
     assert!(total > 0, "the garbage made nobody repair the bus");
 }
+
+#[test]
+fn a_bus_truncated_under_a_listener_stays_as_it_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut listen = Proc::shmif("listen", &bus, &[], Stream::Null, Stream::Lines);
+    common::wait_for(Duration::from_secs(10), "the bus", || {
+        (std::fs::metadata(&bus).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bus)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // A frame's wake-up (a write to the file by another process) would be
+    // the listener's cue; the truncation's own event is enough.
+    let status = listen.wait(Duration::from_secs(10));
+    let (err, _) = listen.err().until_end(Duration::from_secs(5));
+    assert!(
+        !status.success(),
+        "listen kept going on a truncated bus: {err:?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("truncated")),
+        "says what happened: {err:?}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::metadata(&bus).unwrap().len(),
+        0,
+        "the listener wrote into the file on its way out"
+    );
+}
