@@ -4,6 +4,7 @@
 //! another subcommand.
 
 pub mod bench;
+pub mod bridge;
 pub mod capture;
 pub mod demo;
 pub mod dump;
