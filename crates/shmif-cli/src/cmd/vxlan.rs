@@ -477,8 +477,8 @@ impl Port for VxlanPort {
                 None => {
                     flood.clear();
                     flood.extend(self.remotes.flood(now));
-                    for k in 0..flood.len() {
-                        self.send_to(flood[k], f, false);
+                    for &i in &flood {
+                        self.send_to(i, f, false);
                     }
                 }
             }
