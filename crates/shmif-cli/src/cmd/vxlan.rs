@@ -214,8 +214,6 @@ struct VxlanPort {
     warned: Warned,
     /// Where datagrams come in.
     rx: Vec<u8>,
-    /// Where one goes out: the header, then the frame.
-    tx: Vec<u8>,
     /// The largest frame the bus carries (for the MTU check).
     bus_frame: usize,
     /// The local address, for MTU probes of learnt remotes.
@@ -258,34 +256,82 @@ fn transient(e: &io::Error) -> bool {
 }
 
 impl VxlanPort {
-    fn send_to(&mut self, index: usize, frame: &[u8], unicast: bool) {
-        let Some(addr) = self.remotes.addr(index) else {
-            return;
-        };
-        self.tx.truncate(HEADER_LEN);
-        self.tx.extend_from_slice(frame);
-        let result = self.sock.send_to(&self.tx, addr);
+    /// Sends the datagrams of `plan` ((frame, remote, unicast?) each),
+    /// many per system call (sendmmsg), the header and the frame gathered
+    /// from where they are. A datagram that cannot be sent is lost and
+    /// counted; the others still go.
+    fn send_plan(&mut self, frames: &[&[u8]], plan: &[(usize, usize, bool)]) {
+        use rustix::net::addr::SocketAddrArg as _;
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+        use std::io::IoSlice;
+        let header = encode(self.vni);
+        let mut addrs: Vec<SocketAddrAny> = Vec::with_capacity(plan.len());
+        let mut to: Vec<SocketAddr> = Vec::with_capacity(plan.len());
+        // Every remote of the plan is in the table (it came from it).
+        let plan: Vec<(usize, SocketAddr, bool)> = plan
+            .iter()
+            .filter_map(|&(f, r, u)| Some((f, self.remotes.addr(r)?, u)))
+            .collect();
+        for &(_, a, _) in &plan {
+            to.push(a);
+            addrs.push(a.as_any());
+        }
+        let iovs: Vec<[IoSlice<'_>; 2]> = plan
+            .iter()
+            .map(|&(f, _, _)| [IoSlice::new(&header), IoSlice::new(frames[f])])
+            .collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = plan
+            .iter()
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = addrs
+            .iter()
+            .zip(&iovs)
+            .zip(controls.iter_mut())
+            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
+            .collect();
+        let mut off = 0;
         let mut st = self.stats.borrow_mut();
-        match result {
-            Ok(_) => {
-                let r = st.per_remote.entry(addr).or_default();
-                if unicast {
-                    r.1 += 1;
-                    st.sent_unicast += 1;
-                } else {
-                    r.2 += 1;
-                    st.sent_flooded += 1;
+        while off < msgs.len() {
+            match sendmmsg(&self.sock, &mut msgs[off..], SendFlags::DONTWAIT) {
+                Ok(0) => break,
+                Ok(n) => {
+                    for (k, &(_, _, unicast)) in plan[off..off + n].iter().enumerate() {
+                        let r = st.per_remote.entry(to[off + k]).or_default();
+                        if unicast {
+                            r.1 += 1;
+                        } else {
+                            r.2 += 1;
+                        }
+                        *if unicast {
+                            &mut st.sent_unicast
+                        } else {
+                            &mut st.sent_flooded
+                        } += 1;
+                    }
+                    off += n;
                 }
-            }
-            Err(e) => {
-                st.send_errors += 1;
-                if !self.warned.send_error {
-                    self.warned.send_error = true;
-                    eprintln!(
-                        "shmif: warning: {}: cannot send to {addr}: {e} (the frame is lost; \
-                         further send errors are only counted)",
-                        self.name
-                    );
+                Err(Errno::INTR) => {}
+                Err(e) => {
+                    // The datagram at `off` failed; a full socket buffer
+                    // loses the rest of the batch too, as a full wire would.
+                    let lost = if e == Errno::AGAIN {
+                        msgs.len() - off
+                    } else {
+                        1
+                    };
+                    st.send_errors += lost as u64;
+                    if !self.warned.send_error {
+                        self.warned.send_error = true;
+                        eprintln!(
+                            "shmif: warning: {}: cannot send to {}: {} (the frame is lost; \
+                             further send errors are only counted)",
+                            self.name,
+                            to[off],
+                            io::Error::from(e)
+                        );
+                    }
+                    off += lost;
                 }
             }
         }
@@ -469,20 +515,16 @@ impl Port for VxlanPort {
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> Result<()> {
         let now = Instant::now();
-        let mut flood: Vec<usize> = Vec::new();
-        for f in frames {
+        // Each datagram of the batch: (frame, remote, unicast?).
+        let mut plan: Vec<(usize, usize, bool)> = Vec::with_capacity(frames.len());
+        for (k, f) in frames.iter().enumerate() {
             let known = MacAddr::destination_of(f).and_then(|d| self.remotes.unicast(d, now));
             match known {
-                Some(i) => self.send_to(i, f, true),
-                None => {
-                    flood.clear();
-                    flood.extend(self.remotes.flood(now));
-                    for &i in &flood {
-                        self.send_to(i, f, false);
-                    }
-                }
+                Some(i) => plan.push((k, i, true)),
+                None => plan.extend(self.remotes.flood(now).map(|i| (k, i, false))),
             }
         }
+        self.send_plan(frames, &plan);
         Ok(())
     }
 
@@ -656,15 +698,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
     sock.set_nonblocking(true)
         .map_err(|e| anyhow!("cannot make the UDP socket non-blocking: {e}"))?;
     // Room for bursts (best effort: the system caps what it grants).
-    let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&sock, 4 << 20);
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&sock, 4 << 20);
+    // Room for bursts: beyond the system's cap if privileged (best
+    // effort either way).
+    use rustix::net::sockopt as so;
+    if so::set_socket_recv_buffer_size_force(&sock, 4 << 20).is_err() {
+        let _ = so::set_socket_recv_buffer_size(&sock, 4 << 20);
+    }
+    if so::set_socket_send_buffer_size_force(&sock, 4 << 20).is_err() {
+        let _ = so::set_socket_send_buffer_size(&sock, 4 << 20);
+    }
 
     let iface = args.bus_opts.attach(&args.bus, None).map_err(lib_error)?;
     let bus = BusPort::new(iface, &args.bus)?;
     let stats = Rc::new(RefCell::new(Stats::default()));
     let name = format!("vxlan vni {}", args.vni);
-    let mut tx = Vec::with_capacity(RX_ROOM);
-    tx.extend_from_slice(&encode(args.vni));
     let mut port = VxlanPort {
         sock,
         vni: args.vni,
@@ -672,7 +719,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         stats: stats.clone(),
         warned: Warned::default(),
         rx: vec![0; RX_ROOM],
-        tx,
         bus_frame: shmif::wire::MAX_FRAME_LEN,
         local: args.local,
         dev: args.dev.clone(),
@@ -727,4 +773,41 @@ pub fn run(args: Args) -> Result<ExitCode> {
         End::Signal => ExitCode::SUCCESS,
         End::EssentialClosed => ExitCode::FAILURE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_icmp_error_reported_on_the_socket_is_transient() {
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::WouldBlock,
+        ] {
+            assert!(transient(&io::Error::from(kind)), "{kind:?}");
+        }
+        assert!(transient(&io::Error::from(Errno::MSGSIZE)));
+        assert!(!transient(&io::Error::from(Errno::BADF)));
+    }
+
+    #[test]
+    fn remotes_and_vnis_parse_with_clear_errors() {
+        let v4: IpAddr = "192.0.2.2".parse().unwrap();
+        let v6: IpAddr = "2001:db8::2".parse().unwrap();
+        assert_eq!(remote("192.0.2.2"), Ok((v4, None)));
+        assert_eq!(remote("192.0.2.2:8472"), Ok((v4, Some(8472))));
+        assert_eq!(remote("2001:db8::2"), Ok((v6, None)));
+        assert_eq!(remote("[2001:db8::2]"), Ok((v6, None)));
+        assert_eq!(remote("[2001:db8::2]:4790"), Ok((v6, Some(4790))));
+        assert!(remote("host.example").unwrap_err().contains("host.example"));
+        assert!(remote("239.1.1.1").unwrap_err().contains("--group"));
+        assert!(remote("0.0.0.0").is_err());
+        assert!(remote("192.0.2.2:0").is_err());
+        assert_eq!(vni("42").map(Vni::get), Ok(42));
+        assert!(vni("16777216").unwrap_err().contains("16777215"));
+        assert!(vni("-1").is_err());
+    }
 }
