@@ -1100,3 +1100,91 @@ fn help_teaches_with_examples_and_exit_statuses() {
     assert!(out.contains("no authentication"), "{out}");
     assert!(out.contains("dstport 4789"), "{out}");
 }
+
+#[test]
+fn with_learn_remotes_endpoints_join_by_sending_and_unicast_goes_to_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let port = free_port();
+    let mut cmd = Command::new(SHMIF);
+    cmd.arg("vxlan").arg(&bus).args([
+        "--vni",
+        "42",
+        "--local",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--learn-remotes",
+    ]);
+    let mut vx = start_vxlan_cmd(cmd);
+    let to = format!("127.0.0.1:{port}");
+    // Two endpoints on other loopback addresses, at the same port (where
+    // a learnt remote is sent to, as on Linux).
+    let e1 = UdpSocket::bind(format!("127.0.0.2:{port}")).unwrap();
+    let e2 = UdpSocket::bind(format!("127.0.0.3:{port}")).unwrap();
+    for e in [&e1, &e2] {
+        e.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+    }
+    let listener = std::thread::spawn({
+        let bus = bus.clone();
+        move || expect_on_bus(&bus, 0xe1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    e1.send_to(&datagram(42, &frame(0xe1, 0xe1, 60)), &to)
+        .unwrap();
+    listener.join().unwrap();
+    e2.send_to(&datagram(42, &frame(0xe2, 0xe2, 60)), &to)
+        .unwrap();
+    vx.err().expect_containing(
+        &format!("learnt remote 127.0.0.3:{port}"),
+        Duration::from_secs(5),
+    );
+    // A broadcast from the bus goes to both.
+    send_on_bus(&bus, "b0");
+    expect_datagram(&e1, &[0xb0]);
+    expect_datagram(&e2, &[0xb0]);
+    // Unicast to the address behind e1 goes to e1 only.
+    let o = common::shmif(&[
+        "send",
+        bus.to_str().unwrap(),
+        "--dst",
+        "02:00:00:00:00:e1",
+        "--ethertype",
+        "0x88b5",
+        "--payload",
+        "a1a1",
+    ]);
+    assert!(o.status.success(), "{}", show(&o));
+    expect_datagram(&e1, &[0xa1, 0xa1]);
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = e2.recv_from(&mut buf) {
+            assert!(
+                !(n >= 24 && buf[22..24] == [0xa1, 0xa1]),
+                "the unicast frame reached e2 too"
+            );
+        }
+    }
+    let (st, report) = stop(vx, rustix::process::Signal::TERM);
+    assert!(st.success(), "{st}: {report}");
+    assert_eq!(
+        count_on(
+            &report,
+            &format!("remote 127.0.0.2:{port}"),
+            "sent unicast: "
+        ),
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        count_on(
+            &report,
+            &format!("remote 127.0.0.3:{port}"),
+            "sent unicast: "
+        ),
+        0,
+        "{report}"
+    );
+}
