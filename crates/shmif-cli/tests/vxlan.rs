@@ -954,7 +954,21 @@ fn bad_arguments_are_named_in_one_line() {
     let bus = dir.path().join("bus");
     let b = bus.to_str().unwrap();
     let port = free_port().to_string();
+    let own = format!("127.0.0.1:{port}");
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--vni",
+                "1",
+                "--local",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--remote",
+                &own,
+            ],
+            "that is this end",
+        ),
         (
             vec![
                 "--vni",

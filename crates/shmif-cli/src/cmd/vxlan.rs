@@ -225,6 +225,8 @@ struct VxlanPort {
     local: Option<IpAddr>,
     /// --dev, for a group's MTU.
     dev: Option<String>,
+    /// The address the socket is bound to (unicast mode).
+    bound: Option<SocketAddr>,
     next_expiry: Instant,
     name: String,
 }
@@ -473,7 +475,16 @@ impl Port for VxlanPort {
                 }
                 Err(e) => return Err(anyhow!("{}: cannot receive: {e}", self.name)),
             };
-            let Some(src) = self.remotes.source(from, now) else {
+            // A datagram claiming to come from this very socket (spoofed,
+            // or a remote misconfigured as ourselves) would make this end
+            // its own remote: refused like any stranger.
+            let own = self.bound == Some(from);
+            let found = if own {
+                None
+            } else {
+                self.remotes.source(from, now)
+            };
+            let Some(src) = found else {
                 let mut st = self.stats.borrow_mut();
                 st.unknown_source += 1;
                 if !self.warned.unknown_source {
@@ -672,6 +683,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     ));
                 }
                 let sa = SocketAddr::new(ip, port.unwrap_or(args.port));
+                if sa == SocketAddr::new(local, args.port) {
+                    return Err(anyhow!(
+                        "--remote {sa}: that is this end (--local {local} --port {})",
+                        args.port
+                    ));
+                }
                 if !to.contains(&sa) {
                     to.push(sa);
                 }
@@ -727,6 +744,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bus_frame: shmif::wire::MAX_FRAME_LEN,
         local: args.local,
         dev: args.dev.clone(),
+        bound: args.local.map(|a| SocketAddr::new(a, args.port)),
         next_expiry: Instant::now() + Duration::from_secs(10),
         name: name.clone(),
     };
