@@ -38,6 +38,8 @@ enum Command {
     Demo(cmd::demo::Args),
     Capture(cmd::capture::Args),
     Tap(cmd::tap::Args),
+    Vxlan(cmd::vxlan::Args),
+    Bridge(cmd::bridge::Args),
     Bench(cmd::bench::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
@@ -55,6 +57,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Tap(a) => cmd::tap::run(a),
+        Command::Vxlan(a) => cmd::vxlan::run(a),
+        Command::Bridge(a) => cmd::bridge::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };

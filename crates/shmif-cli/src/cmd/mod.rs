@@ -4,6 +4,7 @@
 //! another subcommand.
 
 pub mod bench;
+pub mod bridge;
 pub mod capture;
 pub mod demo;
 pub mod dump;
@@ -13,3 +14,4 @@ pub mod ping;
 pub mod send;
 pub mod tap;
 pub mod tcp_send;
+pub mod vxlan;
