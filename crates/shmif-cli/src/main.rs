@@ -39,6 +39,7 @@ enum Command {
     Capture(cmd::capture::Args),
     Tap(cmd::tap::Args),
     Bench(cmd::bench::Args),
+    Vde(cmd::vde::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
 }
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         Command::Capture(a) => cmd::capture::run(a),
         Command::Tap(a) => cmd::tap::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Vde(a) => cmd::vde::run(a),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {

@@ -13,3 +13,4 @@ pub mod ping;
 pub mod send;
 pub mod tap;
 pub mod tcp_send;
+pub mod vde;
