@@ -40,6 +40,7 @@ enum Command {
     Tap(cmd::tap::Args),
     Bench(cmd::bench::Args),
     Vde(cmd::vde::Args),
+    Qemu(cmd::qemu::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
 }
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         Command::Tap(a) => cmd::tap::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Vde(a) => cmd::vde::run(a),
+        Command::Qemu(a) => cmd::qemu::run(a),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {

@@ -26,6 +26,7 @@
 
 pub mod bus_port;
 pub mod fdb;
+pub mod stream_port;
 pub mod vde_port;
 
 use crate::cli::signal::{poll_fds, StopSignal};

@@ -10,6 +10,7 @@ pub mod dump;
 pub mod host;
 pub mod listen;
 pub mod ping;
+pub mod qemu;
 pub mod send;
 pub mod tap;
 pub mod tcp_send;
