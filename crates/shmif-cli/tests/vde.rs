@@ -152,3 +152,400 @@ fn a_guest_on_netdev_vde_and_shmif_host_ping_each_other_and_move_tcp_both_ways()
         Duration::from_secs(10),
     );
 }
+
+// A VDE client of the test's own (what libvdeplug does), for the cases
+// the real clients never produce.
+
+/// A VDE request for the client socket `sock`.
+fn vde_request(sock: &Path, descr: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xfeed_faceu32.to_ne_bytes());
+    b.extend_from_slice(&3u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    let mut addr = [0u8; 110];
+    addr[..2].copy_from_slice(&1u16.to_ne_bytes());
+    let p = sock.as_os_str().as_encoded_bytes();
+    addr[2..2 + p.len()].copy_from_slice(p);
+    b.extend_from_slice(&addr);
+    b.extend_from_slice(descr.as_bytes());
+    b
+}
+
+/// A client attached to the switch in `dir`: its control stream and its
+/// connected datagram socket.
+struct Client {
+    ctl: UnixStream,
+    data: UnixDatagram,
+}
+
+fn attach(dir: &Path, scratch: &Path, descr: &str) -> Client {
+    let sock = scratch.join(format!("c-{descr}"));
+    let _ = std::fs::remove_file(&sock);
+    let data = UnixDatagram::bind(&sock).unwrap();
+    let mut ctl = UnixStream::connect(dir.join("ctl")).unwrap();
+    ctl.write_all(&vde_request(&sock, descr)).unwrap();
+    ctl.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reply = [0u8; 110];
+    ctl.read_exact(&mut reply).unwrap();
+    let end = reply[2..].iter().position(|&c| c == 0).unwrap() + 2;
+    let port = PathBuf::from(std::str::from_utf8(&reply[2..end]).unwrap());
+    assert!(port.is_absolute(), "{port:?}");
+    data.connect(&port).unwrap();
+    data.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = std::fs::remove_file(&sock);
+    Client { ctl, data }
+}
+
+/// A broadcast frame of EtherType 0x88b5 from 02:00:00:00:00:`src`.
+fn frame(src: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, src]);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(payload);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// A switch on a new bus in a temporary directory, with `n` clients of
+/// the test's own attached.
+struct Setup {
+    tmp: tempfile::TempDir,
+    bus: PathBuf,
+    dir: PathBuf,
+    vde: Proc,
+    clients: Vec<Client>,
+}
+
+fn setup(n: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let dir = tmp.path().join("sw");
+    let mut vde = start_vde(&bus, &dir, &[]);
+    let clients = (0..n)
+        .map(|i| attach(&dir, tmp.path(), &format!("t{i}")))
+        .collect();
+    for _ in 0..n {
+        vde.err()
+            .expect_containing("joined", Duration::from_secs(5));
+    }
+    Setup {
+        tmp,
+        bus,
+        dir,
+        vde,
+        clients,
+    }
+}
+
+impl Setup {
+    /// Client `from` sends a frame; client `to` receives it.
+    fn check_path(&self, from: usize, to: usize, tag: &str) {
+        let f = frame(from as u8, tag.as_bytes());
+        self.clients[from].data.send(&f).unwrap();
+        let mut b = [0u8; 2048];
+        loop {
+            let n = self.clients[to]
+                .data
+                .recv(&mut b)
+                .unwrap_or_else(|e| panic!("client {to} got no frame {tag:?}: {e}"));
+            if b[..n] == f[..] {
+                return;
+            }
+        }
+    }
+}
+
+/// Connects a bare control stream to the switch in `dir`.
+fn raw_ctl(dir: &Path) -> UnixStream {
+    let s = UnixStream::connect(dir.join("ctl")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s
+}
+
+/// Reads until the switch closes `s`; fails if it does not.
+fn closed_by_switch(mut s: UnixStream) {
+    let mut b = [0u8; 256];
+    match s.read(&mut b) {
+        Ok(0) => {}
+        other => panic!("the switch did not close the connection: {other:?}"),
+    }
+}
+
+#[test]
+fn frames_go_between_clients_and_to_the_bus_never_back_to_their_sender() {
+    let s = setup(3);
+    s.check_path(0, 1, "zero to one");
+    s.check_path(2, 0, "two to zero");
+    // Client 0 got only client 2's frame, never its own.
+    s.clients[0]
+        .data
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 2048];
+    let n = s.clients[0].data.recv(&mut b).map(|n| b[..n].to_vec());
+    assert!(n.is_err(), "client 0 got a frame back: {n:?}");
+    // And the bus saw them all.
+    let out = Command::new(SHMIF)
+        .args(["dump", s.bus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(dump.matches("02:00:00:00:00:").count() >= 2, "{dump}");
+}
+
+#[test]
+fn a_garbage_control_request_ends_only_that_connection() {
+    let mut s = setup(2);
+    let mut bad = raw_ctl(&s.dir);
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: switch\r\n\r\n")
+        .unwrap();
+    closed_by_switch(bad);
+    s.vde
+        .err()
+        .expect_containing("magic", Duration::from_secs(5));
+    s.check_path(0, 1, "still fine");
+    assert!(s.vde.running());
+}
+
+#[test]
+fn a_request_of_another_version_ends_only_that_connection() {
+    let mut s = setup(2);
+    let mut bad = raw_ctl(&s.dir);
+    let mut req = vde_request(&s.tmp.path().join("nobody"), "old");
+    req[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    bad.write_all(&req).unwrap();
+    closed_by_switch(bad);
+    s.vde
+        .err()
+        .expect_containing("version 2", Duration::from_secs(5));
+    s.check_path(1, 0, "still fine");
+}
+
+#[test]
+fn a_request_for_a_client_socket_that_does_not_exist_ends_only_that_connection() {
+    let mut s = setup(2);
+    let mut bad = raw_ctl(&s.dir);
+    bad.write_all(&vde_request(&s.tmp.path().join("nobody"), "ghost"))
+        .unwrap();
+    closed_by_switch(bad);
+    s.vde.err().expect_containing(
+        "cannot connect to the client's socket",
+        Duration::from_secs(5),
+    );
+    s.check_path(0, 1, "still fine");
+    // The port socket it had started to make is gone again.
+    let ports = std::fs::read_dir(&s.dir).unwrap().count();
+    assert_eq!(ports, 1 + 2, "ctl and two ports expected");
+}
+
+#[test]
+fn a_half_written_request_is_dropped_after_the_timeout() {
+    let mut s = setup(2);
+    let mut bad = raw_ctl(&s.dir);
+    let req = vde_request(&s.tmp.path().join("slow"), "slow");
+    bad.write_all(&req[..60]).unwrap();
+    let t = Instant::now();
+    closed_by_switch(bad);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(12),
+        "closed after {waited:?}"
+    );
+    s.vde
+        .err()
+        .expect_containing("incomplete VDE request (60 of", Duration::from_secs(5));
+    s.check_path(0, 1, "still fine");
+}
+
+#[test]
+fn a_client_that_closes_its_control_stream_loses_its_port() {
+    let mut s = setup(3);
+    let gone = s.clients.remove(1);
+    drop(gone.ctl);
+    s.vde.err().expect_containing(
+        "closed: the client closed its control stream",
+        Duration::from_secs(5),
+    );
+    // Its counters came with it.
+    s.vde
+        .err()
+        .expect_containing("in 0 frames", Duration::from_secs(5));
+    s.check_path(0, 1, "to the client that was third");
+    let ports = std::fs::read_dir(&s.dir).unwrap().count();
+    assert_eq!(ports, 1 + 2, "ctl and two ports expected");
+}
+
+#[test]
+fn a_client_that_never_reads_is_disconnected_and_nobody_else_suffers() {
+    let mut s = setup(3);
+    // Client 2 never reads; client 0 floods; client 1 reads everything.
+    let reader = {
+        let data = s.clients[1].data.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 2048];
+            let mut n = 0u64;
+            data.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            while data.recv(&mut b).is_ok() {
+                n += 1;
+            }
+            n
+        })
+    };
+    let f = frame(0, &[0xab; 1400]);
+    let t = Instant::now();
+    let mut sent = 0u64;
+    let mut disconnected = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        for _ in 0..50 {
+            if s.clients[0].data.send(&f).is_ok() {
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if let Ok(l) = s
+            .vde
+            .err()
+            .next_matching(|l| l.contains("read nothing"), Duration::from_millis(1))
+        {
+            assert!(l.contains("vde port 3 (t2)"), "{l}");
+            disconnected = true;
+            break;
+        }
+    }
+    assert!(
+        disconnected,
+        "the stalled client was not disconnected; sent {sent}"
+    );
+    assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
+    let got = reader.join().unwrap();
+    assert!(got > sent / 2, "the reading client got {got} of {sent}");
+    s.check_path(1, 0, "still fine");
+    assert!(s.vde.running());
+}
+
+#[test]
+fn frames_too_large_for_the_bus_still_go_between_vde_ports_and_are_counted() {
+    let mut s = setup(2);
+    let big = frame(0, &[7u8; 3000]);
+    s.clients[0].data.send(&big).unwrap();
+    let mut b = [0u8; 9000];
+    let n = s.clients[1].data.recv(&mut b).unwrap();
+    assert_eq!(n, big.len());
+    s.clients[0].data.send(&big).unwrap();
+    s.clients[1].data.recv(&mut b).unwrap();
+    let warn = s
+        .vde
+        .err()
+        .expect_containing("dropped a 3014-byte frame", Duration::from_secs(5));
+    assert!(warn.contains("carries at most 1514"), "{warn}");
+    // A runt is dropped for everyone.
+    s.clients[0].data.send(&[1, 2, 3]).unwrap();
+    s.check_path(0, 1, "after the runt");
+    let status = s
+        .vde
+        .stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.success());
+    let (rest, _) = s.vde.err().until_end(Duration::from_secs(5));
+    let rest = rest.join("\n");
+    assert!(
+        rest.contains("dropped: 2 too large, 1 runts"),
+        "one warning, two counted: {rest}"
+    );
+    assert_eq!(
+        s.vde
+            .err()
+            .seen
+            .iter()
+            .filter(|l| l.contains("dropped a"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn sigterm_removes_the_sockets_and_the_directory_it_made() {
+    let mut s = setup(2);
+    let meta = std::fs::metadata(&s.dir).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let ctl = std::fs::metadata(s.dir.join("ctl")).unwrap();
+    assert!(ctl.file_type().is_socket());
+    assert_eq!(ctl.permissions().mode() & 0o777, 0o600);
+    let status = s
+        .vde
+        .stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(!s.dir.exists(), "{:?} is still there", s.dir);
+    let (rest, _) = s.vde.err().until_end(Duration::from_secs(5));
+    assert!(
+        rest.iter().filter(|l| l.contains("vde port")).count() >= 2,
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn mode_shares_the_directory_and_sockets_with_the_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sw");
+    let _vde = start_vde(&tmp.path().join("bus"), &dir, &["--mode", "660"]);
+    let c = attach(&dir, tmp.path(), "m");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o770);
+    assert_eq!(mode(&dir.join("ctl")), 0o660);
+    assert_eq!(mode(&dir.join("port-1")), 0o660);
+    drop(c);
+}
+
+#[test]
+fn a_stale_directory_is_taken_over_and_a_live_or_foreign_one_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let dir = tmp.path().join("sw");
+    // A crashed run: SIGKILL leaves ctl and a port socket behind.
+    let mut first = start_vde(&bus, &dir, &[]);
+    let c = attach(&dir, tmp.path(), "x");
+    first.signal(rustix::process::Signal::KILL);
+    first.wait(Duration::from_secs(5));
+    drop(c);
+    assert!(dir.join("ctl").exists() && dir.join("port-1").exists());
+    let mut second = start_vde(&bus, &dir, &[]);
+    second
+        .err()
+        .expect_containing("taking over", Duration::from_secs(5));
+    let _c = attach(&dir, tmp.path(), "y");
+    // While it serves, a third is refused.
+    let out = Command::new(SHMIF)
+        .args(["vde", bus.to_str().unwrap(), dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("already serving"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    drop(second);
+    // A directory with other files is refused, and left alone.
+    let other = tmp.path().join("notes");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("todo.txt"), "hi").unwrap();
+    let out = Command::new(SHMIF)
+        .args(["vde", bus.to_str().unwrap(), other.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not a VDE switch directory") && err.contains("todo.txt"),
+        "{err}"
+    );
+    assert!(other.join("todo.txt").exists());
+    // A file is not a directory.
+    let out = Command::new(SHMIF)
+        .args([
+            "vde",
+            bus.to_str().unwrap(),
+            other.join("todo.txt").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
