@@ -256,6 +256,28 @@ impl Setup {
     }
 }
 
+/// Waits until the names in `dir` are `want` (sorted).
+fn wait_entries(dir: &Path, want: &[&str]) {
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let t = Instant::now();
+    while names() != want {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{}: {:?}, not {want:?}",
+            dir.display(),
+            names()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Connects a bare control stream to the switch in `dir`.
 fn raw_ctl(dir: &Path) -> UnixStream {
     let s = UnixStream::connect(dir.join("ctl")).unwrap();
@@ -335,8 +357,7 @@ fn a_request_for_a_client_socket_that_does_not_exist_ends_only_that_connection()
     );
     s.check_path(0, 1, "still fine");
     // The port socket it had started to make is gone again.
-    let ports = std::fs::read_dir(&s.dir).unwrap().count();
-    assert_eq!(ports, 1 + 2, "ctl and two ports expected");
+    wait_entries(&s.dir, &["ctl", "port-1", "port-2"]);
 }
 
 #[test]
@@ -372,8 +393,7 @@ fn a_client_that_closes_its_control_stream_loses_its_port() {
         .err()
         .expect_containing("in 0 frames", Duration::from_secs(5));
     s.check_path(0, 1, "to the client that was third");
-    let ports = std::fs::read_dir(&s.dir).unwrap().count();
-    assert_eq!(ports, 1 + 2, "ctl and two ports expected");
+    wait_entries(&s.dir, &["ctl", "port-1", "port-3"]);
 }
 
 #[test]
@@ -548,4 +568,280 @@ fn a_stale_directory_is_taken_over_and_a_live_or_foreign_one_refused() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
+
+/// Whether `cmd` is on PATH.
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn sixteen_vde_plug_clients_attached_at_once_all_exchange_frames() {
+    let test = "sixteen_vde_plug_clients_attached_at_once_all_exchange_frames";
+    if !have("vde_plug") {
+        guest::skip::<()>(test, "vde_plug is not installed (apt-get install vdeplug)");
+        return;
+    }
+    const N: usize = 16;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sw");
+    let mut vde = start_vde(&tmp.path().join("bus"), &dir, &[]);
+    // Half name the switch as a path, half as a vde:// URL.
+    let mut children: Vec<std::process::Child> = (0..N)
+        .map(|i| {
+            let url = if i % 2 == 0 {
+                dir.display().to_string()
+            } else {
+                format!("vde://{}", dir.display())
+            };
+            Command::new("vde_plug")
+                .arg(url)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut joined = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while joined < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let l = vde
+            .err()
+            .next_matching(|l| l.contains("joined"), left)
+            .unwrap_or_else(|e| panic!("{joined} of {N} joined ({e})"));
+        assert!(l.contains("vdeplug"), "{l}");
+        joined += 1;
+    }
+    // Each reads in VDE stream form (2-byte big-endian length, frame) and
+    // reports the senders it heard.
+    let readers: Vec<_> = children
+        .iter_mut()
+        .map(|c| {
+            let mut out = c.stdout.take().unwrap();
+            std::thread::spawn(move || {
+                let mut heard = std::collections::BTreeSet::new();
+                let mut len = [0u8; 2];
+                while heard.len() < N - 1 && out.read_exact(&mut len).is_ok() {
+                    let mut f = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if out.read_exact(&mut f).is_err() {
+                        break;
+                    }
+                    if f.len() >= 15 && f[12..14] == [0x88, 0xb5] {
+                        heard.insert(f[11]);
+                    }
+                }
+                heard
+            })
+        })
+        .collect();
+    for (i, c) in children.iter_mut().enumerate() {
+        let f = frame(i as u8, format!("from plug {i}").as_bytes());
+        let stdin = c.stdin.as_mut().unwrap();
+        stdin.write_all(&(f.len() as u16).to_be_bytes()).unwrap();
+        stdin.write_all(&f).unwrap();
+        stdin.flush().unwrap();
+    }
+    let kill = Kill(children);
+    let watchdog = std::thread::spawn({
+        let pids: Vec<u32> = kill.0.iter().map(|c| c.id()).collect();
+        move || {
+            std::thread::sleep(Duration::from_secs(20));
+            for p in pids {
+                let _ = Command::new("kill").arg(p.to_string()).status();
+            }
+        }
+    });
+    for (i, r) in readers.into_iter().enumerate() {
+        let heard = r.join().unwrap();
+        let want: std::collections::BTreeSet<u8> = (0..N as u8).filter(|&j| j != i as u8).collect();
+        if heard != want {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = vde.err().until_end(Duration::from_millis(500));
+            panic!(
+                "vde_plug {i} heard only from {heard:?}; switch {}",
+                vde.err().so_far()
+            );
+        }
+    }
+    drop(kill);
+    drop(watchdog);
+    for _ in 0..N {
+        vde.err()
+            .expect_containing("closed its control stream", Duration::from_secs(10));
+    }
+    wait_entries(&dir, &["ctl"]);
+}
+
+/// Guest commands: ping `addr` until it answers, then 3 times, print
+/// `PING RC <status>`, and stay up.
+fn ping_then_stay(addr: &str) -> String {
+    format!(
+        "for i in $(seq 60); do ping -c 1 -W 1 {addr} >/dev/null 2>&1 && break; done\n\
+         ping -c 3 -W 3 {addr} >/dev/null 2>&1; echo \"PING RC $?\"\n\
+         sleep 600\n"
+    )
+}
+
+#[test]
+fn a_guest_killed_loses_its_port_and_a_new_one_on_the_same_switch_works() {
+    let test = "a_guest_killed_loses_its_port_and_a_new_one_on_the_same_switch_works";
+    let Some(kernel) = guest::kernel(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let sw = tmp.path().join("sw");
+    let mut vde = start_vde(&bus, &sw, &[]);
+    let _host = start_host(&bus, &["--ip", "10.213.5.1/24"]);
+    let script = ping_then_stay("10.213.5.1");
+    let mut spec = Spec {
+        name: "first",
+        mac: 0x31,
+        ip: "10.213.5.31/24",
+        netdev: format!("vde,sock={}", sw.display()),
+        script: &script,
+    };
+    let mut first = Guest::start(&kernel, &spec, tmp.path());
+    first.wait_up();
+    assert_eq!(
+        first.expect("PING RC", Duration::from_secs(60)),
+        "PING RC 0"
+    );
+    let joined = vde
+        .err()
+        .expect_containing("joined", Duration::from_secs(5));
+    first.proc.signal(rustix::process::Signal::KILL);
+    first.proc.wait(Duration::from_secs(10));
+    let port = joined.split(':').nth(1).unwrap().trim().to_string();
+    let closed = vde.err().expect_containing(
+        "closed: the client closed its control stream",
+        Duration::from_secs(10),
+    );
+    assert!(closed.contains(&port), "{closed} (joined as {port})");
+    wait_entries(&sw, &["ctl"]);
+    // A new guest, same address, another MAC, on the same switch.
+    spec.name = "second";
+    spec.mac = 0x32;
+    let mut second = Guest::start(&kernel, &spec, tmp.path());
+    second.wait_up();
+    assert_eq!(
+        second.expect("PING RC", Duration::from_secs(60)),
+        "PING RC 0"
+    );
+    vde.err()
+        .expect_containing("joined", Duration::from_secs(5));
+    // The bus side reaches the new guest.
+    let out = Command::new(SHMIF)
+        .args([
+            "ping",
+            bus.to_str().unwrap(),
+            "--ip",
+            "10.213.5.2/24",
+            "10.213.5.31",
+        ])
+        .args(["-c", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("3 received"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_guest_and_a_network_namespace_behind_shmif_tap_ping_each_other() {
+    let test = "a_guest_and_a_network_namespace_behind_shmif_tap_ping_each_other";
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/net/tun").exists() || !have("ip") {
+        guest::skip::<()>(test, "needs root, /dev/net/tun and ip");
+        return;
+    }
+    let Some(kernel) = guest::kernel(test) else {
+        return;
+    };
+    let ns = format!("shmif-vde-{}", std::process::id());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let ok = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+    ok(&["netns", "add", &ns]);
+    let _ns = Ns(ns.clone());
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let sw = tmp.path().join("sw");
+    let _vde = start_vde(&bus, &sw, &[]);
+    let mut tap = Proc::shmif(
+        "tap",
+        &bus,
+        &["--tap", "shm-vde0", "--netns", &ns],
+        Stream::Lines,
+        Stream::Lines,
+    );
+    tap.out()
+        .expect_containing("bridging", Duration::from_secs(10));
+    ok(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "10.213.5.50/24",
+        "dev",
+        "shm-vde0",
+    ]);
+    ok(&["-n", &ns, "link", "set", "lo", "up"]);
+    let script = ping_then_stay("10.213.5.50");
+    let spec = Spec {
+        name: "tap-peer",
+        mac: 0x41,
+        ip: "10.213.5.41/24",
+        netdev: format!("vde,sock={}", sw.display()),
+        script: &script,
+    };
+    let mut g = Guest::start(&kernel, &spec, tmp.path());
+    g.wait_up();
+    assert_eq!(g.expect("PING RC", Duration::from_secs(60)), "PING RC 0");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "3",
+            "10.213.5.41",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" 0% packet loss"),
+        "{text}"
+    );
 }

@@ -17,15 +17,16 @@
 //! A request that is garbage, or that does not arrive whole within
 //! [`REQUEST_TIMEOUT`], ends that connection with one log line. A client
 //! that stops reading loses frames (its socket buffer is full: counted, as
-//! on a wire); one that has read nothing for [`STALL_LIMIT`] while frames
-//! kept coming is disconnected.
+//! on a wire) once a bounded queue of its own is full; one that has read
+//! nothing for [`STALL_LIMIT`] while frames were dropped is disconnected.
 
 use super::{read_ready, Ctx, Port, Service};
 use anyhow::{anyhow, Result};
 use rustix::event::PollFlags;
+use rustix::io::Errno;
 use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt as _;
@@ -56,6 +57,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client may go without taking a frame, while frames for it
 /// keep being dropped, before it is disconnected.
 pub const STALL_LIMIT: Duration = Duration::from_secs(10);
+/// Frames kept for a client that cannot take them yet, at most.
+const QUEUE_FRAMES: usize = 1024;
+/// Bytes kept for such a client, at most.
+const QUEUE_BYTES: usize = 1 << 20;
 /// Control connections still sending their request, at most.
 const MAX_PENDING: usize = 64;
 /// The socket buffers asked for each port's datagram socket.
@@ -245,6 +250,8 @@ impl VdeSwitch {
             data,
             path,
             numbers: self.numbers.clone(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
             full_drops: 0,
             stalled_since: None,
         })
@@ -386,9 +393,13 @@ pub struct VdePort {
     data: UnixDatagram,
     path: PathBuf,
     numbers: Numbers,
-    /// Frames lost because the client's socket buffer was full.
+    /// Frames the client's socket could not take yet (its buffer was
+    /// full, or it had not connected back yet), oldest first.
+    queue: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
+    /// Frames lost because the queue was full.
     full_drops: u64,
-    /// Since when every frame for it has been dropped.
+    /// Since when the client has taken nothing while frames waited.
     stalled_since: Option<Instant>,
 }
 
@@ -399,31 +410,103 @@ impl Drop for VdePort {
     }
 }
 
+/// Whether a send error means the client's socket is gone.
+fn peer_gone(e: Errno) -> bool {
+    matches!(e, Errno::CONNREFUSED | Errno::NOTCONN | Errno::PIPE)
+}
+
+/// What one `sendmmsg` of some frames came to.
+enum Sent {
+    /// This many went (at least one).
+    Some(usize),
+    /// None: the client cannot take more now.
+    Full,
+    /// The first frame was refused for itself (skip it).
+    Refused,
+}
+
 impl VdePort {
-    /// Notes a frame dropped because the client's buffer is full; an error
-    /// once it has taken nothing for [`STALL_LIMIT`].
-    fn dropped_full(&mut self, n: u64, now: Instant) -> Result<()> {
-        self.full_drops += n;
-        let since = *self.stalled_since.get_or_insert(now);
-        if now.duration_since(since) >= STALL_LIMIT {
-            return Err(anyhow!(
-                "the client has read nothing for {} s ({} frames dropped for it): disconnected",
-                STALL_LIMIT.as_secs(),
-                self.full_drops
-            ));
+    /// Sends as many of `frames` (at most 64) as the client takes now.
+    fn send_some<F: AsRef<[u8]>>(&self, frames: &[F]) -> Result<Sent> {
+        let chunk = &frames[..frames.len().min(64)];
+        let iovs: Vec<[IoSlice<'_>; 1]> =
+            chunk.iter().map(|f| [IoSlice::new(f.as_ref())]).collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = chunk
+            .iter()
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = iovs
+            .iter()
+            .zip(controls.iter_mut())
+            .map(|(iov, c)| MMsgHdr::new(iov, c))
+            .collect();
+        loop {
+            return match sendmmsg(self.data.as_fd(), &mut msgs, SendFlags::DONTWAIT) {
+                Ok(0) | Err(Errno::AGAIN) => Ok(Sent::Full),
+                Ok(n) => Ok(Sent::Some(n)),
+                Err(Errno::INTR) => continue,
+                Err(e) if peer_gone(e) => Err(anyhow!(
+                    "the client's socket is gone: {}",
+                    io::Error::from(e)
+                )),
+                Err(_) => Ok(Sent::Refused),
+            };
+        }
+    }
+
+    /// Sends what is queued, as far as the client takes it.
+    fn flush(&mut self, now: Instant) -> Result<()> {
+        while !self.queue.is_empty() {
+            let (a, b) = self.queue.as_slices();
+            let front = if a.is_empty() { b } else { a };
+            match self.send_some(front)? {
+                Sent::Some(n) => {
+                    for f in self.queue.drain(..n) {
+                        self.queued_bytes -= f.len();
+                    }
+                    self.stalled_since = None;
+                }
+                Sent::Refused => {
+                    if let Some(f) = self.queue.pop_front() {
+                        self.queued_bytes -= f.len();
+                        self.full_drops += 1;
+                    }
+                }
+                Sent::Full => {
+                    self.stalled_since.get_or_insert(now);
+                    break;
+                }
+            }
         }
         Ok(())
     }
-}
 
-/// Whether a send error means the client's socket is gone.
-fn peer_gone(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(c) if c == rustix::io::Errno::CONNREFUSED.raw_os_error()
-            || c == rustix::io::Errno::NOTCONN.raw_os_error()
-            || c == rustix::io::Errno::PIPE.raw_os_error()
-    )
+    /// Queues frames the client cannot take now; beyond the bound they are
+    /// dropped, and a client stalled for [`STALL_LIMIT`] is disconnected.
+    fn enqueue(&mut self, frames: &[&[u8]], now: Instant) -> Result<()> {
+        let mut dropped = 0;
+        for f in frames {
+            if self.queue.len() >= QUEUE_FRAMES || self.queued_bytes + f.len() > QUEUE_BYTES {
+                dropped += 1;
+            } else {
+                self.queued_bytes += f.len();
+                self.queue.push_back(f.to_vec());
+            }
+        }
+        let since = *self.stalled_since.get_or_insert(now);
+        if dropped > 0 {
+            self.full_drops += dropped;
+            if now.duration_since(since) >= STALL_LIMIT {
+                return Err(anyhow!(
+                    "the client has read nothing for {} s ({} frames dropped for it): \
+                     disconnected",
+                    STALL_LIMIT.as_secs(),
+                    self.full_drops
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Port for VdePort {
@@ -436,10 +519,12 @@ impl Port for VdePort {
     }
 
     fn fds(&self) -> Vec<(BorrowedFd<'_>, PollFlags)> {
-        vec![
-            (self.ctl.as_fd(), PollFlags::IN),
-            (self.data.as_fd(), PollFlags::IN),
-        ]
+        let data = if self.queue.is_empty() {
+            PollFlags::IN
+        } else {
+            PollFlags::IN | PollFlags::OUT
+        };
+        vec![(self.ctl.as_fd(), PollFlags::IN), (self.data.as_fd(), data)]
     }
 
     fn max_frame(&self) -> usize {
@@ -463,6 +548,7 @@ impl Port for VdePort {
                 Err(e) => return Ok(Service::Closed(format!("control stream: {e}"))),
             }
         }
+        self.flush(Instant::now())?;
         let data = &self.data;
         read_ready(ctx, READ_ROOM, |room| data.recv(room).map(Some))
             .map_err(|e| anyhow!("receiving from the client: {e}"))
@@ -470,43 +556,20 @@ impl Port for VdePort {
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> Result<()> {
         let now = Instant::now();
+        if !self.queue.is_empty() {
+            // Keep the order: behind what waits.
+            self.enqueue(frames, now)?;
+            return self.flush(now);
+        }
         let mut rest = frames;
         while !rest.is_empty() {
-            let chunk = &rest[..rest.len().min(64)];
-            let iovs: Vec<[IoSlice<'_>; 1]> = chunk.iter().map(|f| [IoSlice::new(f)]).collect();
-            let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = chunk
-                .iter()
-                .map(|_| SendAncillaryBuffer::default())
-                .collect();
-            let mut msgs: Vec<MMsgHdr<'_>> = iovs
-                .iter()
-                .zip(controls.iter_mut())
-                .map(|(iov, c)| MMsgHdr::new(iov, c))
-                .collect();
-            match sendmmsg(self.data.as_fd(), &mut msgs, SendFlags::DONTWAIT) {
-                Ok(0) => {
-                    self.dropped_full(1, now)?;
-                    rest = &rest[1..];
-                }
-                Ok(n) => {
-                    self.stalled_since = None;
-                    rest = &rest[n..];
-                }
-                Err(rustix::io::Errno::AGAIN) => {
-                    // The client's buffer is full: the rest is lost.
-                    self.dropped_full(rest.len() as u64, now)?;
-                    return Ok(());
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => {
-                    let e = io::Error::from(e);
-                    if peer_gone(&e) {
-                        return Err(anyhow!("the client's socket is gone: {e}"));
-                    }
-                    // Something wrong with this one frame: skip it.
+            match self.send_some(rest)? {
+                Sent::Some(n) => rest = &rest[n..],
+                Sent::Refused => {
                     self.full_drops += 1;
                     rest = &rest[1..];
                 }
+                Sent::Full => return self.enqueue(rest, now),
             }
         }
         Ok(())
