@@ -132,3 +132,300 @@ fn guests_on_netdev_stream_vde_and_dgram_reach_each_other_across_the_bus() {
     assert!(rest.contains("bus "), "{rest}");
     assert!(!stream_sock.exists() && !br.exists());
 }
+
+// Stream peers of the test's own, for the cases QEMU never produces.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A broadcast frame of EtherType 0x88b5 from 02:00:00:00:00:`src`.
+fn frame(src: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 0, src]);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(payload);
+    f.resize(f.len().max(60), 0);
+    f
+}
+
+/// `f` with QEMU's 4-byte big-endian length in front.
+fn framed(f: &[u8]) -> Vec<u8> {
+    let mut v = (f.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(f);
+    v
+}
+
+/// Reads frames from `s` until one equals `want`.
+fn receive(s: &mut UnixStream, want: &[u8]) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).expect("a frame");
+        let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut f).expect("the frame's bytes");
+        if f == want {
+            return;
+        }
+    }
+}
+
+/// A bridge listening on a UNIX socket and a dgram pair, with `n` stream
+/// peers of the test's own connected.
+struct Setup {
+    tmp: tempfile::TempDir,
+    sock: PathBuf,
+    bridge: Proc,
+    peers: Vec<UnixStream>,
+    dgram: UnixDatagram,
+    dgram_bridge: PathBuf,
+}
+
+fn setup(n: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let sock = tmp.path().join("q.sock");
+    let br = tmp.path().join("br.sock");
+    let vm = tmp.path().join("vm.sock");
+    let dgram = UnixDatagram::bind(&vm).unwrap();
+    dgram
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut bridge = start_qemu_bridge(
+        &bus,
+        &[
+            "--listen",
+            &format!("unix:{}", sock.display()),
+            "--dgram",
+            &format!("unix:{}", br.display()),
+            "--remote",
+            &format!("unix:{}", vm.display()),
+        ],
+    );
+    let peers = (0..n)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    for _ in 0..n {
+        bridge
+            .err()
+            .expect_containing("joined", Duration::from_secs(5));
+    }
+    Setup {
+        tmp,
+        sock,
+        bridge,
+        peers,
+        dgram,
+        dgram_bridge: br,
+    }
+}
+
+impl Setup {
+    /// Peer `from` sends a frame; peer `to` and the dgram peer get it.
+    fn check_path(&mut self, from: usize, to: usize, tag: &str) {
+        // What the dgram peer did not read yet (its queue is short).
+        self.dgram.set_nonblocking(true).unwrap();
+        while self.dgram.recv(&mut [0u8; 2048]).is_ok() {}
+        self.dgram.set_nonblocking(false).unwrap();
+        let f = frame(from as u8 + 1, tag.as_bytes());
+        self.peers[from].write_all(&framed(&f)).unwrap();
+        receive(&mut self.peers[to], &f);
+        let mut b = [0u8; 2048];
+        loop {
+            let n = self.dgram.recv(&mut b).expect("the dgram peer got it");
+            if b[..n] == f[..] {
+                break;
+            }
+        }
+    }
+
+    /// Sends `bytes` on a new connection and checks the bridge closes it
+    /// with a log line containing `why`; the others are unaffected.
+    fn bad_peer(&mut self, bytes: &[u8], why: &str) {
+        let mut bad = UnixStream::connect(&self.sock).unwrap();
+        self.bridge
+            .err()
+            .expect_containing("joined", Duration::from_secs(5));
+        bad.write_all(bytes).unwrap();
+        bad.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut b = [0u8; 4096];
+        loop {
+            match bad.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) => {} // frames from others before it was closed
+                Err(e) => panic!("the bridge did not close the connection: {e}"),
+            }
+        }
+        let l = self
+            .bridge
+            .err()
+            .expect_containing("closed:", Duration::from_secs(5));
+        assert!(l.contains(why), "{l}");
+        self.check_path(0, 1, "still fine");
+        assert!(self.bridge.running());
+    }
+}
+
+#[test]
+fn stream_and_dgram_peers_get_each_others_frames_never_their_own() {
+    let mut s = setup(2);
+    s.check_path(0, 1, "zero to one");
+    s.check_path(1, 0, "one to zero");
+    // From the dgram side to both stream peers.
+    let f = frame(9, b"from the dgram side");
+    s.dgram.send_to(&f, &s.dgram_bridge).unwrap();
+    receive(&mut s.peers[0], &f);
+    receive(&mut s.peers[1], &f);
+    // A datagram from a stranger is ignored.
+    let stranger = UnixDatagram::unbound().unwrap();
+    let g = frame(10, b"stranger");
+    stranger.send_to(&g, &s.dgram_bridge).unwrap();
+    s.check_path(0, 1, "after the stranger");
+    // Peer 0 got nothing of its own: the next frame it reads is peer 1's.
+    let h = frame(2, b"one again");
+    s.peers[1].write_all(&framed(&h)).unwrap();
+    s.peers[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        s.peers[0].read_exact(&mut len).unwrap();
+        let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.peers[0].read_exact(&mut f).unwrap();
+        assert_ne!(f[11], 1, "peer 0 got its own frame back");
+        assert_ne!(f, g, "the stranger's frame was forwarded");
+        if f == h {
+            break;
+        }
+        seen.push(f);
+    }
+    let status = s
+        .bridge
+        .stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.success());
+    let (rest, _) = s.bridge.err().until_end(Duration::from_secs(5));
+    let rest = rest.join("\n");
+    assert!(rest.contains("1 from other senders ignored"), "{rest}");
+    assert!(!s.sock.exists() && !s.dgram_bridge.exists());
+    drop(s.tmp);
+}
+
+#[test]
+fn a_stream_length_under_14_ends_only_that_connection() {
+    let mut s = setup(2);
+    s.bad_peer(&[0, 0, 0, 5, 1, 2, 3, 4, 5], "bad frame length 5");
+}
+
+#[test]
+fn a_stream_length_over_the_limit_ends_only_that_connection() {
+    let mut s = setup(2);
+    s.bad_peer(&[0, 1, 0x10, 1], "bad frame length 69633");
+}
+
+#[test]
+fn garbage_on_a_stream_ends_only_that_connection() {
+    let mut s = setup(2);
+    s.bad_peer(b"GET / HTTP/1.1\r\n\r\n", "bad frame length");
+}
+
+#[test]
+fn a_half_written_stream_frame_ends_only_that_connection_after_the_timeout() {
+    let mut s = setup(2);
+    let f = framed(&frame(7, b"half"));
+    let t = Instant::now();
+    s.bad_peer(&f[..30], "a half-written frame (30 bytes of it)");
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+}
+
+#[test]
+fn a_stream_peer_that_never_reads_is_disconnected_and_nobody_else_suffers() {
+    let mut s = setup(3);
+    // Peer 2 never reads; peer 0 floods; peer 1 reads everything.
+    let mut reader = s.peers[1].try_clone().unwrap();
+    let counter = std::thread::spawn(move || {
+        reader
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let mut b = vec![0u8; 1 << 16];
+        let mut bytes = 0u64;
+        while let Ok(n) = reader.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+        }
+        bytes
+    });
+    let f = framed(&frame(1, &[0xcd; 1400]));
+    let t = Instant::now();
+    let mut sent = 0u64;
+    let mut disconnected = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        for _ in 0..50 {
+            s.peers[0].write_all(&f).unwrap();
+            sent += f.len() as u64;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if let Ok(l) = s
+            .bridge
+            .err()
+            .next_matching(|l| l.contains("read nothing"), Duration::from_millis(1))
+        {
+            assert!(l.contains("#3"), "{l}");
+            disconnected = true;
+            break;
+        }
+    }
+    assert!(disconnected, "the stalled peer was not disconnected");
+    assert!(t.elapsed() >= Duration::from_secs(9), "{:?}", t.elapsed());
+    let got = counter.join().unwrap();
+    assert!(got > sent / 2, "the reading peer got {got} of {sent} bytes");
+    let mut s2 = s;
+    s2.peers.remove(2);
+    s2.check_path(1, 0, "still fine");
+}
+
+#[test]
+fn refuses_a_listen_path_that_is_not_a_socket_and_replaces_a_stale_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let out = std::process::Command::new(common::SHMIF)
+        .args(["qemu", bus.to_str().unwrap(), "--listen"])
+        .arg(format!("unix:{}", file.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // A socket nobody listens on (left by a crash) is replaced.
+    let stale = tmp.path().join("q.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let mut p = start_qemu_bridge(&bus, &["--listen", &format!("unix:{}", stale.display())]);
+    let _c = UnixStream::connect(&stale).unwrap();
+    p.err().expect_containing("joined", Duration::from_secs(5));
+    // While it listens, a second bridge on the same path is refused.
+    let out = std::process::Command::new(common::SHMIF)
+        .args(["qemu", bus.to_str().unwrap(), "--listen"])
+        .arg(format!("unix:{}", stale.display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("another program"),
+        "{err}"
+    );
+    // Nothing to do is an error too.
+    let out = std::process::Command::new(common::SHMIF)
+        .args(["qemu", bus.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to bridge"));
+}
