@@ -429,3 +429,102 @@ fn refuses_a_listen_path_that_is_not_a_socket_and_replaces_a_stale_one() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to bridge"));
 }
+
+/// Guest commands: ping `addr` until it answers, then 3 times, print
+/// `PING RC <status>`, and stay up.
+fn ping_then_stay(addr: &str) -> String {
+    format!(
+        "for i in $(seq 60); do ping -c 1 -W 1 {addr} >/dev/null 2>&1 && break; done\n\
+         ping -c 3 -W 3 {addr} >/dev/null 2>&1; echo \"PING RC $?\"\n\
+         sleep 600\n"
+    )
+}
+
+#[test]
+fn a_guest_on_a_stream_socket_killed_and_replaced_and_a_server_on_qemu_redialled() {
+    let test = "a_guest_on_a_stream_socket_killed_and_replaced_and_a_server_on_qemu_redialled";
+    let Some(kernel) = guest::kernel(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let listen = tmp.path().join("listen.sock");
+    let server = tmp.path().join("server.sock");
+    let mut bridge = start_qemu_bridge(
+        &bus,
+        &[
+            "--listen",
+            &format!("unix:{}", listen.display()),
+            "--connect",
+            &format!("unix:{}", server.display()),
+        ],
+    );
+    let mut host = Proc::shmif(
+        "host",
+        &bus,
+        &["--ip", "10.213.6.1/24"],
+        Stream::Lines,
+        Stream::Lines,
+    );
+    host.out()
+        .expect_containing(" up on ", Duration::from_secs(10));
+    let script = ping_then_stay("10.213.6.1");
+    let client = |name: &'static str, mac: u8| Spec {
+        name,
+        mac,
+        ip: "10.213.6.31/24",
+        netdev: format!(
+            "stream,server=off,addr.type=unix,addr.path={}",
+            listen.display()
+        ),
+        script: &script,
+    };
+    let serving = |name: &'static str, mac: u8| Spec {
+        name,
+        mac,
+        ip: "10.213.6.41/24",
+        netdev: format!(
+            "stream,server=on,addr.type=unix,addr.path={}",
+            server.display()
+        ),
+        script: &script,
+    };
+    // First generation: one guest connecting, one listening.
+    let mut c1 = Guest::start(&kernel, &client("client-1", 0x31), tmp.path());
+    let mut s1 = Guest::start(&kernel, &serving("server-1", 0x41), tmp.path());
+    c1.wait_up();
+    s1.wait_up();
+    let limit = Duration::from_secs(90);
+    assert_eq!(c1.expect("PING RC", limit), "PING RC 0");
+    assert_eq!(s1.expect("PING RC", limit), "PING RC 0");
+    // Both killed: the accepted port goes, the dialler says it lost its
+    // connection and redials.
+    c1.proc.signal(rustix::process::Signal::KILL);
+    s1.proc.signal(rustix::process::Signal::KILL);
+    c1.proc.wait(Duration::from_secs(10));
+    s1.proc.wait(Duration::from_secs(10));
+    bridge.err().expect_containing(
+        "#1: closed: the peer closed the connection",
+        Duration::from_secs(10),
+    );
+    // Second generation on the same sockets.
+    let _ = std::fs::remove_file(&server);
+    let mut c2 = Guest::start(&kernel, &client("client-2", 0x32), tmp.path());
+    let mut s2 = Guest::start(&kernel, &serving("server-2", 0x42), tmp.path());
+    c2.wait_up();
+    s2.wait_up();
+    assert_eq!(c2.expect("PING RC", limit), "PING RC 0");
+    assert_eq!(s2.expect("PING RC", limit), "PING RC 0");
+    // The new client is a new port; the dialler connected a second time.
+    bridge
+        .err()
+        .expect_containing("listen.sock #2: joined", Duration::from_secs(5));
+    let log = bridge.err().so_far();
+    assert!(log.contains("connection lost"), "{log}");
+    let connected = format!("qemu stream to unix:{}: connected", server.display());
+    if log.matches(&connected).count() < 2 {
+        bridge
+            .err()
+            .expect_containing(&connected, Duration::from_secs(5));
+    }
+}
