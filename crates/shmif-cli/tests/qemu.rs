@@ -528,3 +528,48 @@ fn a_guest_on_a_stream_socket_killed_and_replaced_and_a_server_on_qemu_redialled
             .expect_containing(&connected, Duration::from_secs(5));
     }
 }
+
+#[test]
+fn tcp_listen_and_tcp_connect_carry_frames() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    // A QEMU-like server for --connect, and a free port for --listen.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen_port = free.local_addr().unwrap().port();
+    drop(free);
+    let connect = format!("tcp:{}", server.local_addr().unwrap());
+    let listen = format!("tcp:127.0.0.1:{listen_port}");
+    let mut bridge = start_qemu_bridge(&bus, &["--listen", &listen, "--connect", &connect]);
+    let (mut dialled, _) = server.accept().unwrap();
+    bridge
+        .err()
+        .expect_containing("connected", Duration::from_secs(5));
+    let mut guest = std::net::TcpStream::connect(("127.0.0.1", listen_port)).unwrap();
+    bridge
+        .err()
+        .expect_containing("joined", Duration::from_secs(5));
+    let read_frame = |s: &mut std::net::TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut f = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut f).unwrap();
+        f
+    };
+    let f = frame(1, b"over tcp, accepted side");
+    guest.write_all(&framed(&f)).unwrap();
+    assert_eq!(read_frame(&mut dialled), f);
+    let g = frame(2, b"over tcp, dialled side");
+    dialled.write_all(&framed(&g)).unwrap();
+    assert_eq!(read_frame(&mut guest), g);
+    // The server drops the connection: the bridge redials.
+    drop(dialled);
+    bridge
+        .err()
+        .expect_containing("connection lost", Duration::from_secs(5));
+    let (mut again, _) = server.accept().unwrap();
+    let h = frame(1, b"after the redial");
+    guest.write_all(&framed(&h)).unwrap();
+    assert_eq!(read_frame(&mut again), h);
+}

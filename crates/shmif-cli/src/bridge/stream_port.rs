@@ -104,7 +104,7 @@ enum Dial {
     /// Wait until then, then try.
     Wait(Instant),
     /// A non-blocking TCP connect under way.
-    Connecting(OwnedFd, SocketAddr),
+    Connecting(OwnedFd),
 }
 
 /// How a dialling port reaches its peer again.
@@ -215,19 +215,18 @@ impl StreamPort {
                 },
                 Endpoint::Inet(a) => match start_tcp_connect(a) {
                     Ok(Ok(s)) => self.conn = Some(Conn::Tcp(s)),
-                    Ok(Err((fd, addr))) => r.state = Dial::Connecting(fd, addr),
+                    Ok(Err(fd)) => r.state = Dial::Connecting(fd),
                     Err(e) => failed(r, e.to_string(), &self.name),
                 },
             },
-            Dial::Connecting(fd, _) => {
+            Dial::Connecting(fd) => {
                 let mut pfd = [rustix::event::PollFd::new(fd, PollFlags::OUT)];
                 if !matches!(rustix::event::poll(&mut pfd, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0)
                 {
                     return;
                 }
                 let err = rustix::net::sockopt::socket_error(fd);
-                let Dial::Connecting(fd, _) = std::mem::replace(&mut r.state, Dial::Wait(now))
-                else {
+                let Dial::Connecting(fd) = std::mem::replace(&mut r.state, Dial::Wait(now)) else {
                     unreachable!()
                 };
                 match err {
@@ -324,8 +323,7 @@ fn set_nonblocking(c: &Conn) -> io::Result<()> {
 
 /// Starts a non-blocking TCP connect: a stream at once, or the socket
 /// still connecting.
-#[allow(clippy::type_complexity)]
-fn start_tcp_connect(addr: &str) -> io::Result<Result<TcpStream, (OwnedFd, SocketAddr)>> {
+fn start_tcp_connect(addr: &str) -> io::Result<Result<TcpStream, OwnedFd>> {
     let sa = Endpoint::resolve(addr)?;
     let family = if sa.is_ipv4() {
         AddressFamily::INET
@@ -340,7 +338,7 @@ fn start_tcp_connect(addr: &str) -> io::Result<Result<TcpStream, (OwnedFd, Socke
     )?;
     match rustix::net::connect(&fd, &sa) {
         Ok(()) => Ok(Ok(TcpStream::from(fd))),
-        Err(Errno::INPROGRESS) | Err(Errno::INTR) => Ok(Err((fd, sa))),
+        Err(Errno::INPROGRESS) | Err(Errno::INTR) => Ok(Err(fd)),
         Err(e) => Err(e.into()),
     }
 }
@@ -362,7 +360,7 @@ impl Port for StreamPort {
             (
                 None,
                 Some(Redial {
-                    state: Dial::Connecting(fd, _),
+                    state: Dial::Connecting(fd),
                     ..
                 }),
             ) => vec![(fd.as_fd(), PollFlags::OUT)],

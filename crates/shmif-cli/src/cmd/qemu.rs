@@ -60,15 +60,17 @@ use std::process::ExitCode;
 /// they are removed. Prints one line to standard output once it serves.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    shmif qemu /tmp/bus --listen unix:/tmp/qemu.sock &\n  \
-    qemu-system-x86_64 ... -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/qemu.sock \\\n      \
-    -device virtio-net-pci,netdev=n0\n\n  \
-    shmif qemu /tmp/bus --listen tcp:127.0.0.1:5555 &    # legacy: -netdev socket,id=n0,connect=127.0.0.1:5555\n\n  \
-    qemu-system-x86_64 ... -netdev stream,id=n0,server=on,addr.type=inet,addr.host=127.0.0.1,addr.port=5556 &\n  \
-    shmif qemu /tmp/bus --connect tcp:127.0.0.1:5556     # redials if QEMU restarts\n\n  \
+    shmif qemu /tmp/bus --listen unix:/tmp/q.sock &        # guests connect here\n  \
+    qemu-system-x86_64 ... -device virtio-net-pci,netdev=n0 \\\n      \
+    -netdev stream,id=n0,server=off,addr.type=unix,addr.path=/tmp/q.sock\n\n  \
+    shmif qemu /tmp/bus --listen tcp:127.0.0.1:5555 &      # legacy -netdev socket:\n  \
+    qemu-system-x86_64 ... -netdev socket,id=n0,connect=127.0.0.1:5555 ...\n\n  \
+    qemu-system-x86_64 ... -netdev stream,id=n0,server=on,addr.type=unix,\\\n      \
+    addr.path=/tmp/s.sock ... &\n  \
+    shmif qemu /tmp/bus --connect unix:/tmp/s.sock         # redials when QEMU restarts\n\n  \
     shmif qemu /tmp/bus --dgram unix:/tmp/br.sock --remote unix:/tmp/vm.sock &\n  \
-    qemu-system-x86_64 ... -netdev dgram,id=n0,local.type=unix,local.path=/tmp/vm.sock,\\\n      \
-    remote.type=unix,remote.path=/tmp/br.sock -device virtio-net-pci,netdev=n0\n\n\
+    qemu-system-x86_64 ... -netdev dgram,id=n0,local.type=unix,\\\n      \
+    local.path=/tmp/vm.sock,remote.type=unix,remote.path=/tmp/br.sock ...\n\n\
     Exit status: 0 after SIGINT/SIGTERM; 1 if an address cannot be used (the message names it: \
     in use, not a socket, cannot resolve) or the bus fails.")]
 pub struct Args {
