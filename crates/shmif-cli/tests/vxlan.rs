@@ -925,7 +925,7 @@ fn a_bus_repaired_under_the_tunnel_keeps_it_running() {
     };
     let f = std::fs::OpenOptions::new().write(true).open(&bus).unwrap();
     f.write_all_at(&1u32.to_ne_bytes(), 24).unwrap();
-    f.write_all_at(&shmif::bus::holder_tag(dead).to_ne_bytes(), 28)
+    f.write_all_at(&shmif::lowlevel::holder_tag(dead).to_ne_bytes(), 28)
         .unwrap();
     let at = (shmif::wire::BUS_HEADER_LEN + 24 + 84 * 3) as u64;
     f.write_all_at(&0xffffu32.to_ne_bytes(), at).unwrap();

@@ -38,11 +38,6 @@ impl BusPort {
             max_frame: shmif::wire::MAX_FRAME_LEN,
         })
     }
-
-    /// The interface (for its MAC address and counters).
-    pub fn interface(&self) -> &Interface {
-        &self.iface
-    }
 }
 
 impl Port for BusPort {

@@ -26,6 +26,8 @@
 
 pub mod bus_port;
 pub mod fdb;
+pub mod stream_port;
+pub mod vde_port;
 pub mod vxlan;
 
 use crate::cli::signal::{poll_fds, StopSignal};
@@ -292,6 +294,7 @@ impl Engine {
     }
 
     /// How many ports are there now (listeners included).
+    #[cfg(test)]
     pub fn port_count(&self) -> usize {
         self.slots.iter().flatten().count()
     }
