@@ -586,9 +586,9 @@ fn two_sites_with_a_bus_each_ping_and_move_50_mib_over_tcp() {
     drop((tap_a, tap_b));
 }
 
-#[test]
-fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
-    let test = "three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one";
+/// Three sites on a multicast group, one of them a kernel vxlan device:
+/// everyone reaches everyone; after learning, unicast goes to one remote.
+fn three_sites(test: &str, v6: bool) {
     let Some((t, dir)) = prepare(test) else {
         return;
     };
@@ -610,10 +610,26 @@ fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
     let s1 = Netns::new(format!("shvx-1{t}"));
     let s2 = Netns::new(format!("shvx-2{t}"));
     let mut sites = Vec::new();
+    let (prefix, plen, group) = if v6 {
+        ("fd42:214::", "/64", "ff05::4242")
+    } else {
+        ("10.214.0.", "/24", "239.1.1.1")
+    };
+    let u: Vec<String> = (1..=3).map(|i| format!("{prefix}{i}{plen}")).collect();
+    let kernel_remote = if v6 {
+        format!("remote [{prefix}1]:4789")
+    } else {
+        format!("remote {prefix}1:4789")
+    };
+    let group_remote = if v6 {
+        format!("remote [{group}]:4789")
+    } else {
+        format!("remote {group}:4789")
+    };
     for (ns, n, addr) in [
-        (&k, "k", "10.214.0.1/24"),
-        (&s1, "1", "10.214.0.2/24"),
-        (&s2, "2", "10.214.0.3/24"),
+        (&k, "k", u[0].as_str()),
+        (&s1, "1", u[1].as_str()),
+        (&s2, "2", u[2].as_str()),
     ] {
         let (inner, outer) = (format!("u{n}{t}"), format!("w{n}{t}"));
         veth(ns, &inner, addr, &sw, &outer, "", 1600);
@@ -621,19 +637,8 @@ fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
         sites.push(inner);
     }
     k.ip(&[
-        "link",
-        "add",
-        "vx42",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "group",
-        "239.1.1.1",
-        "dev",
-        &sites[0],
-        "dstport",
-        "4789",
+        "link", "add", "vx42", "type", "vxlan", "id", "42", "group", group, "dev", &sites[0],
+        "dstport", "4789",
     ]);
     k.ip(&["link", "set", "vx42", "mtu", "1500", "up"]);
     k.ip(&["addr", "add", "10.215.0.1/24", "dev", "vx42"]);
@@ -641,12 +646,12 @@ fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
     let vx1 = start_vxlan(
         &s1,
         &bus1,
-        &["--vni", "42", "--group", "239.1.1.1", "--dev", &sites[1]],
+        &["--vni", "42", "--group", group, "--dev", &sites[1]],
     );
     let vx2 = start_vxlan(
         &s2,
         &bus2,
-        &["--vni", "42", "--group", "239.1.1.1", "--dev", &sites[2]],
+        &["--vni", "42", "--group", group, "--dev", &sites[2]],
     );
     let _h1 = start_host(&bus1, &["--ip", "10.215.0.2/24"]);
     let _h2 = start_host(&bus2, &["--ip", "10.215.0.3/24"]);
@@ -666,11 +671,11 @@ fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
     let (st1, r1) = stop(vx1, rustix::process::Signal::TERM);
     let (st2, r2) = stop(vx2, rustix::process::Signal::TERM);
     assert!(st1.success() && st2.success(), "{r1}\n{r2}");
-    let to_kernel = count_on(&r1, "remote 10.214.0.1:4789", "sent unicast: ");
-    let to_group = count_on(&r1, "remote 239.1.1.1:4789", "sent flooded: ");
+    let to_kernel = count_on(&r1, &kernel_remote, "sent unicast: ");
+    let to_group = count_on(&r1, &group_remote, "sent flooded: ");
     assert!(to_kernel >= 100, "{r1}");
     assert!(to_group < 20, "floods are only the few ARP requests: {r1}");
-    let from_kernel = count_on(&r1, "remote 10.214.0.1:4789", "received: ");
+    let from_kernel = count_on(&r1, &kernel_remote, "received: ");
     assert!(from_kernel >= 100, "{r1}");
     let at_2 = count_on(&r2, "datagrams received", "datagrams received: ");
     assert!(
@@ -681,6 +686,22 @@ fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
         "{test}: site 1 sent {to_kernel} unicast datagrams to the kernel and {to_group} to the \
          group; site 2 received {at_2} datagrams in all"
     ));
+}
+
+#[test]
+fn three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one() {
+    three_sites(
+        "three_sites_on_a_multicast_group_reach_each_other_and_unicast_goes_to_one",
+        false,
+    );
+}
+
+#[test]
+fn three_sites_on_an_ipv6_multicast_group_reach_each_other_and_unicast_goes_to_one() {
+    three_sites(
+        "three_sites_on_an_ipv6_multicast_group_reach_each_other_and_unicast_goes_to_one",
+        true,
+    );
 }
 
 // Bad input: unprivileged, on loopback.
