@@ -199,6 +199,21 @@ struct Stats {
     per_remote: BTreeMap<SocketAddr, (u64, u64, u64)>,
 }
 
+impl Stats {
+    /// The counters of remote `addr`; `None` once [`MAX_REPORTED`]
+    /// remotes have counters (learnt remotes come and go: the report stays
+    /// bounded).
+    fn remote(&mut self, addr: SocketAddr) -> Option<&mut (u64, u64, u64)> {
+        if self.per_remote.len() >= MAX_REPORTED && !self.per_remote.contains_key(&addr) {
+            return None;
+        }
+        Some(self.per_remote.entry(addr).or_default())
+    }
+}
+
+/// How many remotes get counters of their own in the report at most.
+const MAX_REPORTED: usize = 2 * vxlan::MAX_REMOTES;
+
 /// What the tunnel has warned about already (each once).
 #[derive(Debug, Default)]
 struct Warned {
@@ -304,11 +319,12 @@ impl VxlanPort {
                 Ok(0) => break,
                 Ok(n) => {
                     for (k, &(_, _, unicast)) in plan[off..off + n].iter().enumerate() {
-                        let r = st.per_remote.entry(to[off + k]).or_default();
-                        if unicast {
-                            r.1 += 1;
-                        } else {
-                            r.2 += 1;
+                        if let Some(r) = st.remote(to[off + k]) {
+                            if unicast {
+                                r.1 += 1;
+                            } else {
+                                r.2 += 1;
+                            }
                         }
                         *if unicast {
                             &mut st.sent_unicast
@@ -505,7 +521,9 @@ impl Port for VxlanPort {
             {
                 let mut st = self.stats.borrow_mut();
                 st.received += 1;
-                st.per_remote.entry(addr).or_default().0 += 1;
+                if let Some(r) = st.remote(addr) {
+                    r.0 += 1;
+                }
             }
             match decode(&self.rx[..n], self.vni) {
                 Ok(frame) => {
