@@ -3,7 +3,7 @@
 //! that speaks VXLAN.
 //!
 //! Two ports in a [`crate::bridge::Engine`] with learning forwarding: the
-//! bus, and a UDP socket ([`VxlanPort`]). Frames from the bus whose
+//! bus, and a UDP socket (`VxlanPort`). Frames from the bus whose
 //! destination was seen on the bus stay there; the others are
 //! encapsulated, to the one remote their destination was learnt behind,
 //! or to every remote (head-end replication) or the multicast group.
