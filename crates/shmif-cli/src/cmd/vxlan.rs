@@ -7,9 +7,11 @@
 //! destination was seen on the bus stay there; the others are
 //! encapsulated, to the one remote their destination was learnt behind,
 //! or to every remote (head-end replication) or the multicast group.
-//! Datagrams that arrive are checked ([`crate::bridge::vxlan::decode`]),
-//! their inner source address learnt behind the remote they came from,
-//! and their frame put on the bus. The header codec and the remote table
+//! Each unicast remote is sent to through a socket of its own connected
+//! to it (sendmmsg, no route lookup per datagram), a group through the
+//! main one, which receives everything. Datagrams that arrive are checked
+//! ([`crate::bridge::vxlan::decode`]), their inner source address learnt
+//! behind the remote they came from, and their frame put on the bus. The header codec and the remote table
 //! are pure ([`crate::bridge::vxlan`]); this module does the socket work.
 
 use crate::bridge::bus_port::BusPort;
@@ -60,6 +62,9 @@ use std::time::{Duration, Instant};
 /// short to hold a frame are dropped and counted. Datagrams are taken only
 /// from the --remote addresses (any source port: Linux picks one per
 /// flow), unless --learn-remotes; with --group from anyone, as on Linux.
+/// Datagrams to a unicast remote leave from a port the system picks (one
+/// per remote, as Linux picks one per flow); a remote that goes away costs
+/// only the datagrams sent to it.
 ///
 /// VXLAN has no authentication and no encryption: anyone who can send UDP
 /// to the port can put frames on the bus. Use it on a trusted underlay, or
@@ -242,6 +247,8 @@ struct VxlanPort {
     dev: Option<String>,
     /// The address the socket is bound to (unicast mode).
     bound: Option<SocketAddr>,
+    /// A socket connected to each unicast remote sent to, for sending.
+    senders: std::collections::HashMap<SocketAddr, UdpSocket>,
     next_expiry: Instant,
     name: String,
 }
@@ -279,84 +286,83 @@ fn transient(e: &io::Error) -> bool {
 
 impl VxlanPort {
     /// Sends the datagrams of `plan` ((frame, remote, unicast?) each),
-    /// many per system call (sendmmsg), the header and the frame gathered
-    /// from where they are. A datagram that cannot be sent is lost and
+    /// those for one remote together, many per system call. A unicast
+    /// remote gets a socket of its own connected to it (no route lookup
+    /// per datagram; an ICMP error it causes is reported there and costs
+    /// one datagram); a group, and remotes past [`MAX_CONNECTED`], go
+    /// through the main socket. A datagram that cannot be sent is lost and
     /// counted; the others still go.
     fn send_plan(&mut self, frames: &[&[u8]], plan: &[(usize, usize, bool)]) {
-        use rustix::net::addr::SocketAddrArg as _;
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-        use std::io::IoSlice;
-        let header = encode(self.vni);
-        let mut addrs: Vec<SocketAddrAny> = Vec::with_capacity(plan.len());
-        let mut to: Vec<SocketAddr> = Vec::with_capacity(plan.len());
         // Every remote of the plan is in the table (it came from it).
-        let plan: Vec<(usize, SocketAddr, bool)> = plan
+        let mut plan: Vec<(SocketAddr, usize, bool)> = plan
             .iter()
-            .filter_map(|&(f, r, u)| Some((f, self.remotes.addr(r)?, u)))
+            .filter_map(|&(f, r, u)| Some((self.remotes.addr(r)?, f, u)))
             .collect();
-        for &(_, a, _) in &plan {
-            to.push(a);
-            addrs.push(a.as_any());
-        }
-        let iovs: Vec<[IoSlice<'_>; 2]> = plan
-            .iter()
-            .map(|&(f, _, _)| [IoSlice::new(&header), IoSlice::new(frames[f])])
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = plan
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = addrs
-            .iter()
-            .zip(&iovs)
-            .zip(controls.iter_mut())
-            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-            .collect();
-        let mut off = 0;
-        let mut st = self.stats.borrow_mut();
-        while off < msgs.len() {
-            match sendmmsg(&self.sock, &mut msgs[off..], SendFlags::DONTWAIT) {
-                Ok(0) => break,
-                Ok(n) => {
-                    for (k, &(_, _, unicast)) in plan[off..off + n].iter().enumerate() {
-                        if let Some(r) = st.remote(to[off + k]) {
-                            if unicast {
-                                r.1 += 1;
-                            } else {
-                                r.2 += 1;
-                            }
-                        }
-                        *if unicast {
-                            &mut st.sent_unicast
-                        } else {
-                            &mut st.sent_flooded
-                        } += 1;
-                    }
-                    off += n;
+        plan.sort_by_key(|&(to, _, _)| to); // stable: each remote's frames in order
+        let header = encode(self.vni);
+        let mut run = Vec::with_capacity(plan.len());
+        let mut i = 0;
+        while i < plan.len() {
+            let to = plan[i].0;
+            let end = i + plan[i..].iter().take_while(|d| d.0 == to).count();
+            run.clear();
+            run.extend(plan[i..end].iter().map(|&(_, f, _)| frames[f]));
+            let (sent, failed) = if self.connect(to) {
+                send_many(&self.senders[&to], None, &header, &run)
+            } else {
+                send_many(&self.sock, Some(to), &header, &run)
+            };
+            let mut st = self.stats.borrow_mut();
+            for (k, &(_, _, unicast)) in plan[i..end].iter().enumerate() {
+                if !sent[k] {
+                    continue;
                 }
-                Err(Errno::INTR) => {}
-                Err(e) => {
-                    // The datagram at `off` failed; a full socket buffer
-                    // loses the rest of the batch too, as a full wire would.
-                    let lost = if e == Errno::AGAIN {
-                        msgs.len() - off
+                if let Some(r) = st.remote(to) {
+                    if unicast {
+                        r.1 += 1;
                     } else {
-                        1
-                    };
-                    st.send_errors += lost as u64;
-                    if !self.warned.send_error {
-                        self.warned.send_error = true;
-                        eprintln!(
-                            "shmif: warning: {}: cannot send to {}: {} (the frame is lost; \
-                             further send errors are only counted)",
-                            self.name,
-                            to[off],
-                            io::Error::from(e)
-                        );
+                        r.2 += 1;
                     }
-                    off += lost;
+                }
+                *if unicast {
+                    &mut st.sent_unicast
+                } else {
+                    &mut st.sent_flooded
+                } += 1;
+            }
+            let lost = sent.iter().filter(|&&s| !s).count();
+            st.send_errors += lost as u64;
+            if let Some(e) = failed {
+                if !self.warned.send_error {
+                    self.warned.send_error = true;
+                    eprintln!(
+                        "shmif: warning: {}: cannot send to {to}: {} (the frame is lost; \
+                         further send errors are only counted)",
+                        self.name,
+                        io::Error::from(e)
+                    );
                 }
             }
+            i = end;
+        }
+    }
+
+    /// Whether unicast remote `to` has a socket connected to it in
+    /// `senders` (made on first use); not a group, nor past
+    /// [`MAX_CONNECTED`], nor if it cannot be made.
+    fn connect(&mut self, to: SocketAddr) -> bool {
+        if self.senders.contains_key(&to) {
+            return true;
+        }
+        if to.ip().is_multicast() || self.senders.len() >= MAX_CONNECTED {
+            return false;
+        }
+        match connected_socket(self.local, to) {
+            Some(sock) => {
+                self.senders.insert(to, sock);
+                true
+            }
+            None => false,
         }
     }
 
@@ -424,6 +430,84 @@ impl VxlanPort {
             }
         }
     }
+}
+
+/// How many remotes get a connected socket of their own at most.
+const MAX_CONNECTED: usize = 64;
+
+/// A non-blocking UDP socket from `local` (any address if none) and a
+/// port of the system's choosing, connected to `to`.
+fn connected_socket(local: Option<IpAddr>, to: SocketAddr) -> Option<UdpSocket> {
+    let any: IpAddr = if to.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let local = local.filter(|l| l.is_ipv4() == to.is_ipv4() && !l.is_unspecified());
+    let sock = UdpSocket::bind(SocketAddr::new(local.unwrap_or(any), 0)).ok()?;
+    sock.connect(to).ok()?;
+    sock.set_nonblocking(true).ok()?;
+    use rustix::net::sockopt as so;
+    if so::set_socket_send_buffer_size_force(&sock, 4 << 20).is_err() {
+        let _ = so::set_socket_send_buffer_size(&sock, 4 << 20);
+    }
+    Some(sock)
+}
+
+/// Sends `frames`, each after `header`, over `sock`: to `to`, or where
+/// `sock` is connected if `None`; many per sendmmsg(2), gathered from
+/// where they lie. Returns which were sent, and the first error. A full
+/// socket buffer loses the rest of the run, as a full wire would.
+fn send_many(
+    sock: &UdpSocket,
+    to: Option<SocketAddr>,
+    header: &[u8],
+    frames: &[&[u8]],
+) -> (Vec<bool>, Option<Errno>) {
+    use rustix::net::addr::SocketAddrArg as _;
+    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+    use std::io::IoSlice;
+    let addr = to.map(|a| a.as_any());
+    let iovs: Vec<[IoSlice<'_>; 2]> = frames
+        .iter()
+        .map(|f| [IoSlice::new(header), IoSlice::new(f)])
+        .collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = frames
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = iovs
+        .iter()
+        .zip(controls.iter_mut())
+        .map(|(iov, c)| match &addr {
+            Some(a) => MMsgHdr::new_with_addr(a, iov, c),
+            None => MMsgHdr::new(iov, c),
+        })
+        .collect();
+    let mut sent = vec![false; frames.len()];
+    let mut first_error = None;
+    let mut off = 0;
+    while off < msgs.len() {
+        match sendmmsg(sock, &mut msgs[off..], SendFlags::DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => {
+                sent[off..off + n].fill(true);
+                off += n;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+                // The datagram at `off` failed (an ICMP error reported
+                // now, a route missing, too large): skip it.
+                off = if e == Errno::AGAIN {
+                    msgs.len()
+                } else {
+                    off + 1
+                };
+            }
+        }
+    }
+    (sent, first_error)
 }
 
 /// The path MTU the kernel knows to `to` (from a socket connected there).
@@ -763,6 +847,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         local: args.local,
         dev: args.dev.clone(),
         bound: args.local.map(|a| SocketAddr::new(a, args.port)),
+        senders: std::collections::HashMap::new(),
         next_expiry: Instant::now() + Duration::from_secs(10),
         name: name.clone(),
     };
