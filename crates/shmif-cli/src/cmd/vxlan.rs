@@ -248,7 +248,7 @@ struct VxlanPort {
     /// The address the socket is bound to (unicast mode).
     bound: Option<SocketAddr>,
     /// A socket connected to each unicast remote sent to, for sending.
-    senders: std::collections::HashMap<SocketAddr, UdpSocket>,
+    senders: std::collections::HashMap<SocketAddr, Sender>,
     next_expiry: Instant,
     name: String,
 }
@@ -307,10 +307,9 @@ impl VxlanPort {
             let end = i + plan[i..].iter().take_while(|d| d.0 == to).count();
             run.clear();
             run.extend(plan[i..end].iter().map(|&(_, f, _)| frames[f]));
-            let (sent, failed) = if self.connect(to) {
-                send_many(&self.senders[&to], None, &header, &run)
-            } else {
-                send_many(&self.sock, Some(to), &header, &run)
+            let (sent, failed) = match self.connect(to) {
+                Some(sender) => sender.send(&header, &run),
+                None => send_many(&self.sock, Some(to), &header, &run),
             };
             let mut st = self.stats.borrow_mut();
             for (k, &(_, _, unicast)) in plan[i..end].iter().enumerate() {
@@ -347,23 +346,24 @@ impl VxlanPort {
         }
     }
 
-    /// Whether unicast remote `to` has a socket connected to it in
-    /// `senders` (made on first use); not a group, nor past
-    /// [`MAX_CONNECTED`], nor if it cannot be made.
-    fn connect(&mut self, to: SocketAddr) -> bool {
-        if self.senders.contains_key(&to) {
-            return true;
-        }
-        if to.ip().is_multicast() || self.senders.len() >= MAX_CONNECTED {
-            return false;
-        }
-        match connected_socket(self.local, to) {
-            Some(sock) => {
-                self.senders.insert(to, sock);
-                true
+    /// The socket connected to unicast remote `to` (made on first use);
+    /// `None` for a group, past [`MAX_CONNECTED`], or if it cannot be made.
+    fn connect(&mut self, to: SocketAddr) -> Option<&mut Sender> {
+        if !self.senders.contains_key(&to) {
+            if to.ip().is_multicast() || self.senders.len() >= MAX_CONNECTED {
+                return None;
             }
-            None => false,
+            let sock = connected_socket(self.local, to)?;
+            self.senders.insert(
+                to,
+                Sender {
+                    sock,
+                    gso_sent: 0,
+                    gso_failed: 0,
+                },
+            );
         }
+        self.senders.get_mut(&to)
     }
 
     /// Warns once if the underlay to `to` cannot carry a bus frame whole.
@@ -429,6 +429,93 @@ impl VxlanPort {
                 }
             }
         }
+    }
+}
+
+/// A socket connected to one remote, sending runs of equal-sized
+/// datagrams with UDP segmentation offload (UDP_SEGMENT: one trip through
+/// the stack for up to 64 datagrams) where the kernel takes it.
+struct Sender {
+    sock: UdpSocket,
+    /// Runs sent with segmentation offload.
+    gso_sent: u64,
+    /// Runs the kernel refused it for (then sent one by one).
+    gso_failed: u64,
+}
+
+/// The most datagrams in one segmentation-offload send (the kernel's
+/// UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// The most bytes of UDP payload in one send.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+impl Sender {
+    /// Sends `frames`, each after `header`: runs of equal size (the last
+    /// may be shorter) as one segmentation-offload send each, the rest
+    /// (and runs the kernel refuses, such as datagrams larger than the
+    /// path MTU) with sendmmsg. Returns which were sent and the first
+    /// error, as [`send_many`].
+    fn send(&mut self, header: &[u8], frames: &[&[u8]]) -> (Vec<bool>, Option<Errno>) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd as _;
+        // Offload refused every time so far: do not keep trying.
+        let gso = self.gso_sent > 0 || self.gso_failed < 16;
+        let mut sent = vec![false; frames.len()];
+        let mut first_error = None;
+        let mut i = 0;
+        while i < frames.len() {
+            let seg = header.len() + frames[i].len();
+            let max = (MAX_UDP_PAYLOAD / seg).clamp(1, GSO_MAX_SEGMENTS);
+            let mut j = i + 1;
+            while j < frames.len() && j - i < max && frames[j].len() == frames[i].len() {
+                j += 1;
+            }
+            if j < frames.len() && j - i < max && frames[j].len() < frames[i].len() {
+                j += 1; // a shorter last segment
+            }
+            if gso && j - i > 1 {
+                let iov: Vec<IoSlice<'_>> = frames[i..j]
+                    .iter()
+                    .flat_map(|f| [IoSlice::new(header), IoSlice::new(f)])
+                    .collect();
+                let size = u16::try_from(seg).unwrap_or(u16::MAX);
+                let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+                let fd = self.sock.as_raw_fd();
+                match sendmsg::<SockaddrStorage>(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None) {
+                    Ok(_) => {
+                        self.gso_sent += 1;
+                        sent[i..j].fill(true);
+                        i = j;
+                        continue;
+                    }
+                    Err(e) => {
+                        let e = Errno::from_raw_os_error(e as i32);
+                        if e == Errno::AGAIN {
+                            first_error.get_or_insert(e);
+                            break; // a full buffer: the rest is lost
+                        }
+                        if !matches!(
+                            e,
+                            Errno::INVAL | Errno::IO | Errno::NOPROTOOPT | Errno::OPNOTSUPP
+                        ) {
+                            // Not about offload (a remote gone): lost.
+                            first_error.get_or_insert(e);
+                            i = j;
+                            continue;
+                        }
+                        self.gso_failed += 1; // send them one by one
+                    }
+                }
+            }
+            let (ok, err) = send_many(&self.sock, None, header, &frames[i..j]);
+            sent[i..j].copy_from_slice(&ok);
+            if let Some(e) = err {
+                first_error.get_or_insert(e);
+            }
+            i = j;
+        }
+        (sent, first_error)
     }
 }
 
