@@ -1089,8 +1089,8 @@ fn bad_arguments_are_named_in_one_line() {
 }
 
 #[test]
-fn an_underlay_too_small_for_a_bus_frame_is_warned_about_once() {
-    let test = "an_underlay_too_small_for_a_bus_frame_is_warned_about_once";
+fn an_underlay_too_small_for_a_bus_frame_is_warned_about_once_and_still_carries_tcp() {
+    let test = "an_underlay_too_small_for_a_bus_frame_is_warned_about_once_and_still_carries_tcp";
     let Some((t, dir)) = prepare(test) else {
         return;
     };
@@ -1105,9 +1105,10 @@ fn an_underlay_too_small_for_a_bus_frame_is_warned_about_once() {
         "fd42:214::2/64",
         1500,
     );
+    let (bus_a, bus_b) = (dir.path().join("a"), dir.path().join("b"));
     let vx = start_vxlan(
         &a,
-        &dir.path().join("bus"),
+        &bus_a,
         &[
             "--vni",
             "5",
@@ -1119,10 +1120,46 @@ fn an_underlay_too_small_for_a_bus_frame_is_warned_about_once() {
             "[fd42:214::2]:4790",
         ],
     );
+    let vx_b = start_vxlan(
+        &b,
+        &bus_b,
+        &[
+            "--vni",
+            "5",
+            "--local",
+            "fd42:214::2",
+            "--remote",
+            "fd42:214::1",
+        ],
+    );
+    // Full-sized frames do not fit the underlay: the kernel fragments the
+    // datagrams (and refuses to segment them), and TCP still gets through.
+    let mut sink = start_host(&bus_b, &["--ip", "10.215.0.2/24", "--tcp-sink", "9000"]);
+    let o = run_for(
+        Command::new(SHMIF).arg("tcp-send").arg(&bus_a).args([
+            "--ip",
+            "10.215.0.1/24",
+            "10.215.0.2:9000",
+            "--megabytes",
+            "2",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "tcp-send: {}", show(&o));
+    let report = sink
+        .out()
+        .expect_containing("tcp-sink 9000:", Duration::from_secs(20));
+    assert!(
+        report.contains("2097152 bytes") && report.contains("pattern ok"),
+        "{report}"
+    );
     let (st, report) = stop(vx, rustix::process::Signal::TERM);
     assert!(st.success(), "{report}");
     assert_eq!(report.matches("has MTU 1500").count(), 1, "{report}");
     assert!(report.contains("needs 1570"), "{report}");
+    assert!(report.contains("send errors: 0"), "{report}");
+    let (st, report) = stop(vx_b, rustix::process::Signal::TERM);
+    assert!(st.success(), "{report}");
 }
 
 #[test]

@@ -495,16 +495,22 @@ impl Sender {
                             first_error.get_or_insert(e);
                             break; // a full buffer: the rest is lost
                         }
+                        // Refused as offload (too large for the path MTU,
+                        // unsupported here): sent one by one below.
                         if !matches!(
                             e,
-                            Errno::INVAL | Errno::IO | Errno::NOPROTOOPT | Errno::OPNOTSUPP
+                            Errno::INVAL
+                                | Errno::MSGSIZE
+                                | Errno::IO
+                                | Errno::NOPROTOOPT
+                                | Errno::OPNOTSUPP
                         ) {
                             // Not about offload (a remote gone): lost.
                             first_error.get_or_insert(e);
                             i = j;
                             continue;
                         }
-                        self.gso_failed += 1; // send them one by one
+                        self.gso_failed += 1;
                     }
                 }
             }
