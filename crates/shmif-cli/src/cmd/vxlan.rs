@@ -401,6 +401,64 @@ impl VxlanPort {
         }
     }
 
+    /// One datagram from `from`: checked, its source learnt, its frame
+    /// handed to the engine.
+    fn take(&mut self, datagram: &[u8], from: SocketAddr, now: Instant, ctx: &mut Ctx<'_>) {
+        // A datagram claiming to come from this very socket (spoofed, or a
+        // remote misconfigured as ourselves) would make this end its own
+        // remote: refused like any stranger.
+        let own = self.bound == Some(from);
+        let found = if own {
+            None
+        } else {
+            self.remotes.source(from, now)
+        };
+        let Some(src) = found else {
+            let mut st = self.stats.borrow_mut();
+            st.unknown_source += 1;
+            if !self.warned.unknown_source {
+                self.warned.unknown_source = true;
+                eprintln!(
+                    "shmif: warning: {}: dropped a datagram from {from}, which is not a \
+                     --remote (--learn-remotes takes any; further ones are only counted)",
+                    self.name
+                );
+            }
+            return;
+        };
+        let addr = self.remotes.addr(src.index).unwrap_or(from);
+        if src.new {
+            eprintln!("shmif: {}: learnt remote {addr}", self.name);
+            self.check_mtu(addr);
+        }
+        {
+            let mut st = self.stats.borrow_mut();
+            st.received += 1;
+            if let Some(r) = st.remote(addr) {
+                r.0 += 1;
+            }
+        }
+        match decode(datagram, self.vni) {
+            Ok(frame) => {
+                if let Some(mac) = MacAddr::source_of(frame) {
+                    if let Some(m) = self.remotes.learn(mac, src.index, now) {
+                        if m.flapping {
+                            let before = self.remotes.addr(m.from);
+                            eprintln!(
+                                "shmif: warning: {}: {mac} moves between remotes ({} and now \
+                                 {addr}): a loop, or two endpoints with one address?",
+                                self.name,
+                                before.map(|a| a.to_string()).unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                ctx.frame(frame);
+            }
+            Err(r) => self.note_reject(r, from),
+        }
+    }
+
     fn note_reject(&mut self, r: Reject, from: SocketAddr) {
         let mut st = self.stats.borrow_mut();
         match r {
@@ -603,6 +661,46 @@ fn send_many(
     (sent, first_error)
 }
 
+/// Receives into `buf` without blocking: the length, the source, and the
+/// size of each datagram in it, which is the length unless the kernel
+/// coalesced several (UDP_GRO, where enabled) into one.
+fn recv_coalesced(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd as _;
+    let mut space = nix::cmsg_space!(i32);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    let n = msg.bytes;
+    let mut seg = n;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::UdpGroSegments(size) = c {
+                seg = usize::try_from(size).unwrap_or(n).max(1);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => {
+                a.as_sockaddr_in().map(|v| SocketAddr::from(*v))
+            }
+            Some(nix::sys::socket::AddressFamily::Inet6) => {
+                a.as_sockaddr_in6().map(|v| SocketAddr::from(*v))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
+    Ok((n, from, seg))
+}
+
 /// The path MTU the kernel knows to `to` (from a socket connected there).
 fn path_mtu(local: Option<IpAddr>, to: SocketAddr) -> Option<usize> {
     let any: IpAddr = if to.is_ipv4() {
@@ -648,7 +746,7 @@ impl Port for VxlanPort {
             if ctx.full() {
                 return Ok(Service::More);
             }
-            let (n, from) = match self.sock.recv_from(&mut self.rx) {
+            let (n, from, seg) = match recv_coalesced(&self.sock, &mut self.rx) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Service::Idle),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -668,59 +766,16 @@ impl Port for VxlanPort {
                 }
                 Err(e) => return Err(anyhow!("{}: cannot receive: {e}", self.name)),
             };
-            // A datagram claiming to come from this very socket (spoofed,
-            // or a remote misconfigured as ourselves) would make this end
-            // its own remote: refused like any stranger.
-            let own = self.bound == Some(from);
-            let found = if own {
-                None
-            } else {
-                self.remotes.source(from, now)
-            };
-            let Some(src) = found else {
-                let mut st = self.stats.borrow_mut();
-                st.unknown_source += 1;
-                if !self.warned.unknown_source {
-                    self.warned.unknown_source = true;
-                    eprintln!(
-                        "shmif: warning: {}: dropped a datagram from {from}, which is not a \
-                         --remote (--learn-remotes takes any; further ones are only counted)",
-                        self.name
-                    );
-                }
-                continue;
-            };
-            let addr = self.remotes.addr(src.index).unwrap_or(from);
-            if src.new {
-                eprintln!("shmif: {}: learnt remote {addr}", self.name);
-                self.check_mtu(addr);
+            // One datagram, or several the kernel coalesced (UDP_GRO): each
+            // `seg` bytes, the last maybe shorter.
+            let rx = std::mem::take(&mut self.rx);
+            for d in rx[..n].chunks(seg.max(1)) {
+                self.take(d, from, now, ctx);
             }
-            {
-                let mut st = self.stats.borrow_mut();
-                st.received += 1;
-                if let Some(r) = st.remote(addr) {
-                    r.0 += 1;
-                }
+            if n == 0 {
+                self.take(&[], from, now, ctx);
             }
-            match decode(&self.rx[..n], self.vni) {
-                Ok(frame) => {
-                    if let Some(mac) = MacAddr::source_of(frame) {
-                        if let Some(m) = self.remotes.learn(mac, src.index, now) {
-                            if m.flapping {
-                                let before = self.remotes.addr(m.from);
-                                eprintln!(
-                                    "shmif: warning: {}: {mac} moves between remotes ({} and \
-                                     now {addr}): a loop, or two endpoints with one address?",
-                                    self.name,
-                                    before.map(|a| a.to_string()).unwrap_or_default()
-                                );
-                            }
-                        }
-                    }
-                    ctx.frame(frame);
-                }
-                Err(r) => self.note_reject(r, from),
-            }
+            self.rx = rx;
         }
     }
 
@@ -915,6 +970,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     sock.set_nonblocking(true)
         .map_err(|e| anyhow!("cannot make the UDP socket non-blocking: {e}"))?;
     // Room for bursts (best effort: the system caps what it grants).
+    // Datagrams coalesced on receive (one system call for many), where
+    // the kernel offers it.
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::UdpGroSegment, &true);
     // Room for bursts: beyond the system's cap if privileged (best
     // effort either way).
     use rustix::net::sockopt as so;
