@@ -3,13 +3,15 @@
 //! that speaks VXLAN.
 //!
 //! Two ports in a [`crate::bridge::Engine`] with learning forwarding: the
-//! bus, and a UDP socket ([`VxlanPort`]). Frames from the bus whose
+//! bus, and a UDP socket (`VxlanPort`). Frames from the bus whose
 //! destination was seen on the bus stay there; the others are
 //! encapsulated, to the one remote their destination was learnt behind,
 //! or to every remote (head-end replication) or the multicast group.
-//! Datagrams that arrive are checked ([`crate::bridge::vxlan::decode`]),
-//! their inner source address learnt behind the remote they came from,
-//! and their frame put on the bus. The header codec and the remote table
+//! Each unicast remote is sent to through a socket of its own connected
+//! to it (sendmmsg, no route lookup per datagram), a group through the
+//! main one, which receives everything. Datagrams that arrive are checked
+//! ([`crate::bridge::vxlan::decode`]), their inner source address learnt
+//! behind the remote they came from, and their frame put on the bus. The header codec and the remote table
 //! are pure ([`crate::bridge::vxlan`]); this module does the socket work.
 
 use crate::bridge::bus_port::BusPort;
@@ -60,6 +62,9 @@ use std::time::{Duration, Instant};
 /// short to hold a frame are dropped and counted. Datagrams are taken only
 /// from the --remote addresses (any source port: Linux picks one per
 /// flow), unless --learn-remotes; with --group from anyone, as on Linux.
+/// Datagrams to a unicast remote leave from a port the system picks (one
+/// per remote, as Linux picks one per flow); a remote that goes away costs
+/// only the datagrams sent to it.
 ///
 /// VXLAN has no authentication and no encryption: anyone who can send UDP
 /// to the port can put frames on the bus. Use it on a trusted underlay, or
@@ -199,6 +204,21 @@ struct Stats {
     per_remote: BTreeMap<SocketAddr, (u64, u64, u64)>,
 }
 
+impl Stats {
+    /// The counters of remote `addr`; `None` once [`MAX_REPORTED`]
+    /// remotes have counters (learnt remotes come and go: the report stays
+    /// bounded).
+    fn remote(&mut self, addr: SocketAddr) -> Option<&mut (u64, u64, u64)> {
+        if self.per_remote.len() >= MAX_REPORTED && !self.per_remote.contains_key(&addr) {
+            return None;
+        }
+        Some(self.per_remote.entry(addr).or_default())
+    }
+}
+
+/// How many remotes get counters of their own in the report at most.
+const MAX_REPORTED: usize = 2 * vxlan::MAX_REMOTES;
+
 /// What the tunnel has warned about already (each once).
 #[derive(Debug, Default)]
 struct Warned {
@@ -227,6 +247,8 @@ struct VxlanPort {
     dev: Option<String>,
     /// The address the socket is bound to (unicast mode).
     bound: Option<SocketAddr>,
+    /// A socket connected to each unicast remote sent to, for sending.
+    senders: std::collections::HashMap<SocketAddr, Sender>,
     next_expiry: Instant,
     name: String,
 }
@@ -264,84 +286,84 @@ fn transient(e: &io::Error) -> bool {
 
 impl VxlanPort {
     /// Sends the datagrams of `plan` ((frame, remote, unicast?) each),
-    /// many per system call (sendmmsg), the header and the frame gathered
-    /// from where they are. A datagram that cannot be sent is lost and
+    /// those for one remote together, many per system call. A unicast
+    /// remote gets a socket of its own connected to it (no route lookup
+    /// per datagram; an ICMP error it causes is reported there and costs
+    /// one datagram); a group, and remotes past [`MAX_CONNECTED`], go
+    /// through the main socket. A datagram that cannot be sent is lost and
     /// counted; the others still go.
     fn send_plan(&mut self, frames: &[&[u8]], plan: &[(usize, usize, bool)]) {
-        use rustix::net::addr::SocketAddrArg as _;
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-        use std::io::IoSlice;
-        let header = encode(self.vni);
-        let mut addrs: Vec<SocketAddrAny> = Vec::with_capacity(plan.len());
-        let mut to: Vec<SocketAddr> = Vec::with_capacity(plan.len());
         // Every remote of the plan is in the table (it came from it).
-        let plan: Vec<(usize, SocketAddr, bool)> = plan
+        let mut plan: Vec<(SocketAddr, usize, bool)> = plan
             .iter()
-            .filter_map(|&(f, r, u)| Some((f, self.remotes.addr(r)?, u)))
+            .filter_map(|&(f, r, u)| Some((self.remotes.addr(r)?, f, u)))
             .collect();
-        for &(_, a, _) in &plan {
-            to.push(a);
-            addrs.push(a.as_any());
-        }
-        let iovs: Vec<[IoSlice<'_>; 2]> = plan
-            .iter()
-            .map(|&(f, _, _)| [IoSlice::new(&header), IoSlice::new(frames[f])])
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = plan
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = addrs
-            .iter()
-            .zip(&iovs)
-            .zip(controls.iter_mut())
-            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-            .collect();
-        let mut off = 0;
-        let mut st = self.stats.borrow_mut();
-        while off < msgs.len() {
-            match sendmmsg(&self.sock, &mut msgs[off..], SendFlags::DONTWAIT) {
-                Ok(0) => break,
-                Ok(n) => {
-                    for (k, &(_, _, unicast)) in plan[off..off + n].iter().enumerate() {
-                        let r = st.per_remote.entry(to[off + k]).or_default();
-                        if unicast {
-                            r.1 += 1;
-                        } else {
-                            r.2 += 1;
-                        }
-                        *if unicast {
-                            &mut st.sent_unicast
-                        } else {
-                            &mut st.sent_flooded
-                        } += 1;
-                    }
-                    off += n;
+        plan.sort_by_key(|&(to, _, _)| to); // stable: each remote's frames in order
+        let header = encode(self.vni);
+        let mut run = Vec::with_capacity(plan.len());
+        let mut i = 0;
+        while i < plan.len() {
+            let to = plan[i].0;
+            let end = i + plan[i..].iter().take_while(|d| d.0 == to).count();
+            run.clear();
+            run.extend(plan[i..end].iter().map(|&(_, f, _)| frames[f]));
+            let (sent, failed) = match self.connect(to) {
+                Some(sender) => sender.send(&header, &run),
+                None => send_many(&self.sock, Some(to), &header, &run),
+            };
+            let mut st = self.stats.borrow_mut();
+            for (k, &(_, _, unicast)) in plan[i..end].iter().enumerate() {
+                if !sent[k] {
+                    continue;
                 }
-                Err(Errno::INTR) => {}
-                Err(e) => {
-                    // The datagram at `off` failed; a full socket buffer
-                    // loses the rest of the batch too, as a full wire would.
-                    let lost = if e == Errno::AGAIN {
-                        msgs.len() - off
+                if let Some(r) = st.remote(to) {
+                    if unicast {
+                        r.1 += 1;
                     } else {
-                        1
-                    };
-                    st.send_errors += lost as u64;
-                    if !self.warned.send_error {
-                        self.warned.send_error = true;
-                        eprintln!(
-                            "shmif: warning: {}: cannot send to {}: {} (the frame is lost; \
-                             further send errors are only counted)",
-                            self.name,
-                            to[off],
-                            io::Error::from(e)
-                        );
+                        r.2 += 1;
                     }
-                    off += lost;
+                }
+                *if unicast {
+                    &mut st.sent_unicast
+                } else {
+                    &mut st.sent_flooded
+                } += 1;
+            }
+            let lost = sent.iter().filter(|&&s| !s).count();
+            st.send_errors += lost as u64;
+            if let Some(e) = failed {
+                if !self.warned.send_error {
+                    self.warned.send_error = true;
+                    eprintln!(
+                        "shmif: warning: {}: cannot send to {to}: {} (the frame is lost; \
+                         further send errors are only counted)",
+                        self.name,
+                        io::Error::from(e)
+                    );
                 }
             }
+            i = end;
         }
+    }
+
+    /// The socket connected to unicast remote `to` (made on first use);
+    /// `None` for a group, past [`MAX_CONNECTED`], or if it cannot be made.
+    fn connect(&mut self, to: SocketAddr) -> Option<&mut Sender> {
+        if !self.senders.contains_key(&to) {
+            if to.ip().is_multicast() || self.senders.len() >= MAX_CONNECTED {
+                return None;
+            }
+            let sock = connected_socket(self.local, to)?;
+            self.senders.insert(
+                to,
+                Sender {
+                    sock,
+                    gso_sent: 0,
+                    gso_failed: 0,
+                },
+            );
+        }
+        self.senders.get_mut(&to)
     }
 
     /// Warns once if the underlay to `to` cannot carry a bus frame whole.
@@ -379,6 +401,64 @@ impl VxlanPort {
         }
     }
 
+    /// One datagram from `from`: checked, its source learnt, its frame
+    /// handed to the engine.
+    fn take(&mut self, datagram: &[u8], from: SocketAddr, now: Instant, ctx: &mut Ctx<'_>) {
+        // A datagram claiming to come from this very socket (spoofed, or a
+        // remote misconfigured as ourselves) would make this end its own
+        // remote: refused like any stranger.
+        let own = self.bound == Some(from);
+        let found = if own {
+            None
+        } else {
+            self.remotes.source(from, now)
+        };
+        let Some(src) = found else {
+            let mut st = self.stats.borrow_mut();
+            st.unknown_source += 1;
+            if !self.warned.unknown_source {
+                self.warned.unknown_source = true;
+                eprintln!(
+                    "shmif: warning: {}: dropped a datagram from {from}, which is not a \
+                     --remote (--learn-remotes takes any; further ones are only counted)",
+                    self.name
+                );
+            }
+            return;
+        };
+        let addr = self.remotes.addr(src.index).unwrap_or(from);
+        if src.new {
+            eprintln!("shmif: {}: learnt remote {addr}", self.name);
+            self.check_mtu(addr);
+        }
+        {
+            let mut st = self.stats.borrow_mut();
+            st.received += 1;
+            if let Some(r) = st.remote(addr) {
+                r.0 += 1;
+            }
+        }
+        match decode(datagram, self.vni) {
+            Ok(frame) => {
+                if let Some(mac) = MacAddr::source_of(frame) {
+                    if let Some(m) = self.remotes.learn(mac, src.index, now) {
+                        if m.flapping {
+                            let before = self.remotes.addr(m.from);
+                            eprintln!(
+                                "shmif: warning: {}: {mac} moves between remotes ({} and now \
+                                 {addr}): a loop, or two endpoints with one address?",
+                                self.name,
+                                before.map(|a| a.to_string()).unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                ctx.frame(frame);
+            }
+            Err(r) => self.note_reject(r, from),
+        }
+    }
+
     fn note_reject(&mut self, r: Reject, from: SocketAddr) {
         let mut st = self.stats.borrow_mut();
         match r {
@@ -408,6 +488,217 @@ impl VxlanPort {
             }
         }
     }
+}
+
+/// A socket connected to one remote, sending runs of equal-sized
+/// datagrams with UDP segmentation offload (UDP_SEGMENT: one trip through
+/// the stack for up to 64 datagrams) where the kernel takes it.
+struct Sender {
+    sock: UdpSocket,
+    /// Runs sent with segmentation offload.
+    gso_sent: u64,
+    /// Runs the kernel refused it for (then sent one by one).
+    gso_failed: u64,
+}
+
+/// The most datagrams in one segmentation-offload send (the kernel's
+/// UDP_MAX_SEGMENTS).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// The most bytes of UDP payload in one send.
+const MAX_UDP_PAYLOAD: usize = 65_507;
+
+impl Sender {
+    /// Sends `frames`, each after `header`: runs of equal size (the last
+    /// may be shorter) as one segmentation-offload send each, the rest
+    /// (and runs the kernel refuses, such as datagrams larger than the
+    /// path MTU) with sendmmsg. Returns which were sent and the first
+    /// error, as [`send_many`].
+    fn send(&mut self, header: &[u8], frames: &[&[u8]]) -> (Vec<bool>, Option<Errno>) {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd as _;
+        // Offload refused every time so far: do not keep trying.
+        let gso = self.gso_sent > 0 || self.gso_failed < 16;
+        let mut sent = vec![false; frames.len()];
+        let mut first_error = None;
+        let mut i = 0;
+        while i < frames.len() {
+            let seg = header.len() + frames[i].len();
+            let max = (MAX_UDP_PAYLOAD / seg).clamp(1, GSO_MAX_SEGMENTS);
+            let mut j = i + 1;
+            while j < frames.len() && j - i < max && frames[j].len() == frames[i].len() {
+                j += 1;
+            }
+            if j < frames.len() && j - i < max && frames[j].len() < frames[i].len() {
+                j += 1; // a shorter last segment
+            }
+            if gso && j - i > 1 {
+                let iov: Vec<IoSlice<'_>> = frames[i..j]
+                    .iter()
+                    .flat_map(|f| [IoSlice::new(header), IoSlice::new(f)])
+                    .collect();
+                let size = u16::try_from(seg).unwrap_or(u16::MAX);
+                let cmsg = [ControlMessage::UdpGsoSegments(&size)];
+                let fd = self.sock.as_raw_fd();
+                match sendmsg::<SockaddrStorage>(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, None) {
+                    Ok(_) => {
+                        self.gso_sent += 1;
+                        sent[i..j].fill(true);
+                        i = j;
+                        continue;
+                    }
+                    Err(e) => {
+                        let e = Errno::from_raw_os_error(e as i32);
+                        if e == Errno::AGAIN {
+                            first_error.get_or_insert(e);
+                            break; // a full buffer: the rest is lost
+                        }
+                        // Refused as offload (too large for the path MTU,
+                        // unsupported here): sent one by one below.
+                        if !matches!(
+                            e,
+                            Errno::INVAL
+                                | Errno::MSGSIZE
+                                | Errno::IO
+                                | Errno::NOPROTOOPT
+                                | Errno::OPNOTSUPP
+                        ) {
+                            // Not about offload (a remote gone): lost.
+                            first_error.get_or_insert(e);
+                            i = j;
+                            continue;
+                        }
+                        self.gso_failed += 1;
+                    }
+                }
+            }
+            let (ok, err) = send_many(&self.sock, None, header, &frames[i..j]);
+            sent[i..j].copy_from_slice(&ok);
+            if let Some(e) = err {
+                first_error.get_or_insert(e);
+            }
+            i = j;
+        }
+        (sent, first_error)
+    }
+}
+
+/// How many remotes get a connected socket of their own at most.
+const MAX_CONNECTED: usize = 64;
+
+/// A non-blocking UDP socket from `local` (any address if none) and a
+/// port of the system's choosing, connected to `to`.
+fn connected_socket(local: Option<IpAddr>, to: SocketAddr) -> Option<UdpSocket> {
+    let any: IpAddr = if to.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let local = local.filter(|l| l.is_ipv4() == to.is_ipv4() && !l.is_unspecified());
+    let sock = UdpSocket::bind(SocketAddr::new(local.unwrap_or(any), 0)).ok()?;
+    sock.connect(to).ok()?;
+    sock.set_nonblocking(true).ok()?;
+    use rustix::net::sockopt as so;
+    if so::set_socket_send_buffer_size_force(&sock, 4 << 20).is_err() {
+        let _ = so::set_socket_send_buffer_size(&sock, 4 << 20);
+    }
+    Some(sock)
+}
+
+/// Sends `frames`, each after `header`, over `sock`: to `to`, or where
+/// `sock` is connected if `None`; many per sendmmsg(2), gathered from
+/// where they lie. Returns which were sent, and the first error. A full
+/// socket buffer loses the rest of the run, as a full wire would.
+fn send_many(
+    sock: &UdpSocket,
+    to: Option<SocketAddr>,
+    header: &[u8],
+    frames: &[&[u8]],
+) -> (Vec<bool>, Option<Errno>) {
+    use rustix::net::addr::SocketAddrArg as _;
+    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+    use std::io::IoSlice;
+    let addr = to.map(|a| a.as_any());
+    let iovs: Vec<[IoSlice<'_>; 2]> = frames
+        .iter()
+        .map(|f| [IoSlice::new(header), IoSlice::new(f)])
+        .collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = frames
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = iovs
+        .iter()
+        .zip(controls.iter_mut())
+        .map(|(iov, c)| match &addr {
+            Some(a) => MMsgHdr::new_with_addr(a, iov, c),
+            None => MMsgHdr::new(iov, c),
+        })
+        .collect();
+    let mut sent = vec![false; frames.len()];
+    let mut first_error = None;
+    let mut off = 0;
+    while off < msgs.len() {
+        match sendmmsg(sock, &mut msgs[off..], SendFlags::DONTWAIT) {
+            Ok(0) => break,
+            Ok(n) => {
+                sent[off..off + n].fill(true);
+                off += n;
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+                // The datagram at `off` failed (an ICMP error reported
+                // now, a route missing, too large): skip it.
+                off = if e == Errno::AGAIN {
+                    msgs.len()
+                } else {
+                    off + 1
+                };
+            }
+        }
+    }
+    (sent, first_error)
+}
+
+/// Receives into `buf` without blocking: the length, the source, and the
+/// size of each datagram in it, which is the length unless the kernel
+/// coalesced several (UDP_GRO, where enabled) into one.
+fn recv_coalesced(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, usize)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd as _;
+    let mut space = nix::cmsg_space!(i32);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+    let n = msg.bytes;
+    let mut seg = n;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::UdpGroSegments(size) = c {
+                seg = usize::try_from(size).unwrap_or(n).max(1);
+            }
+        }
+    }
+    let from = msg
+        .address
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => {
+                a.as_sockaddr_in().map(|v| SocketAddr::from(*v))
+            }
+            Some(nix::sys::socket::AddressFamily::Inet6) => {
+                a.as_sockaddr_in6().map(|v| SocketAddr::from(*v))
+            }
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("a datagram without a source address"))?;
+    Ok((n, from, seg))
 }
 
 /// The path MTU the kernel knows to `to` (from a socket connected there).
@@ -455,7 +746,7 @@ impl Port for VxlanPort {
             if ctx.full() {
                 return Ok(Service::More);
             }
-            let (n, from) = match self.sock.recv_from(&mut self.rx) {
+            let (n, from, seg) = match recv_coalesced(&self.sock, &mut self.rx) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Service::Idle),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -475,57 +766,16 @@ impl Port for VxlanPort {
                 }
                 Err(e) => return Err(anyhow!("{}: cannot receive: {e}", self.name)),
             };
-            // A datagram claiming to come from this very socket (spoofed,
-            // or a remote misconfigured as ourselves) would make this end
-            // its own remote: refused like any stranger.
-            let own = self.bound == Some(from);
-            let found = if own {
-                None
-            } else {
-                self.remotes.source(from, now)
-            };
-            let Some(src) = found else {
-                let mut st = self.stats.borrow_mut();
-                st.unknown_source += 1;
-                if !self.warned.unknown_source {
-                    self.warned.unknown_source = true;
-                    eprintln!(
-                        "shmif: warning: {}: dropped a datagram from {from}, which is not a \
-                         --remote (--learn-remotes takes any; further ones are only counted)",
-                        self.name
-                    );
-                }
-                continue;
-            };
-            let addr = self.remotes.addr(src.index).unwrap_or(from);
-            if src.new {
-                eprintln!("shmif: {}: learnt remote {addr}", self.name);
-                self.check_mtu(addr);
+            // One datagram, or several the kernel coalesced (UDP_GRO): each
+            // `seg` bytes, the last maybe shorter.
+            let rx = std::mem::take(&mut self.rx);
+            for d in rx[..n].chunks(seg.max(1)) {
+                self.take(d, from, now, ctx);
             }
-            {
-                let mut st = self.stats.borrow_mut();
-                st.received += 1;
-                st.per_remote.entry(addr).or_default().0 += 1;
+            if n == 0 {
+                self.take(&[], from, now, ctx);
             }
-            match decode(&self.rx[..n], self.vni) {
-                Ok(frame) => {
-                    if let Some(mac) = MacAddr::source_of(frame) {
-                        if let Some(m) = self.remotes.learn(mac, src.index, now) {
-                            if m.flapping {
-                                let before = self.remotes.addr(m.from);
-                                eprintln!(
-                                    "shmif: warning: {}: {mac} moves between remotes ({} and \
-                                     now {addr}): a loop, or two endpoints with one address?",
-                                    self.name,
-                                    before.map(|a| a.to_string()).unwrap_or_default()
-                                );
-                            }
-                        }
-                    }
-                    ctx.frame(frame);
-                }
-                Err(r) => self.note_reject(r, from),
-            }
+            self.rx = rx;
         }
     }
 
@@ -720,6 +970,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
     sock.set_nonblocking(true)
         .map_err(|e| anyhow!("cannot make the UDP socket non-blocking: {e}"))?;
     // Room for bursts (best effort: the system caps what it grants).
+    // Datagrams coalesced on receive (one system call for many), where
+    // the kernel offers it.
+    let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::UdpGroSegment, &true);
     // Room for bursts: beyond the system's cap if privileged (best
     // effort either way).
     use rustix::net::sockopt as so;
@@ -745,6 +998,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         local: args.local,
         dev: args.dev.clone(),
         bound: args.local.map(|a| SocketAddr::new(a, args.port)),
+        senders: std::collections::HashMap::new(),
         next_expiry: Instant::now() + Duration::from_secs(10),
         name: name.clone(),
     };
