@@ -1,7 +1,9 @@
 //! A TCP/IP host on a bus: a shmif interface, smoltcp's interface over it,
 //! and the sockets.
 
+use super::dad::{Guard, Guarded};
 use crate::cli::bus_opts::BusOpts;
+use crate::cli::error::lib_error;
 use anyhow::{anyhow, Context, Result};
 use shmif::smoltcp_device::ShmifDevice;
 use shmif::{Interface, MacAddr};
@@ -30,6 +32,9 @@ pub struct Stack {
     pub ip: IpInterface,
     /// The sockets.
     pub sockets: SocketSet<'static>,
+    /// Answers duplicate address probes for this stack's addresses, and
+    /// notes the neighbours heard from.
+    pub guard: Guard,
 }
 
 impl Stack {
@@ -41,10 +46,10 @@ impl Stack {
         mac: Option<MacAddr>,
         addrs: &[IpCidr],
     ) -> Result<Stack> {
-        let shmif = opts
-            .attach(bus, mac)
-            .with_context(|| format!("cannot attach to bus {}", bus.display()))?;
+        // The library's message names the bus already.
+        let shmif = opts.attach(bus, mac).map_err(lib_error)?;
         let shmif = Arc::new(shmif);
+        let guard = Guard::new(shmif.clone(), addrs.iter().map(|c| c.address()).collect());
         // Received checksums are verified (the device's default): skipping
         // that made no measurable difference to throughput here.
         let mut dev = ShmifDevice::new(shmif.clone());
@@ -61,17 +66,20 @@ impl Stack {
             dev,
             ip,
             sockets: SocketSet::new(vec![]),
+            guard,
         })
     }
 
     /// Runs smoltcp once: takes in every waiting frame, sends what the
     /// sockets have. Returns whether a socket may have changed state.
     pub fn poll(&mut self) -> bool {
-        self.ip.poll(
-            smoltcp::time::Instant::now(),
-            &mut self.dev,
-            &mut self.sockets,
-        ) == smoltcp::iface::PollResult::SocketStateChanged
+        let mut dev = Guarded {
+            dev: &mut self.dev,
+            guard: &mut self.guard,
+        };
+        self.ip
+            .poll(smoltcp::time::Instant::now(), &mut dev, &mut self.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// Sends what is queued, then sleeps until a frame arrives, smoltcp has
@@ -83,6 +91,12 @@ impl Stack {
             Err(shmif::Error::Down) => Ok(false),
             Err(e) => Err(anyhow!(e)),
         }
+    }
+
+    /// Whether another interface on the bus has shown it has `addr` (an
+    /// ARP packet from it, a neighbour advertisement for it).
+    pub fn heard(&self, addr: IpAddress) -> bool {
+        self.guard.heard(addr)
     }
 
     /// This interface's MAC address.
