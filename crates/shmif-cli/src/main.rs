@@ -3,7 +3,7 @@
 //! A thin layer over the `shmif` library: each subcommand is one module in
 //! `cmd/`, with its arguments (clap) and a `run` function.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[allow(dead_code)] // parts are for the vde, qemu, vxlan and bridge adapters to come
@@ -39,6 +39,9 @@ enum Command {
     Capture(cmd::capture::Args),
     Tap(cmd::tap::Args),
     Bench(cmd::bench::Args),
+    Top(cmd::top::Args),
+    Completions(cmd::completions::Args),
+    Man(cmd::man::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
 }
@@ -56,6 +59,9 @@ fn main() -> ExitCode {
         Command::Capture(a) => cmd::capture::run(a),
         Command::Tap(a) => cmd::tap::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Top(a) => cmd::top::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {

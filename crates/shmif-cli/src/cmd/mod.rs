@@ -5,11 +5,14 @@
 
 pub mod bench;
 pub mod capture;
+pub mod completions;
 pub mod demo;
 pub mod dump;
 pub mod host;
 pub mod listen;
+pub mod man;
 pub mod ping;
 pub mod send;
 pub mod tap;
 pub mod tcp_send;
+pub mod top;
