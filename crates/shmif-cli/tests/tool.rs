@@ -364,3 +364,31 @@ fn a_progress_bar_when_stderr_is_a_terminal() {
     assert!(tty.contains("tcp-send to 10.0.0.1:9000 ["), "{tty}");
     assert!(tty.contains("MiB"), "{tty}");
 }
+
+#[test]
+fn top_on_a_terminal_sorts_on_a_key_and_quits_on_q() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let b = bus.to_str().unwrap();
+    let _a = host(&bus, &["--ip", "10.0.0.1/24"]);
+    // Keys typed into the terminal: m (sort by MAC), then q.
+    let cmd = format!("(sleep 1.5; printf m; sleep 1.5; printf q) | script -qec \"'{SHMIF}' top '{b}'\" /dev/null");
+    let Ok(o) = Command::new("bash").args(["-c", &cmd]).output() else {
+        return;
+    };
+    if !o.status.success() && text(&o.stderr).contains("script") {
+        eprintln!("SKIPPED: script(1) is not usable here");
+        return;
+    }
+    let tty = text(&o.stdout);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        tty.contains("sorted by bytes/s; keys: f frames/s, b bytes/s, m MAC, i sender id, q quit"),
+        "{tty}"
+    );
+    assert!(tty.contains("sorted by MAC;"), "{tty}");
+    assert!(
+        tty.contains(&format!("shmif top {b}: generation ")),
+        "{tty}"
+    );
+}
