@@ -3,7 +3,7 @@
 //! A thin layer over the `shmif` library: each subcommand is one module in
 //! `cmd/`, with its arguments (clap) and a `run` function.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[allow(dead_code)] // until the vxlan adapter's last pieces land
@@ -43,6 +43,9 @@ enum Command {
     Vxlan(cmd::vxlan::Args),
     Bridge(cmd::bridge::Args),
     Bench(cmd::bench::Args),
+    Top(cmd::top::Args),
+    Completions(cmd::completions::Args),
+    Man(cmd::man::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
 }
@@ -64,6 +67,9 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Vde(a) => cmd::vde::run(a),
         Command::Qemu(a) => cmd::qemu::run(a),
+        Command::Top(a) => cmd::top::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {

@@ -39,7 +39,7 @@ use std::time::Duration;
     shmif bridge /tmp/netbsd.bus /tmp/lab.bus &          # rump kernels on one, hosts on the other\n  \
     shmif host /tmp/netbsd.bus --ip 10.0.0.1/24 --tcp-echo 7 &\n  \
     shmif ping /tmp/lab.bus --ip 10.0.0.2/24 10.0.0.1 -c 3  # across the bridge\n\n\
-    Exit status: 0 after SIGINT/SIGTERM; 1 if a bus cannot be opened, both paths are the same \
+    Exit status: 130 when stopped by SIGINT or SIGTERM (it runs until then); 1 if a bus cannot be opened, both paths are the same \
     bus, or a bus fails while bridging.")]
 pub struct Args {
     /// One bus file (created if missing).
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         cb.oversized,
     );
     Ok(match end {
-        End::Signal => ExitCode::SUCCESS,
+        End::Signal => crate::cli::error::interrupted(),
         End::EssentialClosed => ExitCode::FAILURE,
     })
 }

@@ -71,7 +71,7 @@ use std::process::ExitCode;
     shmif qemu /tmp/bus --dgram unix:/tmp/br.sock --remote unix:/tmp/vm.sock &\n  \
     qemu-system-x86_64 ... -netdev dgram,id=n0,local.type=unix,\\\n      \
     local.path=/tmp/vm.sock,remote.type=unix,remote.path=/tmp/br.sock ...\n\n\
-    Exit status: 0 after SIGINT/SIGTERM; 1 if an address cannot be used (the message names it: \
+    Exit status: 130 when stopped by SIGINT or SIGTERM (it runs until then); 1 if an address cannot be used (the message names it: \
     in use, not a socket, cannot resolve) or the bus fails.")]
 pub struct Args {
     /// The bus file (created if missing).
@@ -268,7 +268,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let end = engine.run(&stop);
         engine.print_reports();
         Ok(match end? {
-            End::Signal => ExitCode::SUCCESS,
+            End::Signal => crate::cli::error::interrupted(),
             End::EssentialClosed => ExitCode::FAILURE,
         })
     });

@@ -55,7 +55,7 @@ use std::process::ExitCode;
     vde_plug vde:///tmp/sw                                # frames in VDE stream form on stdio\n  \
     shmif host /tmp/bus --ip 10.0.0.1/24                  # a userspace host the VMs can ping\n  \
     vde_plug2tap -s /tmp/sw tap0                          # (root) a kernel TAP on the switch\n\n\
-    Exit status: 0 after SIGINT/SIGTERM; 1 if DIR or BUS cannot be used (the message says why: \
+    Exit status: 130 when stopped by SIGINT or SIGTERM (it runs until then); 1 if DIR or BUS cannot be used (the message says why: \
     not a directory, holds other files, another switch serves it, path too long, permissions) \
     or the bus fails while serving.")]
 pub struct Args {
@@ -222,7 +222,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         // Dropping the ports removes their sockets.
         drop(engine);
         Ok(match end? {
-            End::Signal => ExitCode::SUCCESS,
+            End::Signal => crate::cli::error::interrupted(),
             End::EssentialClosed => ExitCode::FAILURE,
         })
     })();

@@ -95,7 +95,7 @@ use std::time::{Duration, Instant};
     --remote 2001:db8::2 --remote '[2001:db8::3]:8472'\n\n  \
     # a multicast group, as `ip link add ... type vxlan id 42 group 239.1.1.1 dev eth0 dstport 4789`\n  \
     shmif vxlan /tmp/bus --vni 42 --group 239.1.1.1 --dev eth0\n\n\
-    Exit status: 0 after SIGINT/SIGTERM; 1 if the arguments are wrong, the socket cannot be \
+    Exit status: 130 when stopped by SIGINT or SIGTERM (it runs until then); 1 if the arguments are wrong, the socket cannot be \
     set up (the message names the address, port or device), or the bus fails.")]
 pub struct Args {
     /// The bus file (created if missing).
@@ -1047,7 +1047,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(match end {
-        End::Signal => ExitCode::SUCCESS,
+        End::Signal => crate::cli::error::interrupted(),
         End::EssentialClosed => ExitCode::FAILURE,
     })
 }

@@ -1,7 +1,9 @@
 //! A TCP/IP host on a bus: a shmif interface, smoltcp's interface over it,
 //! and the sockets.
 
+use super::dad::{Guard, Guarded};
 use crate::cli::bus_opts::BusOpts;
+use crate::cli::error::lib_error;
 use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context, Result};
 use shmif::smoltcp_device::ShmifDevice;
@@ -35,6 +37,9 @@ pub struct Stack {
     repairs: RepairNotice,
     /// Polls since the repair counter was last looked at.
     polls: u32,
+    /// Answers duplicate address probes for this stack's addresses, and
+    /// notes the neighbours heard from.
+    pub guard: Guard,
 }
 
 impl Stack {
@@ -46,10 +51,10 @@ impl Stack {
         mac: Option<MacAddr>,
         addrs: &[IpCidr],
     ) -> Result<Stack> {
-        let shmif = opts
-            .attach(bus, mac)
-            .with_context(|| format!("cannot attach to bus {}", bus.display()))?;
+        // The library's message names the bus already.
+        let shmif = opts.attach(bus, mac).map_err(lib_error)?;
         let shmif = Arc::new(shmif);
+        let guard = Guard::new(shmif.clone(), addrs.iter().map(|c| c.address()).collect());
         // Received checksums are verified (the device's default): skipping
         // that made no measurable difference to throughput here.
         let mut dev = ShmifDevice::new(shmif.clone());
@@ -68,6 +73,7 @@ impl Stack {
             sockets: SocketSet::new(vec![]),
             repairs: RepairNotice::new(bus),
             polls: 0,
+            guard,
         })
     }
 
@@ -78,11 +84,13 @@ impl Stack {
         if self.polls % 256 == 0 {
             self.repairs.check(&self.shmif.counters());
         }
-        self.ip.poll(
-            smoltcp::time::Instant::now(),
-            &mut self.dev,
-            &mut self.sockets,
-        ) == smoltcp::iface::PollResult::SocketStateChanged
+        let mut dev = Guarded {
+            dev: &mut self.dev,
+            guard: &mut self.guard,
+        };
+        self.ip
+            .poll(smoltcp::time::Instant::now(), &mut dev, &mut self.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// Sends what is queued, then sleeps until a frame arrives, smoltcp has
@@ -95,6 +103,12 @@ impl Stack {
             Err(shmif::Error::Down) => Ok(false),
             Err(e) => Err(anyhow!(e)),
         }
+    }
+
+    /// Whether another interface on the bus has shown it has `addr` (an
+    /// ARP packet from it, a neighbour advertisement for it).
+    pub fn heard(&self, addr: IpAddress) -> bool {
+        self.guard.heard(addr)
     }
 
     /// This interface's MAC address.
