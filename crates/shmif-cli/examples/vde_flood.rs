@@ -80,7 +80,11 @@ impl Count {
             .first
             .map(|f| self.last.duration_since(f).as_secs_f64())
             .unwrap_or(0.0);
-        let fps = if secs > 0.0 { self.n as f64 / secs } else { 0.0 };
+        let fps = if secs > 0.0 {
+            self.n as f64 / secs
+        } else {
+            0.0
+        };
         println!("frames {} first-to-last {secs:.3} fps {fps:.0}", self.n);
     }
 }
