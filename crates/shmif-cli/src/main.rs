@@ -6,7 +6,6 @@
 use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
-#[allow(dead_code)] // until the vxlan adapter's last pieces land
 mod bridge;
 mod cli;
 mod cmd;

@@ -31,9 +31,6 @@ use std::time::{Duration, Instant};
 pub const HEADER_LEN: usize = 8;
 /// The IANA port for VXLAN (`dstport 4789` on Linux).
 pub const IANA_PORT: u16 = 4789;
-/// The port Linux uses when `ip link add ... type vxlan` is given no
-/// `dstport` (pre-IANA).
-pub const LINUX_LEGACY_PORT: u16 = 8472;
 /// The I flag: the VNI is valid. The only flag a datagram may carry.
 pub const FLAG_VNI: u8 = 0x08;
 /// Bytes VXLAN adds to a frame on an IPv4 underlay, counting the outer
@@ -42,6 +39,7 @@ pub const OVERHEAD_V4: usize = 50;
 /// Bytes VXLAN adds to a frame on an IPv6 underlay: 14 + 40 + 8 + 8.
 pub const OVERHEAD_V6: usize = 70;
 /// Linux's default FDB ageing time (`ageing 300`).
+#[cfg(test)]
 pub const AGEING: Duration = Duration::from_secs(300);
 /// How many remote endpoints are remembered at most (configured ones
 /// count too); a flood of datagrams from made-up sources cannot grow the
@@ -66,11 +64,6 @@ impl Vni {
     /// The VNI `n`, if it fits in 24 bits.
     pub fn new(n: u32) -> Option<Vni> {
         (n <= Self::MAX).then_some(Vni(n))
-    }
-
-    /// Its value.
-    pub fn get(self) -> u32 {
-        self.0
     }
 }
 
@@ -221,6 +214,7 @@ impl Remotes {
     }
 
     /// Whether it has none.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.remotes.is_empty()
     }

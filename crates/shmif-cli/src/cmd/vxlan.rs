@@ -1083,7 +1083,7 @@ mod tests {
         assert!(remote("239.1.1.1").unwrap_err().contains("--group"));
         assert!(remote("0.0.0.0").is_err());
         assert!(remote("192.0.2.2:0").is_err());
-        assert_eq!(vni("42").map(Vni::get), Ok(42));
+        assert_eq!(vni("42"), Ok(Vni::new(42).unwrap()));
         assert!(vni("16777216").unwrap_err().contains("16777215"));
         assert!(vni("-1").is_err());
     }
