@@ -213,12 +213,6 @@ impl Remotes {
         self.remotes.len()
     }
 
-    /// Whether it has none.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.remotes.is_empty()
-    }
-
     /// Which remote a datagram from `from` comes from: a configured one
     /// (same address and port, or else the same address: Linux sends from
     /// a port of its choosing), or with [`Policy::accept_any`] a learnt
