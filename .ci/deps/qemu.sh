@@ -18,6 +18,7 @@ fetch_guest_kernel() {
     local dest="$1"
     [ -e "$dest/ready" ] && return 0
     local work
+    mkdir -p "$(dirname "$dest")" || return 1
     work="$(mktemp -d "${dest%/}.tmp.XXXXXX")" || return 1
     (
         set -euo pipefail

@@ -10,6 +10,10 @@ use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// How long an aborted transfer keeps answering the server's segments
+/// with resets (see [`TcpSender`]'s `finish`).
+const RESET_LINGER: Duration = Duration::from_millis(300);
+
 /// How long to wait for the server to close its side once everything is
 /// acknowledged (a sink closes at once).
 const LINGER: Duration = Duration::from_secs(1);
@@ -286,8 +290,24 @@ impl Activity for TcpSender {
             }
             stack.poll();
             let _ = stack.dev.flush();
+            // That reset carries our next sequence number, which a server
+            // whose window is full takes for out of window and ignores.
+            // Linger a moment with the socket gone: every segment the
+            // server sends meanwhile (an ACK, a window update) is answered
+            // with a reset at exactly the sequence number it expects.
+            stack.sockets.remove(self.handle);
+            let until = Instant::now() + RESET_LINGER;
+            loop {
+                stack.poll();
+                let _ = stack.dev.flush();
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() || !stack.wait(Some(left)).unwrap_or(false) {
+                    break;
+                }
+            }
+        } else {
+            stack.sockets.remove(self.handle);
         }
-        stack.sockets.remove(self.handle);
         let total = self.total;
         let acked = match self.acked_at {
             Some(_) => total,
