@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{run, run_for, show, Proc, Stream, SHMIF};
+use common::{run, run_for, show, start_host, Proc, Stream, SHMIF};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -19,14 +19,6 @@ fn start_bridge(a: &Path, b: &Path) -> Proc {
     p.out()
         .expect_containing("bridging", Duration::from_secs(20));
     p
-}
-
-/// Starts `shmif host BUS ARGS` and waits until it is up.
-fn start_host(bus: &Path, args: &[&str]) -> Proc {
-    let mut host = Proc::shmif("host", bus, args, Stream::Lines, Stream::Lines);
-    host.out()
-        .expect_containing(" up on ", Duration::from_secs(20));
-    host
 }
 
 /// Sends `sig` and returns the exit status and every stderr line.

@@ -19,53 +19,12 @@
 
 mod common;
 
-use common::{ok, run, run_for, show, Proc, Stream, SHMIF};
+use common::{ok, run, run_for, show, start_host, Proc, Stream, SHMIF, TCP_CLIENT, TCP_SERVER};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-/// A TCP receiver: accepts one connection, hashes everything until EOF,
-/// prints `<bytes> <sha256>`.
-const TCP_SERVER: &str = r#"
-import hashlib, socket, sys
-fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(1)
-print("listening", flush=True)
-c, _ = s.accept()
-h, n = hashlib.sha256(), 0
-while True:
-    b = c.recv(1 << 20)
-    if not b:
-        break
-    h.update(b)
-    n += len(b)
-print(n, h.hexdigest(), flush=True)
-c.close()
-"#;
-
-/// A TCP sender: sends N bytes of a pattern, waits for the receiver to
-/// close, prints `<bytes> <sha256> <seconds>`.
-const TCP_CLIENT: &str = r#"
-import hashlib, socket, sys, time
-host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-block = bytes((i * 7 + i // 251) % 256 for i in range(1 << 16))
-h, n = hashlib.sha256(), 0
-t = time.monotonic()
-c = socket.create_connection((host, port), timeout=60)
-while n < total:
-    b = block[: min(len(block), total - n)]
-    c.sendall(b)
-    h.update(b)
-    n += len(b)
-c.shutdown(socket.SHUT_WR)
-c.recv(1)
-print(n, h.hexdigest(), time.monotonic() - t, flush=True)
-"#;
 
 /// A TCP echo server for one connection: prints `listening`, echoes
 /// everything until EOF.
@@ -282,14 +241,6 @@ fn start_vxlan_cmd(mut cmd: Command) -> Proc {
     p.out()
         .expect_containing("bridging", Duration::from_secs(20));
     p
-}
-
-/// Starts `shmif host BUS ARGS` and waits until it is up.
-fn start_host(bus: &Path, args: &[&str]) -> Proc {
-    let mut host = Proc::shmif("host", bus, args, Stream::Lines, Stream::Lines);
-    host.out()
-        .expect_containing(" up on ", Duration::from_secs(20));
-    host
 }
 
 /// SIGTERM (or another signal): the exit status and the stderr lines that
