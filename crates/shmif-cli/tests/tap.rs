@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{number_after, ok, run, run_for, show, Proc, Stream, SHMIF, TCP_CLIENT, TCP_SERVER};
+use common::{number_after, ok, run, show, verified_kernel_tcp, Proc, Stream, SHMIF};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -281,41 +281,17 @@ fn two_kernels_ping_and_move_50_mib_over_tcp_across_the_bus() {
 
     // 50 MiB between kernel sockets, hashed on both ends.
     const BYTES: u64 = 50 * 1024 * 1024;
-    let mut server = Proc::spawn(
-        "tcp server",
-        &mut nb.exec(&["python3", "-c", TCP_SERVER, "10.213.0.2", "5001"]),
-        Stream::Lines,
-        Stream::Lines,
+    let secs = verified_kernel_tcp(
+        |args| nb.exec(args),
+        |args| na.exec(args),
+        "10.213.0.2",
+        BYTES,
     );
-    server
-        .out()
-        .expect_containing("listening", Duration::from_secs(20));
-    let client = run_for(
-        &mut na.exec(&[
-            "python3",
-            "-c",
-            TCP_CLIENT,
-            "10.213.0.2",
-            "5001",
-            &BYTES.to_string(),
-        ]),
-        Duration::from_secs(180),
-    );
-    assert!(client.status.success(), "client: {}", show(&client));
-    let sent = String::from_utf8_lossy(&client.stdout).into_owned();
-    let got = server.out().expect_containing(" ", Duration::from_secs(30));
-    let sent: Vec<&str> = sent.split_whitespace().collect();
-    let got: Vec<&str> = got.split_whitespace().collect();
-    assert_eq!(sent[0], BYTES.to_string());
-    assert_eq!(got[0], BYTES.to_string(), "bytes received");
-    assert_eq!(got[1], sent[1], "sha256 of what arrived = of what was sent");
-    let secs: f64 = sent[2].parse().unwrap();
     loud(&format!(
         "kernel -> kernel TCP over the bus: {BYTES} bytes in {secs:.2} s = {:.1} MiB/s ({:.0} Mbit/s), sha256 ok",
         BYTES as f64 / secs / 1048576.0,
         BYTES as f64 * 8.0 / secs / 1e6
     ));
-    drop(server);
 
     // SIGTERM and SIGINT detach cleanly, report, and remove the TAPs.
     let (sa, err_a) = stop(bridge_a, rustix::process::Signal::TERM);

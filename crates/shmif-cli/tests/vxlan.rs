@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{ok, run, run_for, show, start_host, Proc, Stream, SHMIF, TCP_CLIENT, TCP_SERVER};
+use common::{ok, run, run_for, show, start_host, verified_kernel_tcp, Proc, Stream, SHMIF};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -495,40 +495,17 @@ fn two_sites_with_a_bus_each_ping_and_move_50_mib_over_tcp() {
     kernel_ping(&b, "10.215.0.1");
 
     const BYTES: u64 = 50 * 1024 * 1024;
-    let mut server = Proc::spawn(
-        "tcp server",
-        &mut b.exec(&["python3", "-c", TCP_SERVER, "10.215.0.2", "5001"]),
-        Stream::Lines,
-        Stream::Lines,
+    let secs = verified_kernel_tcp(
+        |args| b.exec(args),
+        |args| a.exec(args),
+        "10.215.0.2",
+        BYTES,
     );
-    server
-        .out()
-        .expect_containing("listening", Duration::from_secs(20));
-    let client = run_for(
-        &mut a.exec(&[
-            "python3",
-            "-c",
-            TCP_CLIENT,
-            "10.215.0.2",
-            "5001",
-            &BYTES.to_string(),
-        ]),
-        Duration::from_secs(180),
-    );
-    assert!(client.status.success(), "client: {}", show(&client));
-    let sent = String::from_utf8_lossy(&client.stdout).into_owned();
-    let got = server.out().expect_containing(" ", Duration::from_secs(30));
-    let sent: Vec<&str> = sent.split_whitespace().collect();
-    let got: Vec<&str> = got.split_whitespace().collect();
-    assert_eq!(got[0], BYTES.to_string(), "bytes received");
-    assert_eq!(got[1], sent[1], "sha256 of what arrived = of what was sent");
-    let secs: f64 = sent[2].parse().unwrap();
     loud(&format!(
         "{test}: kernel -> kernel TCP over two buses and VXLAN: {BYTES} bytes in {secs:.2} s = \
          {:.1} MiB/s, sha256 ok",
         BYTES as f64 / secs / 1048576.0
     ));
-    drop(server);
     for vx in [vx_a, vx_b] {
         let (st, report) = stop(vx, rustix::process::Signal::INT);
         assert!(st.code() == Some(130), "{st}: {report}");

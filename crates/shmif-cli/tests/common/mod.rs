@@ -475,3 +475,38 @@ pub fn start_host(bus: &Path, args: &[&str]) -> Proc {
         .expect_containing(" up on ", Duration::from_secs(20));
     host
 }
+
+/// Moves `bytes` over TCP from one kernel to another with [`TCP_CLIENT`]
+/// and [`TCP_SERVER`] (the server listening on `addr`, port 5001), and
+/// checks that every byte arrived: the count and the SHA-256 of what was
+/// sent and what was received. `server` and `client` make the commands
+/// (e.g. `ip netns exec NS ...`). Returns the client's seconds.
+pub fn verified_kernel_tcp(
+    server: impl Fn(&[&str]) -> Command,
+    client: impl Fn(&[&str]) -> Command,
+    addr: &str,
+    bytes: u64,
+) -> f64 {
+    let mut srv = Proc::spawn(
+        "tcp server",
+        &mut server(&["python3", "-c", TCP_SERVER, addr, "5001"]),
+        Stream::Lines,
+        Stream::Lines,
+    );
+    srv.out()
+        .expect_containing("listening", Duration::from_secs(20));
+    let total = bytes.to_string();
+    let o = run_for(
+        &mut client(&["python3", "-c", TCP_CLIENT, addr, "5001", &total]),
+        Duration::from_secs(180),
+    );
+    assert!(o.status.success(), "client: {}", show(&o));
+    let sent = String::from_utf8_lossy(&o.stdout).into_owned();
+    let got = srv.out().expect_containing(" ", Duration::from_secs(30));
+    let sent: Vec<&str> = sent.split_whitespace().collect();
+    let got: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(sent[0], total);
+    assert_eq!(got[0], total, "bytes received");
+    assert_eq!(got[1], sent[1], "sha256 of what arrived = of what was sent");
+    sent[2].parse().unwrap()
+}
