@@ -4,13 +4,17 @@
 //! and drain `vde_plug` processes.
 //!
 //! ```text
-//! vde_flood send DIR SIZE COUNT        # attach to the switch in DIR, send COUNT frames
-//! vde_flood recv DIR COUNT             # attach, count frames until COUNT or 2 s of quiet
+//! vde_flood send DIR SIZE COUNT [BATCH]  # attach to the switch in DIR, send COUNT frames
+//! vde_flood recv DIR COUNT [BATCH]       # attach, count frames until COUNT or 2 s of quiet
 //! vde_flood stream-send SIZE COUNT     # COUNT frames in stream form on stdout
 //! vde_flood stream-recv COUNT          # count stream-form frames on stdin
 //! ```
 //!
 //! `recv` and `stream-recv` print `frames N first-to-last SECS fps RATE`.
+//! BATCH (default 1) is how many datagrams one system call sends or
+//! receives (`sendmmsg`/`recvmmsg`): 1 is a client such as QEMU's
+//! `-netdev vde` (one `send` per frame); 64 makes the clients fast enough
+//! that the switch between them is what is measured.
 //! Frames are broadcasts of EtherType 0x88b5 carrying a sequence number.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -89,6 +93,71 @@ impl Count {
     }
 }
 
+/// Sends `count` frames of `size` bytes, `batch` per blocking `sendmmsg`.
+fn send_batched(data: &UnixDatagram, size: usize, count: u64, batch: usize) -> io::Result<()> {
+    use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags};
+    use std::io::IoSlice;
+    let mut frames: Vec<Vec<u8>> = (0..batch).map(|_| frame(size, 0)).collect();
+    let mut seq = 0u64;
+    while seq < count {
+        let n = batch.min((count - seq) as usize);
+        for (k, f) in frames[..n].iter_mut().enumerate() {
+            f[14..22].copy_from_slice(&(seq + k as u64).to_be_bytes());
+        }
+        let iovs: Vec<[IoSlice<'_>; 1]> = frames[..n].iter().map(|f| [IoSlice::new(f)]).collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+            (0..n).map(|_| SendAncillaryBuffer::default()).collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = iovs
+            .iter()
+            .zip(controls.iter_mut())
+            .map(|(iov, c)| MMsgHdr::new(iov, c))
+            .collect();
+        match sendmmsg(data, &mut msgs, SendFlags::empty()) {
+            Ok(sent) => seq += sent as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Counts frames into `c`, up to `batch` per `recvmmsg`, until `want` or
+/// a read timeout (2 s of quiet once frames flow).
+fn recv_batched(data: &UnixDatagram, want: u64, batch: usize, c: &mut Count) -> io::Result<()> {
+    use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
+    use std::os::fd::AsRawFd as _;
+    let mut bufs = vec![vec![0u8; 65536]; batch];
+    while c.n < want {
+        let received: nix::Result<Vec<usize>> = {
+            let mut iovs: Vec<[io::IoSliceMut<'_>; 1]> =
+                bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
+            let mut headers = MultiHeaders::<()>::preallocate(batch, None);
+            recvmmsg(
+                data.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            )
+            .map(|got| got.map(|m| m.bytes).collect())
+        };
+        let lens = match received {
+            Ok(lens) => lens,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break, // the read timeout: quiet
+        };
+        for (k, &n) in lens.iter().enumerate() {
+            if n >= 14 && bufs[k][12..14] == [0x88, 0xb5] {
+                c.one();
+                if c.n == 1 {
+                    data.set_read_timeout(Some(Duration::from_secs(2)))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| -> u64 {
@@ -100,11 +169,16 @@ fn main() -> io::Result<()> {
         Some("send") => {
             let (_ctl, data) = attach(Path::new(&args[1]))?;
             let (size, count) = (num(2) as usize, num(3));
-            let mut f = frame(size, 0);
+            let batch = if args.len() > 4 { num(4).max(1) } else { 1 };
             // Blocking sends: the switch's pace is the sender's.
-            for seq in 0..count {
-                f[14..22].copy_from_slice(&seq.to_be_bytes());
-                data.send(&f)?;
+            if batch == 1 {
+                let mut f = frame(size, 0);
+                for seq in 0..count {
+                    f[14..22].copy_from_slice(&seq.to_be_bytes());
+                    data.send(&f)?;
+                }
+            } else {
+                send_batched(&data, size, count, batch as usize)?;
             }
             // Stay attached a moment so the last frames are not cut off.
             std::thread::sleep(Duration::from_millis(500));
@@ -112,12 +186,16 @@ fn main() -> io::Result<()> {
         Some("recv") => {
             let (_ctl, data) = attach(Path::new(&args[1]))?;
             let want = num(2);
+            let batch = if args.len() > 3 { num(3).max(1) } else { 1 };
             println!("attached");
             io::stdout().flush()?;
             let mut c = Count::new();
             let mut b = vec![0u8; 65536];
             data.set_read_timeout(Some(Duration::from_secs(30)))?;
-            while c.n < want {
+            if batch > 1 {
+                recv_batched(&data, want, batch as usize, &mut c)?;
+            }
+            while c.n < want && batch == 1 {
                 match data.recv(&mut b) {
                     Ok(n) if n >= 14 && b[12..14] == [0x88, 0xb5] => {
                         c.one();
@@ -185,8 +263,8 @@ fn main() -> io::Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: vde_flood send DIR SIZE COUNT | recv DIR COUNT | stream-send SIZE COUNT \
-                 | stream-recv COUNT"
+                "usage: vde_flood send DIR SIZE COUNT [BATCH] | recv DIR COUNT [BATCH] | stream-send \
+                 SIZE COUNT | stream-recv COUNT"
             );
             std::process::exit(2);
         }

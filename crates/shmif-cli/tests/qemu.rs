@@ -1,7 +1,9 @@
 //! `shmif qemu`: QEMU guests on a bus through QEMU's own socket back-ends.
 //! Real guests (tests/guest/mod.rs): one on `-netdev stream` and one on
 //! `-netdev vde` (through `shmif vde` on the same bus) ping each other, a
-//! third on `-netdev dgram` reaches both; a guest killed and a new one
+//! third on `-netdev dgram` reaches both; guests on the legacy `-netdev
+//! socket,connect=` and on `-netdev dgram` over UDP ping each other; a
+//! guest killed and a new one
 //! started on the same socket; `--connect` redialling a restarted QEMU
 //! (`server=on`); and every kind of bad stream input, each ending only
 //! that peer's connection.
@@ -131,6 +133,95 @@ fn guests_on_netdev_stream_vde_and_dgram_reach_each_other_across_the_bus() {
     assert!(rest.contains("qemu dgram"), "{rest}");
     assert!(rest.contains("bus "), "{rest}");
     assert!(!stream_sock.exists() && !br.exists());
+}
+
+/// A port number nobody on 127.0.0.1 uses now (TCP or UDP).
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+#[test]
+fn guests_on_legacy_netdev_socket_and_on_udp_dgram_ping_each_other_across_the_bus() {
+    let test = "guests_on_legacy_netdev_socket_and_on_udp_dgram_ping_each_other_across_the_bus";
+    let Some(kernel) = guest::kernel(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let bus = tmp.path().join("bus");
+    let tcp = free_port(false);
+    let (ours, theirs) = (free_port(true), free_port(true));
+    let listen = format!("tcp:127.0.0.1:{tcp}");
+    let dgram = format!("udp:127.0.0.1:{ours}");
+    let remote = format!("udp:127.0.0.1:{theirs}");
+    let mut bridge = start_qemu_bridge(
+        &bus,
+        &["--listen", &listen, "--dgram", &dgram, "--remote", &remote],
+    );
+    let (a, b) = ("10.213.6.31", "10.213.6.32");
+    let on_socket = pinger(&[b]);
+    let on_udp = pinger(&[a]);
+    let specs = [
+        Spec {
+            name: "on-legacy-socket",
+            mac: 0x31,
+            ip: "10.213.6.31/24",
+            netdev: format!("socket,connect=127.0.0.1:{tcp}"),
+            script: &on_socket,
+        },
+        Spec {
+            name: "on-udp-dgram",
+            mac: 0x32,
+            ip: "10.213.6.32/24",
+            netdev: format!(
+                "dgram,local.type=inet,local.host=127.0.0.1,local.port={theirs},\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port={ours}"
+            ),
+            script: &on_udp,
+        },
+    ];
+    let mut guests: Vec<Guest> = specs
+        .iter()
+        .map(|s| Guest::start(&kernel, s, tmp.path()))
+        .collect();
+    for g in &mut guests {
+        g.wait_up();
+    }
+    let limit = Duration::from_secs(120);
+    assert_eq!(guests[0].expect("PING", limit), format!("PING {b} RC 0"));
+    assert_eq!(guests[1].expect("PING", limit), format!("PING {a} RC 0"));
+    // The legacy socket guest was a TCP connection of its own.
+    bridge
+        .err()
+        .expect_containing("joined", Duration::from_secs(5));
+    drop(guests);
+    bridge.err().expect_containing(
+        "closed: the peer closed the connection",
+        Duration::from_secs(10),
+    );
+    let status = bridge.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.code() == Some(130), "{status:?}");
+    let (rest, _) = bridge.err().until_end(Duration::from_secs(5));
+    let rest = rest.join("\n");
+    // Both guests' frames went through: counters of the dgram port show
+    // frames in both directions.
+    let udp_line = rest
+        .lines()
+        .find(|l| l.contains("qemu dgram"))
+        .unwrap_or_else(|| panic!("no dgram port report: {rest}"));
+    let num = |label: &str| common::number_after(udp_line, label).unwrap_or(0);
+    assert!(num(": in ") > 0 && num(", out ") > 0, "{udp_line}");
 }
 
 // Stream peers of the test's own, for the cases QEMU never produces.

@@ -397,6 +397,68 @@ fn a_client_that_closes_its_control_stream_loses_its_port() {
 }
 
 #[test]
+fn a_reader_slower_than_its_sender_paces_the_sender_and_loses_nothing() {
+    // Back-pressure: client 1 reads at most 50,000 frames/s, client 0
+    // sends with blocking sends as fast as the switch takes them; the
+    // switch holds client 0 back instead of dropping frames for client 1.
+    let mut s = setup(2);
+    const N: u32 = 20_000;
+    let reader = {
+        let data = s.clients[1].data.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 2048];
+            let mut seqs = Vec::with_capacity(N as usize);
+            data.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            while let Ok(n) = data.recv(&mut b) {
+                if n >= 18 && b[12..14] == [0x88, 0xb5] {
+                    seqs.push(u32::from_be_bytes(b[14..18].try_into().unwrap()));
+                    if seqs.len() % 100 == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    if seqs.len() == N as usize {
+                        break;
+                    }
+                }
+            }
+            seqs
+        })
+    };
+    let sender = s.clients[0].data.try_clone().unwrap();
+    sender
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut f = frame(0, &[0xcd; 1000]);
+    let t = Instant::now();
+    for seq in 0..N {
+        f[14..18].copy_from_slice(&seq.to_be_bytes());
+        sender.send(&f).expect("a blocking send to the switch");
+    }
+    let sent_in = t.elapsed();
+    let seqs = reader.join().unwrap();
+    assert_eq!(
+        seqs.len(),
+        N as usize,
+        "the slow reader got {} of {N} frames (sent in {sent_in:?})",
+        seqs.len()
+    );
+    assert!(
+        seqs.iter().enumerate().all(|(i, &q)| q == i as u32),
+        "frames out of order"
+    );
+    // The sender was paced: it could not finish much before the reader.
+    assert!(sent_in >= Duration::from_millis(250), "sent in {sent_in:?}");
+    s.vde
+        .stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    let (lines, _) = s.vde.err().until_end(Duration::from_secs(5));
+    let err = lines.join("\n");
+    assert!(err.contains("vde port 2 (t1)"), "no report: {err}");
+    assert!(
+        !err.contains("lost to a full client buffer"),
+        "frames were dropped: {err}"
+    );
+}
+
+#[test]
 fn a_client_that_never_reads_is_disconnected_and_nobody_else_suffers() {
     let mut s = setup(3);
     // Client 2 never reads; client 0 floods; client 1 reads everything.

@@ -14,6 +14,12 @@
 //! - **batching**: the frames all ports produced in one round are handed to
 //!   each destination as one batch ([`Port::send_batch`]; a bus sends a
 //!   batch under one lock with one wake-up);
+//! - **back-pressure**: while a destination's queue towards its peer is
+//!   filling ([`Port::congestion`]) and that peer keeps taking frames, no
+//!   source is read, so that a sender that waits (a VDE client's blocking
+//!   `send`, a stream's window) is paced instead of losing frames; a peer
+//!   that takes nothing for [`HOLD_LIMIT`] is left behind and loses frames,
+//!   so that one stopped client cannot stop the others;
 //! - **the size policy**: a frame larger than a destination can carry is
 //!   dropped for it and counted, with one warning per source port;
 //! - **counters** per port, printed when a port goes away and on exit;
@@ -43,8 +49,24 @@ use std::time::{Duration, Instant};
 /// moves on to the others (it comes back without sleeping).
 pub const ROUND_BUDGET: usize = 64;
 
-/// Room for the frames of one round: generous for the largest frames.
-const BATCH_ROOM: usize = 1 << 20;
+/// Room for the frames of one round: generous for the largest frames,
+/// and for [`Ctx::rooms`] to receive [`ROUND_BUDGET`] datagrams of up to
+/// 64 KiB in one system call.
+const BATCH_ROOM: usize = 4 << 20;
+
+/// How long a congested destination that takes no frame at all holds the
+/// sources back before it is left behind (and frames for it are dropped).
+pub const HOLD_LIMIT: Duration = Duration::from_millis(100);
+
+/// A destination's backlog towards its peer, as [`Port::congestion`]
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Congestion {
+    /// How many frames (or bytes: any measure that grows as the peer
+    /// takes what is queued) the port has handed its peer so far. While
+    /// it grows the peer is alive and the sources are held for it.
+    pub progress: u64,
+}
 
 /// What a port asks of the loop after it was serviced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +115,14 @@ pub trait Port {
     /// that only accepts new ports) is not a station.
     fn is_station(&self) -> bool {
         true
+    }
+
+    /// `Some` while its queue towards its peer is more than half full:
+    /// the engine then reads no source until the queue drains, as long as
+    /// the peer makes progress (see [`HOLD_LIMIT`]). Ports that never
+    /// queue (a bus, a TAP device) keep the default, `None`.
+    fn congestion(&self) -> Option<Congestion> {
+        None
     }
 
     /// Reads what is ready, without blocking, handing frames to `ctx`;
@@ -148,13 +178,48 @@ pub struct Ctx<'a> {
     taken: usize,
     new_ports: &'a mut Vec<Box<dyn Port>>,
     largest: usize,
+    /// The sources are held (back-pressure): hand over nothing.
+    held: bool,
 }
 
 impl Ctx<'_> {
     /// Whether this port has handed over its share of the round: stop and
     /// answer [`Service::More`].
     pub fn full(&self) -> bool {
-        self.taken >= ROUND_BUDGET || self.batch.used + self.largest > self.batch.buf.len()
+        self.held
+            || self.taken >= ROUND_BUDGET
+            || self.batch.used + self.largest > self.batch.buf.len()
+    }
+
+    /// Room to receive several frames at once (one `recvmmsg`): as many
+    /// slots of `each` bytes as the round has left (at least one, unless
+    /// [`Ctx::full`]), as one region to split with `chunks_exact_mut(each)`;
+    /// follow with [`Ctx::commit_rooms`].
+    pub fn rooms(&mut self, each: usize) -> &mut [u8] {
+        if self.full() || each == 0 {
+            return &mut [];
+        }
+        let left = ROUND_BUDGET - self.taken;
+        let fit = (self.batch.buf.len() - self.batch.used) / each;
+        let n = left.min(fit).max(1);
+        self.room(n * each)
+    }
+
+    /// Takes the frames received into the slots of [`Ctx::rooms`]: the
+    /// first `lens[k]` bytes of slot `k` (closed up, so that the round's
+    /// room is used only by what arrived).
+    pub fn commit_rooms(&mut self, each: usize, lens: &[usize]) {
+        let base = self.batch.used;
+        for (k, &len) in lens.iter().enumerate() {
+            let len = len.min(each);
+            let from = base + k * each;
+            let to = self.batch.used;
+            if from + len > self.batch.buf.len() {
+                break;
+            }
+            self.batch.buf.copy_within(from..from + len, to);
+            self.commit(len);
+        }
     }
 
     /// Room to receive one frame into, at least `max` bytes (more than
@@ -210,6 +275,9 @@ struct Slot {
     more: bool,
     /// Whether the oversize warning was printed for frames from it.
     warned_oversize: bool,
+    /// While it is congested: its progress when last seen to change, and
+    /// since when it has been that.
+    hold: Option<(u64, Instant)>,
 }
 
 /// Why [`Engine::run`] returned.
@@ -267,6 +335,7 @@ impl Engine {
             counters: PortCounters::default(),
             more: true,
             warned_oversize: false,
+            hold: None,
         };
         match self.slots.iter().position(Option::is_none) {
             Some(i) => {
@@ -340,12 +409,15 @@ impl Engine {
         max_wait: Option<Duration>,
     ) -> Result<Option<End>> {
         let now = Instant::now();
-        let busy = self.slots.iter().flatten().any(|s| s.more);
+        let hold_until = self.hold_until(now);
+        let held = hold_until.is_some();
+        let busy = !held && self.slots.iter().flatten().any(|s| s.more);
         let deadline = self
             .slots
             .iter()
             .flatten()
             .filter_map(|s| s.port.deadline())
+            .chain(hold_until)
             .min();
         let timeout = if busy {
             Some(Duration::ZERO)
@@ -366,7 +438,14 @@ impl Engine {
             }
             for (i, s) in self.slots.iter().enumerate() {
                 let Some(s) = s else { continue };
-                for (fd, events) in s.port.fds() {
+                for (fd, mut events) in s.port.fds() {
+                    if held {
+                        // Only draining queues matters while held.
+                        events.remove(PollFlags::IN);
+                        if events.is_empty() {
+                            continue;
+                        }
+                    }
                     fds.push(PollFd::from_borrowed_fd(fd, events));
                     owner.push(i);
                 }
@@ -392,7 +471,7 @@ impl Engine {
                 continue;
             };
             let due = s.port.deadline().is_some_and(|d| d <= now);
-            if !(ready[i] || s.more || due) {
+            if !(ready[i] || (s.more && !held) || due) {
                 continue;
             }
             let before = self.batch.frames.len();
@@ -402,6 +481,7 @@ impl Engine {
                 taken: 0,
                 new_ports: &mut new_ports,
                 largest,
+                held,
             };
             let outcome = s.port.service(&mut ctx);
             s.more = false;
@@ -436,6 +516,29 @@ impl Engine {
             }
         }
         Ok(None)
+    }
+
+    /// Until when the sources are held for a congested destination whose
+    /// peer is making progress (`None`: not held). Updates each port's
+    /// hold record.
+    fn hold_until(&mut self, now: Instant) -> Option<Instant> {
+        let mut until: Option<Instant> = None;
+        for s in self.slots.iter_mut().flatten() {
+            let Some(c) = s.port.congestion() else {
+                s.hold = None;
+                continue;
+            };
+            let since = match s.hold {
+                Some((p, since)) if p == c.progress => since,
+                _ => now,
+            };
+            s.hold = Some((c.progress, since));
+            let end = since + HOLD_LIMIT;
+            if end > now {
+                until = Some(until.map_or(end, |u| u.min(end)));
+            }
+        }
+        until
     }
 
     /// The largest frame any station port carries (room the batch keeps

@@ -11,7 +11,7 @@
 //! dropped (counted), and a peer that has taken nothing for
 //! [`STALL_LIMIT`] while frames were being dropped is disconnected.
 
-use super::{read_ready, Ctx, Port, Service};
+use super::{read_ready, Congestion, Ctx, Port, Service};
 use anyhow::{anyhow, Result};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
@@ -132,6 +132,9 @@ pub struct StreamPort {
     /// Frames dropped because the output buffer was full.
     out_drops: u64,
     connections: u64,
+    /// Bytes the peer has taken, in all (back-pressure's measure of
+    /// progress).
+    written: u64,
 }
 
 impl StreamPort {
@@ -167,6 +170,7 @@ impl StreamPort {
             out_start: 0,
             stalled_since: None,
             out_drops: 0,
+            written: 0,
         }
     }
 
@@ -261,6 +265,7 @@ impl StreamPort {
                 Ok(n) => {
                     self.out_start += n;
                     self.stalled_since = None;
+                    self.written += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -366,6 +371,13 @@ impl Port for StreamPort {
             ) => vec![(fd.as_fd(), PollFlags::OUT)],
             _ => Vec::new(),
         }
+    }
+
+    fn congestion(&self) -> Option<Congestion> {
+        let queued = self.out.len() - self.out_start;
+        (self.conn.is_some() && queued > OUT_LIMIT / 2).then_some(Congestion {
+            progress: self.written,
+        })
     }
 
     fn max_frame(&self) -> usize {

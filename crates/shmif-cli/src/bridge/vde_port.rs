@@ -20,7 +20,7 @@
 //! on a wire) once a bounded queue of its own is full; one that has read
 //! nothing for [`STALL_LIMIT`] while frames were dropped is disconnected.
 
-use super::{read_ready, Ctx, Port, Service};
+use super::{Congestion, Ctx, Port, Service};
 use anyhow::{anyhow, Result};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
@@ -49,9 +49,10 @@ pub const MAX_DESCR: usize = 128;
 /// The largest frame VDE carries: a 9,216-byte jumbo payload with its
 /// Ethernet and VLAN headers.
 pub const MAX_FRAME: usize = 9216 + 14 + 4;
-/// Room for one datagram: more than [`MAX_FRAME`], so that an oversized
-/// one shows whole and is counted.
-const READ_ROOM: usize = 65_536;
+/// Room for one datagram: more than [`MAX_FRAME`] and than any bus's
+/// frame limit (65,549), so that an oversized one is too large for every
+/// destination and is counted (a longer one arrives cut to this size).
+const READ_ROOM: usize = 65_552;
 /// How long a connected client may take to send its whole request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client may go without taking a frame, while frames for it
@@ -254,6 +255,7 @@ impl VdeSwitch {
             queued_bytes: 0,
             full_drops: 0,
             stalled_since: None,
+            delivered: 0,
         })
     }
 }
@@ -401,6 +403,9 @@ pub struct VdePort {
     full_drops: u64,
     /// Since when the client has taken nothing while frames waited.
     stalled_since: Option<Instant>,
+    /// Frames the client's socket has taken, in all (back-pressure's
+    /// measure of progress).
+    delivered: u64,
 }
 
 impl Drop for VdePort {
@@ -465,6 +470,7 @@ impl VdePort {
                         self.queued_bytes -= f.len();
                     }
                     self.stalled_since = None;
+                    self.delivered += n as u64;
                 }
                 Sent::Refused => {
                     if let Some(f) = self.queue.pop_front() {
@@ -509,6 +515,47 @@ impl VdePort {
     }
 }
 
+impl VdePort {
+    /// Receives what the client sent, many datagrams per `recvmmsg`,
+    /// until it would block or the round is full.
+    fn receive(&mut self, ctx: &mut Ctx<'_>) -> io::Result<Service> {
+        use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders};
+        use std::os::fd::AsRawFd as _;
+        loop {
+            let room = ctx.rooms(READ_ROOM);
+            if room.is_empty() {
+                return Ok(Service::More);
+            }
+            // The headers borrow the slots for as long as they live.
+            let received: nix::Result<Vec<usize>> = {
+                let mut iovs: Vec<[io::IoSliceMut<'_>; 1]> = room
+                    .chunks_exact_mut(READ_ROOM)
+                    .map(|c| [io::IoSliceMut::new(c)])
+                    .collect();
+                let mut headers = MultiHeaders::<()>::preallocate(iovs.len(), None);
+                recvmmsg(
+                    self.data.as_raw_fd(),
+                    &mut headers,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                )
+                .map(|got| got.map(|m| m.bytes).collect())
+            };
+            let lens = match received {
+                Ok(lens) => lens,
+                Err(nix::errno::Errno::EAGAIN) => return Ok(Service::Idle),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if lens.is_empty() {
+                return Ok(Service::Idle);
+            }
+            ctx.commit_rooms(READ_ROOM, &lens);
+        }
+    }
+}
+
 impl Port for VdePort {
     fn name(&self) -> String {
         if self.descr.is_empty() {
@@ -549,9 +596,16 @@ impl Port for VdePort {
             }
         }
         self.flush(Instant::now())?;
-        let data = &self.data;
-        read_ready(ctx, READ_ROOM, |room| data.recv(room).map(Some))
+        self.receive(ctx)
             .map_err(|e| anyhow!("receiving from the client: {e}"))
+    }
+
+    fn congestion(&self) -> Option<Congestion> {
+        (self.queue.len() > QUEUE_FRAMES / 2 || self.queued_bytes > QUEUE_BYTES / 2).then_some(
+            Congestion {
+                progress: self.delivered,
+            },
+        )
     }
 
     fn send_batch(&mut self, frames: &[&[u8]]) -> Result<()> {
@@ -564,7 +618,10 @@ impl Port for VdePort {
         let mut rest = frames;
         while !rest.is_empty() {
             match self.send_some(rest)? {
-                Sent::Some(n) => rest = &rest[n..],
+                Sent::Some(n) => {
+                    rest = &rest[n..];
+                    self.delivered += n as u64;
+                }
                 Sent::Refused => {
                     self.full_drops += 1;
                     rest = &rest[1..];

@@ -368,6 +368,11 @@ impl Proc {
         rustix::process::kill_process(pid, sig).unwrap();
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the child is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
