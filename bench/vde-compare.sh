@@ -3,6 +3,7 @@
 # and through vde_switch, at 64 and 1514 bytes; loss counted.
 #
 #   bash bench/vde-compare.sh [COUNT] [REPS]      (defaults: 300000 frames, 3 runs)
+#   MODES="direct batched" bash bench/vde-compare.sh ...   (some rows only)
 #
 # Three ways of attaching the clients:
 #  - direct: vde_flood (crates/shmif-cli/examples/vde_flood.rs) speaks the
@@ -64,8 +65,13 @@ run_plug() { # size -> "fps received"
     exec 3>"$T/in"
     sleep 0.5
     timeout 60 "$F" stream-send "$1" "$COUNT" | timeout 60 vde_plug "$T/sw" >/dev/null || true
-    wait "$r" 2>/dev/null || true
+    # Wait for the counter's result (waiting for the pipeline would wait
+    # for the receiving vde_plug too, which notices its closed stdin only
+    # when it has something to write), then end that vde_plug.
+    for _ in $(seq 1200); do grep -q '^frames' "$T/recv.out" 2>/dev/null && break; sleep 0.05; done
     exec 3>&-
+    pkill -f "vde_plug $T/sw" 2>/dev/null || true
+    wait "$r" 2>/dev/null || true
     wait 2>/dev/null || true
     awk '/^frames/ {print $6, $2}' "$T/recv.out"
 }
@@ -79,7 +85,7 @@ echo "vde_switch: $(vde_switch -v 2>&1 | head -n1 || true)"
 echo
 echo "| clients | size (B) | vde_switch frames/s | shmif vde frames/s | ratio | lost (vde_switch / shmif), worst run |"
 echo "| --- | ---: | ---: | ---: | ---: | --- |"
-for mode in direct batched plug; do
+for mode in ${MODES:-direct batched plug}; do
     for size in 64 1514; do
         declare -A fps=() lost=()
         # The two switches alternate, run by run, so that a noisy spell

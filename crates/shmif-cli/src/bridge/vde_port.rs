@@ -526,6 +526,7 @@ impl VdePort {
             if room.is_empty() {
                 return Ok(Service::More);
             }
+            let room_slots = room.len() / READ_ROOM;
             // The headers borrow the slots for as long as they live.
             let received: nix::Result<Vec<usize>> = {
                 let mut iovs: Vec<[io::IoSliceMut<'_>; 1]> = room
@@ -551,7 +552,13 @@ impl VdePort {
             if lens.is_empty() {
                 return Ok(Service::Idle);
             }
+            let drained = lens.len() < room_slots;
             ctx.commit_rooms(READ_ROOM, &lens);
+            if drained {
+                // Fewer than asked for: the socket is empty (poll says
+                // when more comes), so spare the call that would say so.
+                return Ok(Service::Idle);
+            }
         }
     }
 }

@@ -38,9 +38,14 @@ use std::process::ExitCode;
 ///
 /// Frames larger than the bus carries (1514 bytes: guests need MTU 1500)
 /// still go between VDE ports, but are dropped for the bus, counted, and
-/// warned about once per port. A client that sends a garbage request, or
-/// none within 5 s, is disconnected with one log line; one that reads
-/// nothing for 10 s while frames for it are dropped too.
+/// warned about once per port. A client that reads slower than the others
+/// send holds them back (its queue fills and the switch stops reading until
+/// it drains), so that blocking senders are paced and nothing is lost; a
+/// client that takes nothing for 100 ms is left behind (frames for it are
+/// dropped, counted) so that it cannot stop the others. A client that sends
+/// a garbage request, or none within 5 s, is disconnected with one log
+/// line; one that reads nothing for 10 s while frames for it are dropped
+/// too.
 ///
 /// DIR, its sockets and a bus file it creates are for your own user only
 /// unless --mode says otherwise (660: your group too). A DIR left behind by
