@@ -17,6 +17,9 @@ pub(super) struct ThroughputJson {
     gbit_per_sec_per_reader: f64,
     loss_ratio: f64,
     rfc2544_found: bool,
+    /// The result's writer fell short of the rate it was offered: the
+    /// rate is what it reached, lossless.
+    writer_limited: bool,
     offered_frames_per_sec: u64,
     unpaced_frames_per_sec_per_reader: f64,
     unpaced_send_frames_per_sec: f64,
@@ -191,6 +194,7 @@ impl Report {
                     gbit_per_sec_per_reader: gbit(rate, r.frame_bytes),
                     loss_ratio: rfc_loss(r),
                     rfc2544_found: r.rfc.is_some(),
+                    writer_limited: r.rfc.as_ref().is_some_and(|t| t.writer_limited()),
                     offered_frames_per_sec: r.rfc.as_ref().map_or(0, |t| t.offered),
                     unpaced_frames_per_sec_per_reader: r.unpaced.delivered_per_reader(),
                     unpaced_send_frames_per_sec: r.unpaced.send_rate(),
@@ -298,6 +302,19 @@ impl Report {
                 r.unpaced.loss() * 100.0,
                 ratio(rate, base),
                 ratio(rate, self.copy_of(r.frame_bytes)),
+            );
+        }
+        let limited: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| r.rfc.as_ref().is_some_and(|t| t.writer_limited()))
+            .map(|r| format!("{} {}x{}", mode_name(r.mode), r.readers, r.frame_bytes))
+            .collect();
+        if !limited.is_empty() {
+            let _ = writeln!(
+                s,
+                "(writer-limited, lossless at the rate the writer reached: {})",
+                limited.join(", ")
             );
         }
         let _ = writeln!(

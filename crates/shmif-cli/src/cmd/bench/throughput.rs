@@ -80,11 +80,95 @@ impl Trial {
             .map(|&r| 1.0 - r.min(self.sent) as f64 / self.sent as f64)
             .fold(0.0, f64::max)
     }
-    /// Whether this trial passes: loss under the threshold, every frame
-    /// in order, and (if paced) the writer kept up with the offered rate.
+    /// Whether every reader got what was sent: loss under the threshold
+    /// and every frame in order.
+    pub fn lossless(&self) -> bool {
+        self.loss() < LOSS_THRESHOLD && self.dups == 0
+    }
+    /// Whether the writer fell short of the rate it was offered (it, not
+    /// the readers, set the pace: many readers on two processors).
+    pub fn writer_limited(&self) -> bool {
+        self.offered > 0 && self.send_rate() < 0.97 * self.offered as f64
+    }
+    /// Whether this trial passes at its offered rate: lossless, and the
+    /// writer kept up with the rate.
     pub fn passes(&self) -> bool {
-        let kept_up = self.offered == 0 || self.send_rate() >= 0.97 * self.offered as f64;
-        self.loss() < LOSS_THRESHOLD && self.dups == 0 && kept_up
+        self.lossless() && !self.writer_limited()
+    }
+}
+
+/// The RFC 2544 search over the writer's pacing, without the trials
+/// themselves (pure, so that its decisions are tested on their own).
+///
+/// A lossless trial is a result at the rate it delivered, whether or not
+/// the writer reached the rate offered: when it did not, that trial says
+/// what the bus sustained with the writer going as fast as it could, and
+/// offering more cannot find a higher rate (the search looks lower). Only
+/// a trial with loss is a failure.
+#[derive(Debug, Clone)]
+pub struct Search {
+    lo: f64,
+    hi: f64,
+    /// The lossless trial that delivered most so far.
+    pub best: Option<Trial>,
+}
+
+/// What the search makes of a trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Lossless at the offered rate: look higher.
+    Passed,
+    /// Lossless, but the writer fell short of the offered rate: a result
+    /// (at its achieved rate); look lower.
+    WriterLimited,
+    /// Frames lost or out of order: look lower.
+    Failed,
+}
+
+impl Search {
+    /// A search below the unpaced trial's send rate, which is its first
+    /// result if it was lossless.
+    pub fn new(unpaced: &Trial) -> Search {
+        Search {
+            lo: 0.0,
+            hi: unpaced.send_rate(),
+            best: unpaced.lossless().then(|| unpaced.clone()),
+        }
+    }
+
+    /// Whether the search is over before it starts (unpaced was lossless).
+    pub fn done(&self) -> bool {
+        self.best.as_ref().is_some_and(|b| b.offered == 0)
+    }
+
+    /// The rate to offer next, frames/s.
+    pub fn next_offer(&self) -> u64 {
+        ((self.lo + self.hi) / 2.0).max(1.0) as u64
+    }
+
+    /// Judges a trial (run at [`Search::next_offer`]) and narrows the range.
+    pub fn record(&mut self, t: Trial) -> Verdict {
+        let mid = t.offered as f64;
+        let verdict = if t.passes() {
+            Verdict::Passed
+        } else if t.lossless() {
+            Verdict::WriterLimited
+        } else {
+            Verdict::Failed
+        };
+        match verdict {
+            Verdict::Passed => self.lo = mid,
+            Verdict::WriterLimited | Verdict::Failed => self.hi = mid,
+        }
+        if verdict != Verdict::Failed
+            && self
+                .best
+                .as_ref()
+                .is_none_or(|b| t.delivered_per_reader() > b.delivered_per_reader())
+        {
+            self.best = Some(t);
+        }
+        verdict
     }
 }
 
@@ -99,7 +183,8 @@ pub struct Row {
     pub frame_bytes: usize,
     /// The writer unpaced.
     pub unpaced: Trial,
-    /// The fastest passing trial (the RFC 2544 rate), if any passed.
+    /// The lossless trial that delivered most (the RFC 2544 rate; its
+    /// writer may have fallen short of the rate offered), if any.
     pub rfc: Option<Trial>,
     /// Trials run.
     pub trials: usize,
@@ -216,36 +301,24 @@ pub fn measure(
     };
     let unpaced = run(0)?;
     let mut trials = 1;
-    let mut rfc = None;
-    if unpaced.passes() {
-        rfc = Some(unpaced.clone());
-    } else {
-        let (mut lo, mut hi) = (0.0f64, unpaced.send_rate());
+    let mut search = Search::new(&unpaced);
+    if !search.done() {
         for _ in 0..plan.steps {
-            let mid = (lo + hi) / 2.0;
-            let mut t = run(mid.max(1.0) as u64)?;
+            let offer = search.next_offer();
+            let mut t = run(offer)?;
             trials += 1;
-            if !t.passes() {
+            if !t.lossless() {
                 // A second chance: on a shared machine another process can
                 // stall a reader for milliseconds at random, longer than
                 // the ring holds (see max_stall_us); a rate the bus
                 // sustains passes one of two trials.
-                t = run(mid.max(1.0) as u64)?;
+                t = run(offer)?;
                 trials += 1;
             }
-            if t.passes() {
-                lo = mid;
-                if rfc
-                    .as_ref()
-                    .is_none_or(|b: &Trial| t.delivered_per_reader() > b.delivered_per_reader())
-                {
-                    rfc = Some(t);
-                }
-            } else {
-                hi = mid;
-            }
+            search.record(t);
         }
     }
+    let rfc = search.best;
     writer.send("quit")?;
     writer.finish(Duration::from_secs(2));
     for r in rs {
@@ -260,4 +333,75 @@ pub fn measure(
         rfc,
         trials,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trial at `offered` where the writer reaches at most `cap`
+    /// frames/s and the readers lose `loss` of what is sent.
+    fn trial(offered: u64, cap: f64, loss: f64) -> Trial {
+        let rate = if offered == 0 {
+            cap
+        } else {
+            (offered as f64).min(cap)
+        };
+        let sent = rate as u64; // one second
+        Trial {
+            offered,
+            sent,
+            elapsed_ns: 1_000_000_000,
+            received: vec![(sent as f64 * (1.0 - loss)) as u64; 16],
+            dups: 0,
+            overruns: 0,
+            overrun_bytes: 0,
+            max_stall_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_writer_limited_lossless_trial_is_a_result() {
+        // 16 readers: unpaced, the writer reaches 150 k frames/s and the
+        // readers lose some; paced, the writer never reaches what it is
+        // offered, and the readers lose nothing.
+        let unpaced = trial(0, 150_000.0, 0.2);
+        let mut s = Search::new(&unpaced);
+        assert!(!s.done());
+        for _ in 0..8 {
+            let offer = s.next_offer();
+            let t = trial(offer, 100_000.0, 0.0);
+            s.record(t);
+        }
+        let best = s.best.expect("a result");
+        assert!(best.lossless());
+        let rate = best.delivered_per_reader();
+        assert!((90_000.0..=100_000.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn the_search_climbs_while_trials_pass_and_stops_below_loss() {
+        // The bus sustains 600 k frames/s; the writer could do 1 M.
+        let unpaced = trial(0, 1_000_000.0, 0.3);
+        let mut s = Search::new(&unpaced);
+        for _ in 0..10 {
+            let offer = s.next_offer();
+            let loss = if offer > 600_000 { 0.05 } else { 0.0 };
+            s.record(trial(offer, 1_000_000.0, loss));
+        }
+        let rate = s.best.expect("a result").delivered_per_reader();
+        assert!((580_000.0..=600_000.0).contains(&rate), "{rate}");
+    }
+
+    #[test]
+    fn a_lossless_unpaced_trial_ends_the_search_and_loss_is_never_a_result() {
+        let s = Search::new(&trial(0, 500_000.0, 0.0));
+        assert!(s.done());
+        let mut s = Search::new(&trial(0, 500_000.0, 0.5));
+        for _ in 0..5 {
+            let offer = s.next_offer();
+            assert_eq!(s.record(trial(offer, 1e9, 0.5)), Verdict::Failed);
+        }
+        assert!(s.best.is_none());
+    }
 }
