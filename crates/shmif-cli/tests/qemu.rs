@@ -42,6 +42,44 @@ fn pinger(addrs: &[&str]) -> String {
     s
 }
 
+/// Boots the guests of `specs` (their initramfs in `dir`), waits until
+/// they are up, and checks that guest `i` reached `addr` for each
+/// `(i, addr)` of `want`, in order; the guests keep running.
+fn boot_and_ping(
+    kernel: &guest::Kernel,
+    specs: &[Spec<'_>],
+    dir: &Path,
+    want: &[(usize, &str)],
+) -> Vec<Guest> {
+    let mut guests: Vec<Guest> = specs.iter().map(|s| Guest::start(kernel, s, dir)).collect();
+    for g in &mut guests {
+        g.wait_up();
+    }
+    let limit = Duration::from_secs(120);
+    for &(i, addr) in want {
+        assert_eq!(guests[i].expect("PING", limit), format!("PING {addr} RC 0"));
+    }
+    guests
+}
+
+/// Ends the guests; the stream guest's port must go with its QEMU. Then
+/// SIGTERM: exit 130, and the rest of standard error (every port's
+/// counters).
+fn stop_after_guests(bridge: &mut Proc, guests: Vec<Guest>) -> String {
+    bridge
+        .err()
+        .expect_containing("joined", Duration::from_secs(5));
+    drop(guests);
+    bridge.err().expect_containing(
+        "closed: the peer closed the connection",
+        Duration::from_secs(10),
+    );
+    let status = bridge.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.code() == Some(130), "{status:?}");
+    let (rest, _) = bridge.err().until_end(Duration::from_secs(5));
+    rest.join("\n")
+}
+
 #[test]
 fn guests_on_netdev_stream_vde_and_dgram_reach_each_other_across_the_bus() {
     let test = "guests_on_netdev_stream_vde_and_dgram_reach_each_other_across_the_bus";
@@ -104,32 +142,13 @@ fn guests_on_netdev_stream_vde_and_dgram_reach_each_other_across_the_bus() {
             script: &on_dgram,
         },
     ];
-    let mut guests: Vec<Guest> = specs
-        .iter()
-        .map(|s| Guest::start(&kernel, s, tmp.path()))
-        .collect();
-    for g in &mut guests {
-        g.wait_up();
-    }
-    let limit = Duration::from_secs(120);
-    assert_eq!(guests[0].expect("PING", limit), format!("PING {b} RC 0"));
-    assert_eq!(guests[1].expect("PING", limit), format!("PING {a} RC 0"));
-    assert_eq!(guests[2].expect("PING", limit), format!("PING {a} RC 0"));
-    assert_eq!(guests[2].expect("PING", limit), format!("PING {b} RC 0"));
-    bridge
-        .err()
-        .expect_containing("joined", Duration::from_secs(5));
-    drop(guests);
-    // The stream guest's port goes when its QEMU does.
-    bridge.err().expect_containing(
-        "closed: the peer closed the connection",
-        Duration::from_secs(10),
+    let guests = boot_and_ping(
+        &kernel,
+        &specs,
+        tmp.path(),
+        &[(0, b), (1, a), (2, a), (2, b)],
     );
-    // SIGTERM: counters for every port, the sockets removed, exit 130.
-    let status = bridge.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
-    assert!(status.code() == Some(130), "{status:?}");
-    let (rest, _) = bridge.err().until_end(Duration::from_secs(5));
-    let rest = rest.join("\n");
+    let rest = stop_after_guests(&mut bridge, guests);
     assert!(rest.contains("qemu dgram"), "{rest}");
     assert!(rest.contains("bus "), "{rest}");
     assert!(!stream_sock.exists() && !br.exists());
@@ -191,29 +210,9 @@ fn guests_on_legacy_netdev_socket_and_on_udp_dgram_ping_each_other_across_the_bu
             script: &on_udp,
         },
     ];
-    let mut guests: Vec<Guest> = specs
-        .iter()
-        .map(|s| Guest::start(&kernel, s, tmp.path()))
-        .collect();
-    for g in &mut guests {
-        g.wait_up();
-    }
-    let limit = Duration::from_secs(120);
-    assert_eq!(guests[0].expect("PING", limit), format!("PING {b} RC 0"));
-    assert_eq!(guests[1].expect("PING", limit), format!("PING {a} RC 0"));
+    let guests = boot_and_ping(&kernel, &specs, tmp.path(), &[(0, b), (1, a)]);
     // The legacy socket guest was a TCP connection of its own.
-    bridge
-        .err()
-        .expect_containing("joined", Duration::from_secs(5));
-    drop(guests);
-    bridge.err().expect_containing(
-        "closed: the peer closed the connection",
-        Duration::from_secs(10),
-    );
-    let status = bridge.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
-    assert!(status.code() == Some(130), "{status:?}");
-    let (rest, _) = bridge.err().until_end(Duration::from_secs(5));
-    let rest = rest.join("\n");
+    let rest = stop_after_guests(&mut bridge, guests);
     // Both guests' frames went through: counters of the dgram port show
     // frames in both directions.
     let udp_line = rest

@@ -459,13 +459,11 @@ fn two_sites_with_a_bus_each_ping_and_move_50_mib_over_tcp() {
     let b = Netns::new(format!("shvx-b{t}"));
     let (aif, bif) = (format!("a{t}"), format!("b{t}"));
     veth(&a, &aif, "10.214.0.1/24", &b, &bif, "10.214.0.2/24", 1600);
-    // At each site: the kernel on the bus through a TAP, the bus on the
-    // segment through shmif vxlan.
+    // At each site: the bus on the segment through shmif vxlan, the
+    // kernel on the bus through a TAP. The tunnels first: a TAP's first
+    // frames (IPv6 neighbour discovery) would otherwise reach one tunnel
+    // before the other listens, and count as send errors there.
     let (ta, tb) = (format!("ta{t}"), format!("tb{t}"));
-    let tap_a = start_tap(&bus_a, &ta, &a);
-    let tap_b = start_tap(&bus_b, &tb, &b);
-    a.ip(&["addr", "add", "10.215.0.1/24", "dev", &ta]);
-    b.ip(&["addr", "add", "10.215.0.2/24", "dev", &tb]);
     let vx_a = start_vxlan(
         &a,
         &bus_a,
@@ -490,6 +488,10 @@ fn two_sites_with_a_bus_each_ping_and_move_50_mib_over_tcp() {
             "10.214.0.1",
         ],
     );
+    let tap_a = start_tap(&bus_a, &ta, &a);
+    let tap_b = start_tap(&bus_b, &tb, &b);
+    a.ip(&["addr", "add", "10.215.0.1/24", "dev", &ta]);
+    b.ip(&["addr", "add", "10.215.0.2/24", "dev", &tb]);
     let p = kernel_ping(&a, "10.215.0.2");
     loud(&format!("{test}: {}", p.lines().last().unwrap_or_default()));
     kernel_ping(&b, "10.215.0.1");
