@@ -102,8 +102,8 @@ struct Pcap {
 
 impl Pcap {
     /// Writes the global header (see [`pcap::writer`]).
-    fn new(what: String, out: Box<dyn Write>) -> Result<Self, WriteError> {
-        match pcap::writer(out) {
+    fn new(what: String, out: Box<dyn Write>, snaplen: u32) -> Result<Self, WriteError> {
+        match pcap::writer(out, snaplen) {
             Ok(writer) => Ok(Pcap { what, writer }),
             Err(source) => Err(WriteError { what, source }),
         }
@@ -213,11 +213,13 @@ fn walk(
         text.flush()?;
         return Ok(Ok(ExitCode::SUCCESS));
     }
+    let snaplen = pcap::snaplen(dump.extended().is_some(), dump.geometry().max_frame());
     let mut pcap = match target {
         PcapTarget::None => None,
         PcapTarget::Stdout => Some(Pcap::new(
             "standard output".into(),
             Box::new(BufWriter::new(io::stdout().lock())),
+            snaplen,
         )?),
         PcapTarget::File(p) => {
             if let Err(e) = pcap::check_not_the_bus(p, path, "pcap") {
@@ -234,6 +236,7 @@ fn walk(
             Some(Pcap::new(
                 format!("pcap file {}", p.display()),
                 Box::new(BufWriter::new(file)),
+                snaplen,
             )?)
         }
     };

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod create;
 pub mod demo;
 pub mod dump;
 pub mod host;

@@ -56,7 +56,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         quiet: args.quiet,
     };
     let addrs = args.stack.addresses()?;
-    opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
+    opts.check(
+        &format!("DEST {}", args.dest),
+        "-s",
+        &addrs,
+        &args.stack.bus,
+    )?;
     let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install()?;
     stop.take_down_on_stop(&stack.shmif)?;

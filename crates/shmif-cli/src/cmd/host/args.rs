@@ -229,10 +229,12 @@ impl Args {
     pub(super) fn check_actions(&self, addrs: &[IpCidr]) -> Result<()> {
         for a in &self.actions.0 {
             match *a {
-                Action::Ping(d) => {
-                    self.ping_options(d)
-                        .check(&a.to_string(), "--ping-size", addrs)?
-                }
+                Action::Ping(d) => self.ping_options(d).check(
+                    &a.to_string(),
+                    "--ping-size",
+                    addrs,
+                    &self.stack.bus,
+                )?,
                 Action::TcpSend { dest, echo } => {
                     self.tcp_options(dest, echo).check(&a.to_string(), addrs)?
                 }
