@@ -11,8 +11,12 @@ cp seeds/ring/* "$work/ring/"
 for f in ../tests/fixtures/*.bus.gz; do
     gzip -dc "$f" > "$work/bus_image/$(basename "$f" .gz)"
 done
+# Building first, with cargo's progress shown: the first build of both
+# targets (sanitizer instrumentation, nightly) takes minutes.
+echo "== building the fuzz targets (cargo +nightly fuzz build; minutes the first time)"
+cargo +nightly fuzz build
 for t in ring bus_image; do
-    echo "== fuzz target $t for ${secs}s"
+    echo "== fuzz target $t for ${secs}s (libFuzzer's progress lines follow)"
     # -rss_limit_mb: a bus image is 1 MiB and the harness copies it.
     cargo +nightly fuzz run "$t" "$work/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 \
         -max_len=$([ "$t" = ring ] && echo 16384 || echo 1048584) 2>&1 \

@@ -3,10 +3,9 @@
 //! A thin layer over the `shmif` library: each subcommand is one module in
 //! `cmd/`, with its arguments (clap) and a `run` function.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use std::process::ExitCode;
 
-#[allow(dead_code)] // parts are for the vde, qemu, vxlan and bridge adapters to come
 mod bridge;
 mod cli;
 mod cmd;
@@ -39,7 +38,14 @@ enum Command {
     Demo(cmd::demo::Args),
     Capture(cmd::capture::Args),
     Tap(cmd::tap::Args),
+    Vde(cmd::vde::Args),
+    Qemu(cmd::qemu::Args),
+    Vxlan(cmd::vxlan::Args),
+    Bridge(cmd::bridge::Args),
     Bench(cmd::bench::Args),
+    Top(cmd::top::Args),
+    Completions(cmd::completions::Args),
+    Man(cmd::man::Args),
     #[command(hide = true)]
     BenchWorker(cmd::bench::WorkerArgs),
 }
@@ -57,7 +63,14 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Tap(a) => cmd::tap::run(a),
+        Command::Vxlan(a) => cmd::vxlan::run(a),
+        Command::Bridge(a) => cmd::bridge::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Vde(a) => cmd::vde::run(a),
+        Command::Qemu(a) => cmd::qemu::run(a),
+        Command::Top(a) => cmd::top::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man(a) => cmd::man::run(a, Cli::command()),
         Command::BenchWorker(a) => cmd::bench::run_worker(a),
     };
     match result {

@@ -57,6 +57,117 @@ pub fn frame_line(sec: u32, usec: u32, frame: &[u8]) -> String {
     format!("{} {}", clock(sec, usec), summarize(frame))
 }
 
+/// A frame's decoded fields, for the `--json` output of `dump`, `listen`
+/// and `capture` (one object per frame). Fields a frame does not have
+/// are left out.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Fields {
+    /// The frame header's timestamp: seconds, microseconds.
+    pub sec: u32,
+    /// Microseconds of the timestamp.
+    pub usec: u32,
+    /// The frame's length, Ethernet header included.
+    pub len: usize,
+    /// Source MAC address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// Destination MAC address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// The EtherType's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// What it carries: `ARP`, `IPv4`, `IPv6`, or the EtherType's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Source IP address (IP), or ARP's sender address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_src: Option<IpAddr>,
+    /// Destination IP address (IP), or ARP's target address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_dst: Option<IpAddr>,
+    /// The IP protocol: `TCP`, `UDP`, `ICMP`, `ICMP6`, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// TCP or UDP source port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// TCP or UDP destination port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// TCP flags as tcpdump writes them (`S.`, `P.`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<String>,
+    /// The one-line summary ([`summarize`]).
+    pub summary: String,
+}
+
+/// A frame's decoded fields (see [`Fields`]); never panics.
+pub fn fields(sec: u32, usec: u32, frame: &[u8]) -> Fields {
+    let mut f = Fields {
+        sec,
+        usec,
+        len: frame.len(),
+        summary: summarize(frame),
+        ..Fields::default()
+    };
+    if frame.len() < ETH_HEADER_LEN {
+        return f;
+    }
+    f.dst = Some(mac(&frame[0..6]));
+    f.src = Some(mac(&frame[6..12]));
+    let ether_type = u16::from_be_bytes([frame[12], frame[13]]);
+    f.ethertype = Some(ether_type);
+    f.kind = Some(ether_type_name(ether_type));
+    let Ok(p) = LaxSlicedPacket::from_ethernet(frame) else {
+        return f;
+    };
+    let proto = match &p.net {
+        Some(LaxNetSlice::Arp(arp)) => {
+            if let Ok(a) = etherparse::ArpPacket::from_slice(arp.slice())
+                .map_err(drop)
+                .and_then(|a| a.try_eth_ipv4().map_err(drop))
+            {
+                f.ip_src = Some(IpAddr::V4(Ipv4Addr::from(a.sender_ipv4)));
+                f.ip_dst = Some(IpAddr::V4(Ipv4Addr::from(a.target_ipv4)));
+            }
+            None
+        }
+        Some(LaxNetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            f.ip_src = Some(IpAddr::V4(Ipv4Addr::from(h.source())));
+            f.ip_dst = Some(IpAddr::V4(Ipv4Addr::from(h.destination())));
+            Some(ip.payload().ip_number)
+        }
+        Some(LaxNetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            f.ip_src = Some(IpAddr::V6(Ipv6Addr::from(h.source())));
+            f.ip_dst = Some(IpAddr::V6(Ipv6Addr::from(h.destination())));
+            Some(ip.payload().ip_number)
+        }
+        None => None,
+    };
+    f.protocol = proto.map(proto_name);
+    match &p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            f.src_port = Some(t.source_port());
+            f.dst_port = Some(t.destination_port());
+            f.tcp_flags = Some(tcp_flags(t).trim_matches(['[', ']']).to_string());
+        }
+        Some(TransportSlice::Udp(u)) => {
+            f.src_port = Some(u.source_port());
+            f.dst_port = Some(u.destination_port());
+        }
+        _ => {}
+    }
+    f
+}
+
+/// The JSON line for a frame: [`fields`] as one object.
+pub fn json_line(sec: u32, usec: u32, frame: &[u8]) -> String {
+    serde_json::to_string(&fields(sec, usec, frame)).unwrap_or_default()
+}
+
 /// `HH:MM:SS.uuuuuu` of a bus timestamp, UTC. A microseconds field that is
 /// out of range (a hostile or broken peer) is shown as it is.
 pub fn clock(sec: u32, usec: u32) -> String {

@@ -175,3 +175,105 @@ fn garbage_on_the_bus_stops_no_command_and_traffic_flows_within_a_second_after()
     );
     assert!(server.running(), "the server host exited");
 }
+
+/// Runs a host with both outputs captured, waiting until it is up.
+fn start_host_capturing(bus: &Path, args: &[&str]) -> Proc {
+    let mut h = Proc::shmif("host", bus, args, Stream::Lines, Stream::Lines);
+    h.out()
+        .expect(|l| l.contains(" up on "), Duration::from_secs(10));
+    h
+}
+
+#[test]
+fn repairs_are_reported_once_per_episode_and_counted_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut a = start_host_capturing(&bus, &["--ip", "10.0.0.1/24"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let g = {
+        let (bus, stop) = (bus.clone(), stop.clone());
+        std::thread::spawn(move || garbage(&bus, 0x5eed, &stop))
+    };
+    // Host B pings A all through the garbage: both hosts send, so both
+    // meet broken rings and repair them.
+    let mut b = start_host_capturing(
+        &bus,
+        &[
+            "--ip",
+            "10.0.0.2/24",
+            "--ping",
+            "10.0.0.1",
+            "--ping-count",
+            "30",
+            "--ping-interval",
+            "0.05",
+            "--ping-timeout",
+            "0.2",
+            "--exit-when-done",
+        ],
+    );
+    b.wait(Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    let writes = g.join().unwrap();
+    assert!(writes > 100, "only {writes} garbage writes");
+    a.stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    let mut total = 0;
+    for (name, h) in [("A", &mut a), ("B", &mut b)] {
+        let (out, _) = h.out().until_end(Duration::from_secs(5));
+        let (err, _) = h.err().until_end(Duration::from_secs(5));
+        let summary = out
+            .iter()
+            .find(|l| l.contains(": stopping ("))
+            .unwrap_or_else(|| panic!("host {name}: no summary in {out:?}"));
+        let repairs = summary
+            .split("overruns, ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("host {name}: no repair count in {summary}"));
+        let warnings = err.iter().filter(|l| l.contains("repaired it")).count();
+        eprintln!("host {name}: {repairs} repairs, {warnings} warning lines");
+        assert_eq!(
+            warnings,
+            usize::from(repairs > 0),
+            "host {name}: one warning for one episode of {repairs} repairs: {err:?}"
+        );
+        total += repairs;
+    }
+    assert!(total > 0, "the garbage made nobody repair the bus");
+}
+
+#[test]
+fn a_bus_truncated_under_a_listener_stays_as_it_was_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let mut listen = Proc::shmif("listen", &bus, &[], Stream::Null, Stream::Lines);
+    common::wait_for(Duration::from_secs(10), "the bus", || {
+        (std::fs::metadata(&bus).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&bus)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // A frame's wake-up (a write to the file by another process) would be
+    // the listener's cue; the truncation's own event is enough.
+    let status = listen.wait(Duration::from_secs(10));
+    let (err, _) = listen.err().until_end(Duration::from_secs(5));
+    assert!(
+        !status.success(),
+        "listen kept going on a truncated bus: {err:?}"
+    );
+    assert!(
+        err.iter().any(|l| l.contains("truncated")),
+        "says what happened: {err:?}"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::metadata(&bus).unwrap().len(),
+        0,
+        "the listener wrote into the file on its way out"
+    );
+}

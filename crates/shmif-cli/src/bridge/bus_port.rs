@@ -4,6 +4,7 @@
 
 use super::{Ctx, Port, Service};
 use crate::cli::error::lib_error;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Result};
 use rustix::event::PollFlags;
 use shmif::Interface;
@@ -17,6 +18,7 @@ pub struct BusPort {
     wake: OwnedFd,
     path: PathBuf,
     max_frame: usize,
+    repairs: RepairNotice,
 }
 
 impl BusPort {
@@ -31,15 +33,11 @@ impl BusPort {
         Ok(BusPort {
             wake,
             path: path.to_path_buf(),
+            repairs: RepairNotice::new(path),
             // 1514 on a NetBSD bus; an extended bus's own frame limit.
             max_frame: iface.max_frame_len(),
             iface,
         })
-    }
-
-    /// The interface (for its MAC address and counters).
-    pub fn interface(&self) -> &Interface {
-        &self.iface
     }
 }
 
@@ -63,6 +61,7 @@ impl Port for BusPort {
         self.iface
             .wait_for_wakeup(Some(Duration::ZERO))
             .map_err(lib_error)?;
+        self.repairs.check(&self.iface.counters());
         let room = self.max_frame;
         loop {
             if ctx.full() {
@@ -88,8 +87,8 @@ impl Port for BusPort {
     fn report(&self) -> String {
         let c = self.iface.counters();
         format!(
-            "bus overruns {} ({} bytes lost), malformed {}",
-            c.overruns, c.overrun_bytes, c.malformed
+            "bus overruns {} ({} bytes lost), malformed {}, repairs {}",
+            c.overruns, c.overrun_bytes, c.malformed, c.ring_repairs
         )
     }
 }

@@ -111,6 +111,7 @@ impl Fdb {
     }
 
     /// Whether it knows none.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

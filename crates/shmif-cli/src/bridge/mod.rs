@@ -26,6 +26,9 @@
 
 pub mod bus_port;
 pub mod fdb;
+pub mod stream_port;
+pub mod vde_port;
+pub mod vxlan;
 
 use crate::cli::signal::{poll_fds, StopSignal};
 use anyhow::{Context as _, Result};
@@ -291,6 +294,7 @@ impl Engine {
     }
 
     /// How many ports are there now (listeners included).
+    #[cfg(test)]
     pub fn port_count(&self) -> usize {
         self.slots.iter().flatten().count()
     }

@@ -11,8 +11,9 @@ use std::time::Duration;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BusOpts {
     /// Permission bits, in octal, of a bus file this command creates
-    /// (an existing file keeps its own). The default lets only your own
-    /// processes join; 660 shares the bus with the file's group.
+    /// (an existing bus keeps its own; an existing empty file, made a bus
+    /// now, gets these). The default lets only your own processes join;
+    /// 660 shares the bus with the file's group.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse::mode)]
     pub mode: u32,
 
@@ -49,6 +50,8 @@ impl BusOpts {
     }
 
     /// A new interface (random MAC unless given), attached to `bus` and up.
+    /// An existing empty regular file is made a bus, as a missing one is,
+    /// and given the permissions of `--mode` as a created one would be.
     pub fn attach(&self, bus: &Path, mac: Option<MacAddr>) -> Result<Interface, shmif::Error> {
         self.attach_lossy(bus, mac, false)
     }
@@ -61,6 +64,18 @@ impl BusOpts {
         mac: Option<MacAddr>,
         lossy: bool,
     ) -> Result<Interface, shmif::Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let empty =
+            std::fs::symlink_metadata(bus).is_ok_and(|m| m.file_type().is_file() && m.len() == 0);
+        if empty {
+            std::fs::set_permissions(bus, std::fs::Permissions::from_mode(self.mode)).map_err(
+                |source| shmif::Error::Io {
+                    path: bus.to_path_buf(),
+                    what: "cannot set the mode of the empty file made a bus",
+                    source,
+                },
+            )?;
+        }
         let iface = match mac {
             Some(m) => Interface::with_mac(m),
             None => Interface::new(),

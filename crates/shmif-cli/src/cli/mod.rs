@@ -9,6 +9,7 @@
 //!   (durations, modes, MAC addresses, CIDRs);
 //! - [`output`]: printing lines others read through pipes, rates, plurals;
 //! - [`pcap`]: writing frames as pcap (`dump -p`, `capture`, `demo`);
+//! - [`repair`]: saying once per episode that a bus was repaired;
 //! - [`bus_opts`]: the options every command that attaches to a bus shares.
 //!
 //! A subcommand imports from here and from the library, never from another
@@ -19,4 +20,5 @@ pub mod error;
 pub mod output;
 pub mod parse;
 pub mod pcap;
+pub mod repair;
 pub mod signal;

@@ -4,7 +4,7 @@
 
 use shmif::MacAddr;
 use smoltcp::wire::{IpAddress, IpCidr};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// A non-negative number of seconds, fractions allowed: `2`, `0.5`.
@@ -117,6 +117,54 @@ pub fn bus_size(s: &str) -> Result<u64, String> {
     Ok(n)
 }
 
+/// A server's address, `ADDR:PORT` (IPv4) or `[ADDR]:PORT` (IPv6), with
+/// a message that says what is missing: the port, or the brackets.
+pub fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a); // port 0 is refused with the other checks on DEST
+    }
+    if let Some((addr, port)) = s.rsplit_once(':') {
+        if addr.parse::<std::net::Ipv6Addr>().is_ok() && port.parse::<u16>().is_ok() {
+            return Err(format!(
+                "`{s}`: an IPv6 address with a port needs brackets: [{addr}]:{port}"
+            ));
+        }
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<IpAddr>() {
+        let example = match ip {
+            IpAddr::V4(_) => format!("{ip}:9000"),
+            IpAddr::V6(_) => format!("[{ip}]:9000"),
+        };
+        return Err(format!("`{s}` has no port: give ADDR:PORT, e.g. {example}"));
+    }
+    if let Some((addr, port)) = s.rsplit_once(':') {
+        if port.parse::<u16>().is_err() && addr.parse::<IpAddr>().is_ok() {
+            return Err(format!("`{port}` is not a port number (1 to 65535)"));
+        }
+    }
+    Err(format!(
+        "`{s}` is not ADDR:PORT (e.g. 10.0.0.1:9000, or [fd00::1]:9000 for IPv6)"
+    ))
+}
+
+/// A port to serve on, 1 to 65535.
+pub fn port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) => Err("port 0 cannot be served on: give a port from 1 to 65535".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("`{s}` is not a port number (1 to 65535)")),
+    }
+}
+
+/// A count of at least one (`--count`, `-c`).
+pub fn count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("a count of 0 would do nothing: give 1 or more (or leave it out)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number of 1 or more")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +226,23 @@ mod tests {
         assert!(mac("b2:a0:00:00:00:01").is_ok());
         assert!(mac("ff:ff:ff:ff:ff:ff").is_err());
         assert!(mac("nonsense").is_err());
+    }
+
+    #[test]
+    fn socket_addresses_say_what_is_missing() {
+        assert_eq!(socket_addr("10.0.0.1:9000").unwrap().port(), 9000);
+        assert_eq!(socket_addr("[fd00::1]:7").unwrap().port(), 7);
+        assert_eq!(
+            socket_addr("10.0.0.1").unwrap_err(),
+            "`10.0.0.1` has no port: give ADDR:PORT, e.g. 10.0.0.1:9000"
+        );
+        assert_eq!(
+            socket_addr("fd00::1:9000").unwrap_err(),
+            "`fd00::1:9000`: an IPv6 address with a port needs brackets: [fd00::1]:9000"
+        );
+        assert!(socket_addr("10.0.0.1:x").unwrap_err().contains("`x`"));
+        assert_eq!(count("3"), Ok(3));
+        assert!(count("0").unwrap_err().contains("would do nothing"));
+        assert!(port("0").unwrap_err().contains("port 0"));
     }
 }

@@ -9,8 +9,10 @@
 //! captured. On the way out it reports to standard error how many frames it
 //! captured and what overruns cost.
 
-use crate::cli::error::lib_error;
+use crate::cli::error::{interrupted, lib_error};
+use crate::cli::output::{plural, refuse_binary_to_terminal};
 use crate::cli::pcap;
+use crate::cli::repair::RepairNotice;
 use crate::cli::signal::{poll_fds, StopSignal};
 use anyhow::{anyhow, Context as _};
 use pcap_file::pcap::PcapWriter;
@@ -64,9 +66,12 @@ const TSRESOL_NANOSECONDS: u8 = 9;
     shmif capture /tmp/bus                                 # one line per frame until Ctrl-C\n  \
     shmif capture /tmp/bus -w bus.pcap -c 100              # the next 100 frames to a pcap\n  \
     shmif capture /tmp/bus -w - | tcpdump -n -e -r -       # decoded live by tcpdump\n  \
-    shmif capture /tmp/bus -w - --pcapng | wireshark -k -i -   # live in Wireshark\n\n\
-    Exit status: 0 when COUNT frames were captured, on SIGINT/SIGTERM, or when the reader of \
-    standard output went away; 1 on an error (bad bus, unwritable FILE).")]
+    shmif capture /tmp/bus -w - --pcapng | wireshark -k -i -   # live in Wireshark\n  \
+    shmif capture /tmp/bus --json -c 10                    # one JSON object per frame\n\n\
+    A binary capture is not written to a terminal: `-w -` needs standard output redirected.\n\n\
+    Exit status: 0 when COUNT frames were captured, or when the reader of standard output went \
+    away; 1 on an error (bad bus, unwritable FILE); 2 on a usage error; 130 when stopped by \
+    SIGINT or SIGTERM.")]
 pub struct Args {
     /// The bus file (created if missing).
     #[arg(value_name = "BUS")]
@@ -79,7 +84,7 @@ pub struct Args {
 
     /// Stop after capturing COUNT frames.
     #[arg(short = 'c', long, value_name = "COUNT",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::parse::count)]
     pub count: Option<u64>,
 
     /// Write pcapng (a section header, an interface description block for
@@ -101,6 +106,12 @@ pub struct Args {
     /// their --reader-stall).
     #[arg(long)]
     pub lossy: bool,
+
+    /// Print each frame as one JSON object per line (sec, usec, len, src,
+    /// dst, ethertype, kind, ip_src, ip_dst, protocol, src_port, dst_port,
+    /// tcp_flags, summary) instead of a text line. Not with -w.
+    #[arg(long, conflicts_with = "write")]
+    pub json: bool,
 
     /// How the bus file is opened or created.
     #[command(flatten)]
@@ -138,6 +149,8 @@ impl Write for Shared {
 enum Format {
     /// One summary line per frame.
     Text(Shared),
+    /// One JSON object per frame.
+    Json(Shared),
     /// Classic pcap.
     Pcap(PcapWriter<Shared>, Shared),
     /// pcapng.
@@ -153,7 +166,10 @@ impl Format {
             out,
         ))));
         if args.write.is_none() {
-            return Ok(Format::Text(shared));
+            return Ok(match args.json {
+                true => Format::Json(shared),
+                false => Format::Text(shared),
+            });
         }
         if !args.pcapng {
             let w = pcap::writer(shared.clone(), snaplen)?;
@@ -189,6 +205,7 @@ impl Format {
         let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
         match self {
             Format::Text(out) => writeln!(out, "{}", crate::summary::frame_line(sec, usec, data)),
+            Format::Json(out) => writeln!(out, "{}", crate::summary::json_line(sec, usec, data)),
             Format::Pcap(w, _) => pcap::record(w, sec, usec, data),
             Format::PcapNg(w, _) => w
                 .write_pcapng_block(EnhancedPacketBlock {
@@ -207,7 +224,10 @@ impl Format {
     /// Pushes everything written so far to the file or pipe.
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Format::Text(out) | Format::Pcap(_, out) | Format::PcapNg(_, out) => out.flush(),
+            Format::Text(out)
+            | Format::Json(out)
+            | Format::Pcap(_, out)
+            | Format::PcapNg(_, out) => out.flush(),
         }
     }
 }
@@ -232,6 +252,10 @@ enum End {
 
 /// Runs `shmif capture`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.write.as_deref().is_some_and(|p| p.as_os_str() == "-") {
+        let what = if args.pcapng { "a pcapng" } else { "a pcap" };
+        refuse_binary_to_terminal(what, "-w")?;
+    }
     let signals = StopSignal::install()?;
     let iface = args
         .bus_opts
@@ -260,6 +284,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let wake = iface.wakeup_fd().map_err(lib_error)?;
     let stdout = io::stdout();
     let kind = match (&args.write, args.pcapng) {
+        (None, _) if args.json => "one JSON object per frame",
         (None, _) => "one line per frame",
         (Some(_), false) => "pcap",
         (Some(_), true) => "pcapng",
@@ -272,6 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut buf = vec![0u8; iface.max_frame_len()];
     let mut captured = 0u64;
     let mut bytes = 0u64;
+    let mut repairs = RepairNotice::new(&args.bus);
     let end = 'capture: loop {
         // Consume the wake-ups (and check the bus file is still the one
         // mapped), then empty the ring: a frame written after the drain
@@ -308,6 +334,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(write_error(e)),
         }
 
+        repairs.check(&iface.counters());
         let mut fds = vec![PollFd::from_borrowed_fd(signals.fd(), PollFlags::IN)];
         if let Some(w) = &wake {
             fds.push(PollFd::new(w, PollFlags::IN));
@@ -354,12 +381,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         String::new()
     };
     eprintln!(
-        "shmif: {}: {captured} frames captured ({bytes} bytes); lost to overruns: {} bytes of \
-         frames in {} overruns{unmeasured}; malformed {} ({why})",
+        "shmif: {}: {} captured ({bytes} bytes); lost to overruns: {} bytes of \
+         frames in {} overruns{unmeasured}; malformed {}; repairs {} ({why})",
         args.bus.display(),
+        plural(captured, "frame"),
         c.overrun_bytes,
         c.overruns - c.overruns_unmeasured.min(c.overruns),
         c.malformed,
+        c.ring_repairs,
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(match end {
+        End::Signal => interrupted(),
+        _ => ExitCode::SUCCESS,
+    })
 }

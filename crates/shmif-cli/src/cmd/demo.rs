@@ -1,8 +1,11 @@
 //! `shmif demo`: two TCP/IP hosts on a fresh bus, end to end, in seconds.
 
-use crate::cli::output;
+use crate::cli::error::{interrupted, lib_error};
+use crate::cli::output::{self, plural};
 use crate::cli::signal::StopSignal;
+use crate::cli::{parse, pcap as pcapfmt};
 use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
@@ -22,16 +25,24 @@ use std::time::{Duration, Instant};
 /// same amount through A's echo over IPv6, checking every byte that comes
 /// back; then it exits, 0 only if all of that succeeded. The demo prints
 /// both hosts' reports (RTTs, throughput, verdicts) and a summary, stops A,
-/// saves the bus as a pcap with `shmif dump -p`, and shows the last frames.
-/// Every step is a separate `shmif` process, as you would run it. Exits
-/// non-zero if any step fails; the hosts are stopped and the temporary
-/// directory removed in every case, unless --keep.
+/// and shows the last frames on the bus. Every step is a separate `shmif`
+/// process, as you would run it. From before host A starts to the end, the
+/// demo captures every frame on the bus into a pcap (duplicate address
+/// probes, ARP, neighbour discovery, the pings, both transfers), which it
+/// keeps: the temporary directory stays with only the pcap in it (the bus
+/// is removed) unless --no-pcap, when nothing stays. --keep keeps the bus
+/// too. The hosts are stopped in every case. Ctrl-C stops the demo, which
+/// prints what the hosts had reported so far. A spinner shows on standard
+/// error while host B works, when it is a terminal.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
-    shmif demo                               # everything in a temporary directory, removed after\n  \
+    shmif demo                               # a temporary directory; its pcap is kept\n  \
+    shmif demo --no-pcap                     # nothing is kept\n  \
     shmif demo --keep                        # keep the directory: bus and pcap\n  \
     shmif demo --bus /tmp/bus --pcap demo.pcap\n  \
-    tcpdump -n -e -r demo.pcap | less        # then read the capture")]
+    tcpdump -n -e -r demo.pcap | less        # then read the capture\n\n\
+    Exit status: 0 when every step succeeded; 1 when one failed; 2 on a usage error; 130 when \
+    stopped by SIGINT or SIGTERM.")]
 pub struct Args {
     /// Put the bus here instead of in a new temporary directory. A bus the
     /// demo created is removed afterwards unless --keep.
@@ -42,11 +53,15 @@ pub struct Args {
     pub keep: bool,
     /// Write the pcap here (kept in any case). Default: demo.pcap in the
     /// temporary directory, or BUS.pcap beside --bus.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "no_pcap")]
     pub pcap: Option<PathBuf>,
+    /// Capture nothing: no pcap is written, and the temporary directory is
+    /// removed (unless --keep).
+    #[arg(long)]
+    pub no_pcap: bool,
     /// How much host B sends over TCP to host A's sink, and through host
-    /// A's echo, in MiB.
-    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    /// A's echo, in MiB (fractions are fine).
+    #[arg(long, default_value_t = 20.0, value_name = "N", value_parser = parse::megabytes)]
     pub megabytes: f64,
     /// How many of the bus's last frames to show.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -68,6 +83,10 @@ struct Children {
     lines: Receiver<Line>,
     /// Lines received and not yet asked for.
     pending: Vec<Line>,
+    /// Every line each child printed, as received.
+    log: Vec<Vec<String>>,
+    /// Which children's output has ended.
+    ended: Vec<bool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -79,7 +98,39 @@ impl Children {
             lines_tx,
             lines,
             pending: Vec::new(),
+            log: Vec::new(),
+            ended: Vec::new(),
             stop,
+        }
+    }
+
+    /// Notes a line (or the end of output) received from a child.
+    fn note(&mut self, (id, line): &Line) {
+        match line {
+            Some(l) => self.log[*id].push(l.clone()),
+            None => self.ended[*id] = true,
+        }
+    }
+
+    /// After an interruption: stops every child still running (SIGTERM:
+    /// each prints its report as it goes) and collects their last lines,
+    /// for up to `limit`.
+    fn wind_down(&mut self, limit: Duration) {
+        for (_, child) in &mut self.list {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_child(child),
+                    rustix::process::Signal::TERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + limit;
+        while self.ended.iter().any(|e| !e) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.note(&line),
+                Err(_) => break,
+            }
         }
     }
 
@@ -106,6 +157,8 @@ impl Children {
             let _ = tx.send((id, None));
         });
         self.list.push((name.to_string(), child));
+        self.log.push(Vec::new());
+        self.ended.push(false);
         Ok(id)
     }
 
@@ -129,8 +182,14 @@ impl Children {
                 .lines
                 .recv_timeout(left.min(Duration::from_millis(100)))
             {
-                Ok((c, l)) if c == id => return Ok(Some(l)),
-                Ok(other) => self.pending.push(other),
+                Ok(line) if line.0 == id => {
+                    self.note(&line);
+                    return Ok(Some(line.1));
+                }
+                Ok(other) => {
+                    self.note(&other);
+                    self.pending.push(other)
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(Some(None)),
             }
@@ -282,19 +341,86 @@ fn strings(args: &[&str]) -> Vec<String> {
 /// Where the bus lives, and what to clean up.
 struct Place {
     bus: PathBuf,
-    pcap: PathBuf,
+    /// The pcap, unless --no-pcap.
+    pcap: Option<PathBuf>,
     /// The temporary directory (removed on drop unless kept).
     temp: Option<tempfile::TempDir>,
     /// Whether the demo created the bus file (then it removes it).
     created_bus: bool,
 }
 
+/// The capture of the whole demo: a promiscuous interface attached before
+/// host A starts, read by a thread that writes every frame to the pcap.
+struct Recorder {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Recorded>>,
+}
+
+/// What the recorder wrote.
+struct Recorded {
+    frames: u64,
+    lost_bytes: u64,
+}
+
+impl Recorder {
+    /// Attaches to `bus` (creating it) and starts capturing into `pcap`.
+    fn start(bus: &Path, pcap: &Path) -> Result<Recorder> {
+        // The bus first: a bad bus path is reported as such, and no pcap
+        // is left beside it.
+        let iface = shmif::Interface::attach(bus).map_err(lib_error)?;
+        let file = std::fs::File::create(pcap)
+            .with_context(|| format!("{}: cannot create the pcap", pcap.display()))?;
+        iface.set_promiscuous(true);
+        let snaplen = pcapfmt::snaplen(iface.is_extended(), iface.max_frame_len());
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let what = pcap.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("demo-capture".into())
+            .spawn(move || -> Result<Recorded> {
+                let err = |e: std::io::Error| anyhow!("{what}: cannot write the pcap: {e}");
+                let mut w = pcapfmt::writer(std::io::BufWriter::new(file), snaplen).map_err(err)?;
+                let mut frames = 0u64;
+                loop {
+                    let stopping = flag.load(Ordering::SeqCst);
+                    // Once asked to stop, what is left on the ring is taken
+                    // without waiting.
+                    let wait = if stopping {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(50)
+                    };
+                    match iface.recv_timeout(wait).map_err(lib_error)? {
+                        Some(f) => {
+                            pcapfmt::record(&mut w, f.sec, f.usec, &f.data).map_err(err)?;
+                            frames += 1;
+                        }
+                        None if stopping => break,
+                        None => {}
+                    }
+                }
+                w.into_writer().flush().map_err(err)?;
+                Ok(Recorded {
+                    frames,
+                    lost_bytes: iface.counters().overrun_bytes,
+                })
+            })
+            .context("cannot start the capture thread")?;
+        Ok(Recorder { stop, thread })
+    }
+
+    /// Stops capturing (after what is on the ring now) and closes the pcap.
+    fn finish(self) -> Result<Recorded> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("the capture thread panicked"))?
+    }
+}
+
 /// Runs `shmif demo`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
-    if !(args.megabytes.is_finite() && args.megabytes > 0.0) {
-        bail!("--megabytes {}: must be a positive number", args.megabytes);
-    }
     let exe = std::env::current_exe().context("cannot find the shmif executable to run")?;
     let signals = StopSignal::install()?;
     let stop = signals.flag();
@@ -310,7 +436,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .unwrap_or_else(|| with_suffix(bus, ".pcap"));
             Place {
                 bus: bus.clone(),
-                pcap,
+                pcap: (!args.no_pcap).then_some(pcap),
                 temp: None,
                 created_bus: !bus.exists(),
             }
@@ -322,21 +448,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .context("cannot create a temporary directory")?;
             Place {
                 bus: temp.path().join("bus"),
-                pcap: args
-                    .pcap
-                    .clone()
-                    .unwrap_or_else(|| temp.path().join("demo.pcap")),
+                pcap: (!args.no_pcap).then(|| {
+                    args.pcap
+                        .clone()
+                        .unwrap_or_else(|| temp.path().join("demo.pcap"))
+                }),
                 temp: Some(temp),
                 created_bus: true,
             }
         }
     };
 
-    let result = {
-        let mut children = Children::new(stop.clone());
-        steps(&args, &exe, &place, &mut children)
-        // `children` is dropped here: every host is stopped, whatever happened.
-    };
+    let mut children = Children::new(stop.clone());
+    let result = steps(&args, &exe, &place, &mut children);
+    let was_interrupted = stop.load(Ordering::SeqCst);
+    if was_interrupted {
+        // The results so far: what each host had reported, and its last
+        // words on being stopped.
+        children.wind_down(Duration::from_secs(3));
+        println!("interrupted; what the hosts reported until then:");
+        for (id, lines) in children.log.iter().enumerate() {
+            for l in lines {
+                println!("  {}: {l}", children.name(id));
+            }
+        }
+    }
+    // Every host is stopped, whatever happened.
+    drop(children);
 
     // Clean up, or say what was kept.
     let elapsed = t0.elapsed().as_secs_f64();
@@ -346,7 +484,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
         temp,
         created_bus,
     } = place;
-    let pcap_in_temp = temp.as_ref().is_some_and(|t| pcap.starts_with(t.path()));
     if args.keep {
         if let Some(t) = temp {
             let dir = t.keep();
@@ -355,19 +492,32 @@ pub fn run(args: Args) -> Result<ExitCode> {
             println!("kept {}", bus.display());
         }
     } else {
-        if created_bus && args.bus.is_some() {
+        if created_bus {
             let _ = std::fs::remove_file(&bus);
         }
-        drop(temp);
-        if result.is_ok() {
-            if pcap_in_temp {
+        let pcap_in_temp = match (&temp, &pcap) {
+            (Some(t), Some(p)) => p.starts_with(t.path()) && p.exists(),
+            _ => false,
+        };
+        match temp {
+            Some(t) if pcap_in_temp => {
+                let dir = t.keep();
                 println!(
-                    "removed the temporary directory, pcap included (--keep or --pcap FILE keeps it)"
+                    "removed the bus; kept {} with the pcap in it",
+                    dir.display()
                 );
-            } else if created_bus {
-                println!("removed the bus");
             }
+            Some(t) => {
+                drop(t);
+                println!("removed the temporary directory");
+            }
+            None if created_bus => println!("removed the bus"),
+            None => {}
         }
+    }
+    if was_interrupted {
+        eprintln!("shmif demo: interrupted after {elapsed:.2} s");
+        return Ok(interrupted());
     }
     result?;
     println!("demo done in {elapsed:.2} s");
@@ -384,6 +534,10 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Result<()> {
     let bus = place.bus.to_string_lossy().into_owned();
     println!("shmif demo: bus {}", place.bus.display());
+    let recorder = match &place.pcap {
+        Some(p) => Some(Recorder::start(&place.bus, p)?),
+        None => None,
+    };
     let mb = format!("{}", args.megabytes);
     let total = (args.megabytes * output::MIB).round() as u64;
 
@@ -437,7 +591,13 @@ fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Res
     );
     // Generous for big transfers: a slow machine still does 20 MiB/s.
     let timeout = STEP_TIMEOUT + Duration::from_secs_f64(2.0 * args.megabytes / 20.0);
-    let (status, out) = children.finish(b, timeout)?;
+    let spinner =
+        output::Progress::spinner(&format!("host B: pinging A, then sending {mb} MiB twice"));
+    let finished = children.finish(b, timeout);
+    if let Some(s) = spinner {
+        s.finish();
+    }
+    let (status, out) = finished?;
     for l in &out {
         println!("  host B: {l}");
     }
@@ -492,39 +652,40 @@ fn steps(args: &Args, exe: &Path, place: &Place, children: &mut Children) -> Res
         rate(&sent6)
     );
 
-    // 5. Stop host A: it detaches cleanly and exits 0.
+    // 5. Stop host A: it detaches cleanly and exits 130, as a command
+    // stopped by a signal does.
     let status = children.terminate(a, Duration::from_secs(5))?;
-    if !status.success() {
+    if status.code() != Some(i32::from(crate::cli::error::EXIT_INTERRUPTED)) {
         bail!("host A exited with {status} on SIGTERM");
     }
-    println!("host B exited 0 after its actions; host A stopped (SIGTERM), detached and exited 0");
+    println!(
+        "host B exited 0 after its actions; host A stopped (SIGTERM), detached and exited {}",
+        crate::cli::error::EXIT_INTERRUPTED
+    );
 
-    // 6. The bus as a pcap, and its last frames.
-    let pcap = place.pcap.to_string_lossy().into_owned();
-    let (status, out) = run_step(
-        children,
-        "dump -p",
-        exe,
-        &strings(&["dump", "-p", &pcap, &bus]),
-    )?;
-    if !status.success() {
-        bail!(
-            "shmif dump -p {pcap} failed ({status}): {}",
-            out.join(" | ")
+    // 6. The capture of the whole run, and the last frames on the bus.
+    if let (Some(r), Some(p)) = (recorder, &place.pcap) {
+        let rec = r.finish()?;
+        let size = std::fs::metadata(p)
+            .with_context(|| format!("pcap {} was not written", p.display()))?
+            .len();
+        let lost = match rec.lost_bytes {
+            0 => String::new(),
+            n => format!("; {n} bytes lost to overruns"),
+        };
+        println!(
+            "pcap: {} ({size} bytes, {} from the start: address probes, ARP, ping, TCP{lost}); \
+             read it with tcpdump -n -e -r {}",
+            p.display(),
+            plural(rec.frames, "frame"),
+            p.display()
         );
     }
-    let size = std::fs::metadata(&place.pcap)
-        .with_context(|| format!("pcap {pcap} was not written"))?
-        .len();
     let (status, out) = run_step(children, "dump", exe, &strings(&["dump", &bus]))?;
     if !status.success() {
         bail!("shmif dump failed ({status}): {}", out.join(" | "));
     }
     let frames: Vec<&String> = out.iter().filter(|l| l.starts_with("packet ")).collect();
-    println!(
-        "pcap: {pcap} ({size} bytes, {} frames still on the bus); read it with tcpdump -n -e -r {pcap}",
-        frames.len()
-    );
     println!("last {} frames on the bus:", args.frames.min(frames.len()));
     for l in &frames[frames.len().saturating_sub(args.frames)..] {
         println!("  {l}");

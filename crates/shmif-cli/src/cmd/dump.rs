@@ -6,7 +6,8 @@
 //! as a classic pcap file byte-identical to the one `shmif_dumpbus` writes
 //! through libpcap.
 
-use crate::cli::error::lib_error;
+use crate::cli::error::{lib_error, not_a_bus};
+use crate::cli::output::refuse_binary_to_terminal;
 use crate::cli::pcap;
 use anyhow::{anyhow, Context as _};
 use pcap_file::pcap::PcapWriter;
@@ -33,7 +34,10 @@ use std::process::ExitCode;
     shmif dump /tmp/bus                             # header, then one line per frame with a summary\n  \
     shmif dump -h /tmp/bus                          # the header line only\n  \
     shmif dump -p bus.pcap /tmp/bus                 # save the frames as pcap\n  \
-    shmif dump -p - /tmp/bus | tcpdump -n -e -r -   # pcap on stdout, text on stderr\n\n\
+    shmif dump -p - /tmp/bus | tcpdump -n -e -r -   # pcap on stdout, text on stderr\n  \
+    shmif dump --json /tmp/bus | jq -c '{packet, src, kind}'   # one JSON object per frame\n\n\
+    An empty file is not a bus yet (`dump` says so; a command that attaches makes it one). A \
+    binary pcap is not written to a terminal: `-p -` needs standard output redirected.\n\n\
     Exit status: 0 on success; 1 if the file is not a readable bus or its frame chain is corrupt \
     (frames found before the corruption are still printed)."
 )]
@@ -46,6 +50,13 @@ pub struct Args {
     /// to standard output, and the text lines then go to standard error.
     #[arg(short = 'p', long = "pcap", value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    /// Print one JSON object per frame on standard output (packet,
+    /// offset, then the decoded fields: sec, usec, len, src, dst,
+    /// ethertype, kind, ip_src, ip_dst, protocol, src_port, dst_port,
+    /// tcp_flags, summary) instead of the header and frame lines.
+    #[arg(long, conflicts_with_all = ["header_only", "pcap"])]
+    pub json: bool,
 
     /// The bus file to read.
     #[arg(value_name = "BUS")]
@@ -126,29 +137,27 @@ impl Pcap {
     }
 }
 
-/// Whether the first bytes of a file look like text (for a clearer error).
-fn looks_like_text(image: &[u8]) -> bool {
-    let head = &image[..image.len().min(64)];
-    !head.is_empty()
-        && head
-            .iter()
-            .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
-}
-
-/// Turns [`Dump::parse`]'s refusal into a message naming the file.
+/// Turns [`Dump::parse`]'s refusal into a message naming the file, in the
+/// words the attaching commands use ([`not_a_bus`]).
 fn parse_error(path: &Path, image: &[u8], e: DumpError) -> anyhow::Error {
-    let p = path.display();
+    use shmif::wire::{BUS_SIZE, MAGIC};
     match e {
-        DumpError::NotABus(_) if looks_like_text(image) => anyhow!(
-            "{p}: not a shmif bus: it is a text file ({} bytes)",
-            file_size(path, image)
-        ),
-        DumpError::NotABus(_) if image.len() > shmif::wire::BUS_SIZE => anyhow!(
-            "{p}: not a shmif bus: it is {} bytes long, a bus is {}",
-            file_size(path, image),
-            shmif::wire::BUS_SIZE
-        ),
-        other => anyhow!("{p}: {other}"),
+        DumpError::NotABus(_) => {
+            let size = file_size(path, image);
+            let magic = image
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_ne_bytes);
+            let reason = match magic {
+                Some(m) if m == MAGIC || m == MAGIC.swap_bytes() => {
+                    format!("it has the shmif magic but is {size} bytes long instead of {BUS_SIZE}")
+                }
+                Some(m) => format!("{size} bytes with magic {m:#010x} (expected {MAGIC:#010x})"),
+                None => format!("only {size} bytes"),
+            };
+            not_a_bus(path, &reason)
+        }
+        other => anyhow!("{}: {other}", path.display()),
     }
 }
 
@@ -157,6 +166,17 @@ fn file_size(path: &Path, image: &[u8]) -> u64 {
     std::fs::metadata(path)
         .map(|m| m.len())
         .unwrap_or(image.len() as u64)
+}
+
+/// A frame as `dump --json` prints it.
+#[derive(serde::Serialize)]
+struct JsonFrame {
+    /// Its number in the walk.
+    packet: usize,
+    /// Offset of its payload in the data region.
+    offset: u32,
+    #[serde(flatten)]
+    fields: crate::summary::Fields,
 }
 
 /// Where the pcap goes, if anywhere.
@@ -175,9 +195,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(p) => PcapTarget::File(p),
     };
 
-    // Everything is checked before any output file is created.
+    if matches!(target, PcapTarget::Stdout) {
+        refuse_binary_to_terminal("a pcap", "-p")?;
+    }
+    // Everything is checked before any output file is created, and the
+    // output file is created before anything is printed.
     let image = shmif::read_image(path).map_err(lib_error)?;
     let dump = Dump::parse(&image).map_err(|e| parse_error(path, &image, e))?;
+    let pcap_file = match target {
+        PcapTarget::File(p) if !args.header_only => {
+            pcap::check_not_the_bus(p, path, "pcap")?;
+            let file =
+                File::create(p).with_context(|| format!("{}: cannot create", p.display()))?;
+            Some(file)
+        }
+        _ => None,
+    };
 
     let mut text = match target {
         PcapTarget::Stdout => Output::new("standard error", Box::new(io::stderr().lock())),
@@ -186,7 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Box::new(BufWriter::new(io::stdout().lock())),
         ),
     };
-    match walk(&args, path, &dump, &target, &mut text) {
+    match walk(&args, path, &dump, &target, pcap_file, &mut text) {
         Ok(result) => result,
         Err(e) => {
             let _ = text.flush();
@@ -206,9 +239,12 @@ fn walk(
     path: &Path,
     dump: &Dump<'_>,
     target: &PcapTarget<'_>,
+    pcap_file: Option<File>,
     text: &mut Output,
 ) -> Result<anyhow::Result<ExitCode>, WriteError> {
-    text.line(&dump.header_line())?;
+    if !args.json {
+        text.line(&dump.header_line())?;
+    }
     if args.header_only {
         text.flush()?;
         return Ok(Ok(ExitCode::SUCCESS));
@@ -221,24 +257,14 @@ fn walk(
             Box::new(BufWriter::new(io::stdout().lock())),
             snaplen,
         )?),
-        PcapTarget::File(p) => {
-            if let Err(e) = pcap::check_not_the_bus(p, path, "pcap") {
-                text.flush()?;
-                return Ok(Err(e));
-            }
-            let file = match File::create(p) {
-                Ok(f) => f,
-                Err(e) => {
-                    text.flush()?;
-                    return Ok(Err(e).with_context(|| format!("{}: cannot create", p.display())));
-                }
-            };
-            Some(Pcap::new(
+        PcapTarget::File(p) => match pcap_file {
+            Some(file) => Some(Pcap::new(
                 format!("pcap file {}", p.display()),
                 Box::new(BufWriter::new(file)),
                 snaplen,
-            )?)
-        }
+            )?),
+            None => None,
+        },
     };
     let mut corrupt = None;
     for frame in dump.frames() {
@@ -253,6 +279,16 @@ fn walk(
             Some(pcap) => {
                 text.line(&frame.line())?;
                 pcap.record(frame.sec, frame.usec, &frame.data)?;
+            }
+            None if args.json => {
+                let fields = crate::summary::fields(frame.sec, frame.usec, &frame.data);
+                let line = serde_json::to_string(&JsonFrame {
+                    packet: frame.index,
+                    offset: frame.offset,
+                    fields,
+                })
+                .unwrap_or_default();
+                text.line(&line)?
             }
             None => text.line(&format!(
                 "{}  {}",

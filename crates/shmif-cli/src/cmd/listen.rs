@@ -5,7 +5,9 @@
 //! sender's timestamp and a decoded summary, and on the way out prints the
 //! interface's counters to standard error.
 
-use crate::cli::error::lib_error;
+use crate::cli::error::{interrupted, lib_error};
+use crate::cli::output::plural;
+use crate::cli::repair::RepairNotice;
 use crate::cli::signal::StopSignal;
 use shmif::Error;
 use std::io::{self, Write};
@@ -13,10 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Exit status after Ctrl-C (SIGINT) or SIGTERM before COUNT frames, as
-/// shells report a death by SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// Print frames as they arrive on a shmif bus.
 ///
@@ -31,9 +29,11 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[command(after_help = "Examples:\n  \
     shmif listen /tmp/bus                    # until Ctrl-C\n  \
     shmif listen /tmp/bus -c 5 --promisc     # the next 5 frames, whoever they are for\n  \
-    shmif listen /tmp/bus -c 1 --timeout 10  # wait at most 10 s for one frame\n\n\
+    shmif listen /tmp/bus -c 1 --timeout 10  # wait at most 10 s for one frame\n  \
+    shmif listen /tmp/bus --json | jq -c '{src, kind, summary}'   # one JSON object per frame\n\n\
     Exit status: 0 when COUNT frames arrived (or, without -c, at the timeout); 1 when the \
-    timeout came first; 130 when interrupted before COUNT frames.")]
+    timeout came first, or on an error; 2 on a usage error; 130 when stopped by SIGINT or \
+    SIGTERM before COUNT frames.")]
 pub struct Args {
     /// The bus file (created if missing).
     #[arg(value_name = "BUS")]
@@ -44,7 +44,7 @@ pub struct Args {
 
     /// Stop after receiving N frames.
     #[arg(short = 'c', long, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::parse::count)]
     pub count: Option<u64>,
 
     /// Receive frames addressed to any MAC, not just broadcast, multicast
@@ -55,6 +55,12 @@ pub struct Args {
     /// Give up after SECS seconds (fractions allowed, e.g. 0.5).
     #[arg(long, value_name = "SECS", value_parser = crate::cli::parse::seconds)]
     pub timeout: Option<Duration>,
+
+    /// Print each frame as one JSON object per line (sec, usec, len, src,
+    /// dst, ethertype, kind, ip_src, ip_dst, protocol, src_port, dst_port,
+    /// tcp_flags, summary) instead of a text line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Why the receive loop ended.
@@ -81,6 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let mut out = io::stdout().lock();
     let mut got = 0u64;
+    let mut repairs = RepairNotice::new(&args.bus);
     let end = loop {
         if args.count.is_some_and(|n| got >= n) {
             break End::Done;
@@ -96,7 +103,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(lib_error(e)),
         };
         got += 1;
-        let line = crate::summary::frame_line(frame.sec, frame.usec, &frame.data);
+        repairs.check(&iface.counters());
+        let line = if args.json {
+            crate::summary::json_line(frame.sec, frame.usec, &frame.data)
+        } else {
+            crate::summary::frame_line(frame.sec, frame.usec, &frame.data)
+        };
         if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             if e.kind() == io::ErrorKind::BrokenPipe {
                 break End::OutputClosed;
@@ -117,20 +129,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let _ = writeln!(
         io::stderr().lock(),
-        "shmif: {} ({}): received {} frames ({} bytes), filtered {}, overruns {} ({} bytes lost), \
-         malformed {}{why}",
+        "shmif: {} ({}): received {} ({} bytes), filtered {}, overruns {} ({} bytes lost), \
+         malformed {}, repairs {}{why}",
         args.bus.display(),
         iface.mac(),
-        c.rx_frames,
+        plural(c.rx_frames, "frame"),
         c.rx_bytes,
         c.rx_filtered,
         c.overruns,
         c.overrun_bytes,
         c.malformed,
+        c.ring_repairs,
     );
     Ok(match (end, args.count) {
         (End::Done, _) | (End::TimedOut, None) => ExitCode::SUCCESS,
-        (End::Interrupted, _) => ExitCode::from(EXIT_INTERRUPTED),
+        (End::Interrupted, _) => interrupted(),
         _ => ExitCode::FAILURE,
     })
 }

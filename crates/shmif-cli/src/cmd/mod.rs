@@ -4,13 +4,20 @@
 //! another subcommand.
 
 pub mod bench;
+pub mod bridge;
 pub mod capture;
+pub mod completions;
 pub mod create;
 pub mod demo;
 pub mod dump;
 pub mod host;
 pub mod listen;
+pub mod man;
 pub mod ping;
+pub mod qemu;
 pub mod send;
 pub mod tap;
 pub mod tcp_send;
+pub mod top;
+pub mod vde;
+pub mod vxlan;

@@ -1,5 +1,6 @@
 //! `shmif ping`: ICMP echo over a bus, from a userspace TCP/IP stack.
 
+use crate::cli::error::interrupted;
 use crate::cli::parse;
 use crate::cli::signal::StopSignal;
 use crate::net::{self, ping::PingOptions, ping::Pinger};
@@ -14,13 +15,17 @@ use std::time::Duration;
 /// --ip (or --ip6), resolves DEST with ARP (IPv4) or neighbour discovery
 /// (IPv6), and sends echo requests. It prints one line per reply with its
 /// round-trip time, then a summary with the loss and the min/avg/median/max
-/// RTT. It exits 0 if at least one reply came back (none with wrong data),
-/// 1 otherwise. SIGINT stops it early, with the summary.
+/// RTT; when nothing came back it says whether anybody answered ARP (or
+/// neighbour discovery) for DEST at all. SIGINT stops it early, with the
+/// summary.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shmif ping /tmp/bus --ip 10.0.0.2/24 10.0.0.1 -c 3\n  \
     shmif ping /tmp/bus --ip fd00::2/64 fd00::1 -c 1000 -i 0 -q   # latency: back to back\n  \
-    shmif ping /tmp/bus --ip 10.0.0.2/24 --ip6 fd00::2/64 fd00::1")]
+    shmif ping /tmp/bus --ip 10.0.0.2/24 --ip6 fd00::2/64 fd00::1\n  \
+    shmif ping /tmp/bus --ip 10.0.0.2/24 10.0.0.1 -c 3 --json | jq .rtt_ms.avg\n\n\
+    Exit status: 0 if at least one reply came back (none with wrong data); 1 otherwise, or on an \
+    error; 2 on a usage error; 130 when stopped by SIGINT or SIGTERM.")]
 pub struct Args {
     #[command(flatten)]
     pub stack: net::StackArgs,
@@ -28,7 +33,7 @@ pub struct Args {
     #[arg(value_name = "DEST")]
     pub dest: IpAddr,
     /// Stop after COUNT requests (default: until SIGINT).
-    #[arg(short = 'c', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = crate::cli::parse::count)]
     pub count: Option<u64>,
     /// Seconds between requests; 0 sends each request as soon as the
     /// previous reply is in (or has timed out).
@@ -43,6 +48,11 @@ pub struct Args {
     /// Print only the summary.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Print only one JSON object with the results (dest, src,
+    /// transmitted, received, loss_percent, wrong_data, seconds, rtt_ms
+    /// {min, avg, median, max}, replies [[seq, ms]], ok, interrupted, error).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `shmif ping`.
@@ -54,6 +64,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         size: args.size,
         timeout: args.timeout,
         quiet: args.quiet,
+        json: args.json,
     };
     let addrs = args.stack.addresses()?;
     opts.check(
@@ -66,7 +77,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let stop = StopSignal::install()?;
     stop.take_down_on_stop(&stack.shmif)?;
     let mut pinger = Pinger::start(&mut stack, opts, &args.stack.bus)?;
-    Ok(if net::run_alone(&mut stack, &mut pinger, &stop)? {
+    let ok = net::run_alone(&mut stack, &mut pinger, &stop)?;
+    Ok(if stop.stopped() {
+        interrupted()
+    } else if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -5,6 +5,8 @@
 //! or more times. Every argument is checked before the bus is touched.
 
 use crate::cli::error::lib_error;
+use crate::cli::output::plural;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context as _};
 use shmif::wire::MIN_FRAME_LEN;
 use shmif::MacAddr;
@@ -38,9 +40,9 @@ pub struct Args {
     #[arg(long, value_name = "MAC")]
     pub dst: MacAddr,
 
-    /// Source MAC address, also the sending interface's address
+    /// Source MAC address, also the sending interface's address; unicast
     /// [default: a random b2:a0:xx:xx:xx:xx].
-    #[arg(long, value_name = "MAC")]
+    #[arg(long, value_name = "MAC", value_parser = crate::cli::parse::mac)]
     pub src: Option<MacAddr>,
 
     /// EtherType, in hex with 0x (0x88b5) or in decimal.
@@ -56,7 +58,7 @@ pub struct Args {
 
     /// How many times to send the frame.
     #[arg(long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = crate::cli::parse::count)]
     pub count: u64,
 }
 
@@ -181,16 +183,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for _ in 0..args.count {
         iface.send(&frame).map_err(lib_error)?;
     }
+    RepairNotice::new(&args.bus).check(&iface.counters());
     let _ = writeln!(
         io::stderr().lock(),
-        "shmif: sent {} frame{} of {} bytes ({} > {}, ethertype 0x{:04x}, {} payload bytes) on {}",
-        args.count,
-        if args.count == 1 { "" } else { "s" },
+        "shmif: sent {} of {} bytes ({} > {}, ethertype 0x{:04x}, {}) on {}",
+        plural(args.count, "frame"),
         frame.len(),
         iface.mac(),
         args.dst,
         args.ethertype,
-        payload.len(),
+        plural(payload.len() as u64, "payload byte"),
         args.bus.display()
     );
     Ok(ExitCode::SUCCESS)

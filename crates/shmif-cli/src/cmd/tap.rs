@@ -57,8 +57,9 @@ use std::process::ExitCode;
     shmif tap /tmp/bus --tap shm-red --netns red &      # a second kernel: a namespace's\n  \
     ip -n red addr add 10.0.0.3/24 dev shm-red\n  \
     ip netns exec red ping -c 3 10.0.0.1                # kernel to kernel across the bus\n\n\
-    Exit status: 0 after SIGINT/SIGTERM; 1 if the TAP cannot be opened (the message says which \
-    privilege or device is missing) or the bus fails.")]
+    Exit status: 130 when stopped by SIGINT or SIGTERM (it runs until then); 1 if the TAP cannot \
+    be opened (the message says which privilege or device is missing) or the bus fails; 2 on a \
+    usage error.")]
 pub struct Args {
     /// The bus file (created if missing).
     #[arg(value_name = "BUS")]
@@ -434,7 +435,7 @@ mod linux {
             refused.get(),
         );
         Ok(match end {
-            End::Signal => ExitCode::SUCCESS,
+            End::Signal => crate::cli::error::interrupted(),
             End::EssentialClosed => ExitCode::FAILURE,
         })
     }

@@ -20,8 +20,8 @@ pub enum Step {
 }
 
 /// Something a host does over many polls of its [`Stack`], next to
-/// whatever else the stack serves: a ping run ([`crate::cmd::ping::Pinger`]), a
-/// TCP transfer ([`crate::cmd::tcp_send::TcpSender`]).
+/// whatever else the stack serves: a ping run ([`crate::net::ping::Pinger`]), a
+/// TCP transfer ([`crate::net::transfer::TcpSender`]).
 ///
 /// The driver polls the stack, calls [`Activity::step`], and sleeps as the
 /// step says; when the interface is taken down (SIGINT/SIGTERM) it calls

@@ -7,10 +7,13 @@
 //! - [`ping`]: a ping run (`shmif ping`, `shmif host --ping`);
 //! - [`transfer`]: a TCP transfer of the test pattern (`shmif tcp-send`,
 //!   `shmif host --tcp-send`);
-//! - [`pattern`]: the test pattern `tcp-send` sends and a sink checks.
+//! - [`pattern`]: the test pattern `tcp-send` sends and a sink checks;
+//! - [`dad`]: duplicate address detection (the probe a host makes before
+//!   it serves, the answers every stack gives for its own addresses).
 
 pub mod activity;
 pub mod args;
+pub mod dad;
 pub mod pattern;
 pub mod ping;
 pub mod stack;

@@ -50,6 +50,36 @@ pub struct PingOptions {
     pub timeout: Duration,
     /// Print only the summary.
     pub quiet: bool,
+    /// Print only one JSON object with the results, at the end.
+    pub json: bool,
+}
+
+/// The results of a ping run, as `ping --json` prints them.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    dest: String,
+    src: String,
+    transmitted: u64,
+    received: u64,
+    loss_percent: f64,
+    wrong_data: u64,
+    seconds: f64,
+    /// min, avg, median, max in ms (absent without replies).
+    rtt_ms: Option<Rtt>,
+    /// Each reply: sequence number and round-trip time in ms.
+    replies: Vec<(u16, f64)>,
+    ok: bool,
+    interrupted: bool,
+    error: Option<String>,
+}
+
+/// Round-trip time figures, in milliseconds.
+#[derive(Debug, serde::Serialize)]
+struct Rtt {
+    min: f64,
+    avg: f64,
+    median: f64,
+    max: f64,
 }
 
 impl PingOptions {
@@ -88,6 +118,8 @@ pub struct Pinger {
     /// Requests in flight: sequence number -> time sent.
     waiting: BTreeMap<u16, Instant>,
     rtts: Vec<Duration>,
+    /// Sequence number of each reply in `rtts`.
+    seqs: Vec<u16>,
     corrupt: u64,
     /// Whether the interface went down: send nothing more.
     interrupted: bool,
@@ -126,7 +158,7 @@ impl Pinger {
             stack.sockets.remove(handle);
             return Err(e).context("cannot open an ICMP socket");
         }
-        if !opts.quiet {
+        if !opts.quiet && !opts.json {
             output::say(&format!(
                 "PING {dest} from {src} ({}) on {}: {} data bytes",
                 stack.mac(),
@@ -147,6 +179,7 @@ impl Pinger {
             next_send: Instant::now(),
             waiting: BTreeMap::new(),
             rtts: Vec::new(),
+            seqs: Vec::new(),
             corrupt: 0,
             interrupted: false,
             data: Vec::with_capacity(size),
@@ -229,7 +262,8 @@ impl Pinger {
                 self.corrupt += 1;
             }
             self.rtts.push(rtt);
-            if !self.opts.quiet {
+            self.seqs.push(seq);
+            if !self.opts.quiet && !self.opts.json {
                 output::say(&format!(
                     "{} bytes from {from}: icmp_seq={seq} time={:.3} ms{}",
                     reply_data.len() + 8,
@@ -378,6 +412,49 @@ impl Activity for Pinger {
         } else {
             0.0
         };
+        let ok = received > 0 && self.corrupt == 0;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let nobody = match received {
+            0 => super::transfer::nobody_answered(stack, self.opts.dest)
+                .map(|n| format!("{n}: no host on the bus has that address")),
+            _ => None,
+        };
+        if self.opts.json {
+            let rtt = (!rtts.is_empty()).then(|| {
+                let mut sorted = rtts.clone();
+                sorted.sort();
+                Rtt {
+                    min: ms(sorted[0]),
+                    avg: ms(rtts.iter().sum::<Duration>() / rtts.len() as u32),
+                    median: ms(sorted[sorted.len() / 2]),
+                    max: ms(sorted[sorted.len() - 1]),
+                }
+            });
+            let report = Report {
+                dest: dest.to_string(),
+                src: self.src.to_string(),
+                transmitted: sent,
+                received,
+                loss_percent: loss,
+                wrong_data: self.corrupt,
+                seconds: self.started.elapsed().as_secs_f64(),
+                rtt_ms: rtt,
+                replies: self
+                    .seqs
+                    .iter()
+                    .zip(rtts)
+                    .map(|(s, r)| (*s, ms(*r)))
+                    .collect(),
+                ok,
+                interrupted: self.interrupted,
+                error: nobody.clone(),
+            };
+            output::say(&serde_json::to_string(&report).unwrap_or_default());
+            if let Some(n) = nobody {
+                eprintln!("shmif ping: {n}");
+            }
+            return ok;
+        }
         output::say(&format!("--- {dest} ping statistics ---"));
         output::say(&format!(
             "{sent} packets transmitted, {received} received, {loss:.0}% packet loss, time {:.3} s{}",
@@ -388,8 +465,10 @@ impl Activity for Pinger {
                 String::new()
             }
         ));
+        if let Some(n) = nobody {
+            eprintln!("shmif ping: {n}");
+        }
         if !rtts.is_empty() {
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             let min = rtts.iter().min().copied().unwrap_or_default();
             let max = rtts.iter().max().copied().unwrap_or_default();
             let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
@@ -404,6 +483,6 @@ impl Activity for Pinger {
                 ms(max)
             ));
         }
-        received > 0 && self.corrupt == 0
+        ok
     }
 }

@@ -1,7 +1,10 @@
 //! A TCP/IP host on a bus: a shmif interface, smoltcp's interface over it,
 //! and the sockets.
 
+use super::dad::{Guard, Guarded};
 use crate::cli::bus_opts::BusOpts;
+use crate::cli::error::lib_error;
+use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context, Result};
 use shmif::smoltcp_device::ShmifDevice;
 use shmif::{Interface, MacAddr};
@@ -30,6 +33,13 @@ pub struct Stack {
     pub ip: IpInterface,
     /// The sockets.
     pub sockets: SocketSet<'static>,
+    /// Says once per episode that the bus was repaired.
+    repairs: RepairNotice,
+    /// Polls since the repair counter was last looked at.
+    polls: u32,
+    /// Answers duplicate address probes for this stack's addresses, and
+    /// notes the neighbours heard from.
+    pub guard: Guard,
 }
 
 impl Stack {
@@ -41,10 +51,10 @@ impl Stack {
         mac: Option<MacAddr>,
         addrs: &[IpCidr],
     ) -> Result<Stack> {
-        let shmif = opts
-            .attach(bus, mac)
-            .with_context(|| format!("cannot attach to bus {}", bus.display()))?;
+        // The library's message names the bus already.
+        let shmif = opts.attach(bus, mac).map_err(lib_error)?;
         let shmif = Arc::new(shmif);
+        let guard = Guard::new(shmif.clone(), addrs.iter().map(|c| c.address()).collect());
         // Received checksums are verified (the device's default): skipping
         // that made no measurable difference to throughput here.
         let mut dev = ShmifDevice::new(shmif.clone());
@@ -61,28 +71,44 @@ impl Stack {
             dev,
             ip,
             sockets: SocketSet::new(vec![]),
+            repairs: RepairNotice::new(bus),
+            polls: 0,
+            guard,
         })
     }
 
     /// Runs smoltcp once: takes in every waiting frame, sends what the
     /// sockets have. Returns whether a socket may have changed state.
     pub fn poll(&mut self) -> bool {
-        self.ip.poll(
-            smoltcp::time::Instant::now(),
-            &mut self.dev,
-            &mut self.sockets,
-        ) == smoltcp::iface::PollResult::SocketStateChanged
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % 256 == 0 {
+            self.repairs.check(&self.shmif.counters());
+        }
+        let mut dev = Guarded {
+            dev: &mut self.dev,
+            guard: &mut self.guard,
+        };
+        self.ip
+            .poll(smoltcp::time::Instant::now(), &mut dev, &mut self.sockets)
+            == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// Sends what is queued, then sleeps until a frame arrives, smoltcp has
     /// a timer due, or `max` passes. Returns `Ok(false)` when the interface
     /// was taken down (by [`crate::cli::signal::StopSignal`]), `Ok(true)` otherwise.
     pub fn wait(&mut self, max: Option<Duration>) -> Result<bool> {
+        self.repairs.check(&self.shmif.counters());
         match self.dev.poll_wait(&mut self.ip, &self.sockets, max) {
             Ok(()) => Ok(true),
             Err(shmif::Error::Down) => Ok(false),
             Err(e) => Err(anyhow!(e)),
         }
+    }
+
+    /// Whether another interface on the bus has shown it has `addr` (an
+    /// ARP packet from it, a neighbour advertisement for it).
+    pub fn heard(&self, addr: IpAddress) -> bool {
+        self.guard.heard(addr)
     }
 
     /// This interface's MAC address.

@@ -10,6 +10,10 @@ use smoltcp::wire::{IpAddress, IpCidr, IpEndpoint};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// How long an aborted transfer keeps answering the server's segments
+/// with resets (see [`TcpSender`]'s `finish`).
+const RESET_LINGER: Duration = Duration::from_millis(300);
+
 /// How long to wait for the server to close its side once everything is
 /// acknowledged (a sink closes at once).
 const LINGER: Duration = Duration::from_secs(1);
@@ -40,6 +44,10 @@ pub struct TcpSendOptions {
     pub tcp_buffer: usize,
     /// Give up after this long without progress.
     pub timeout: Duration,
+    /// Report as one JSON object on stdout instead of text lines.
+    pub json: bool,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 impl TcpSendOptions {
@@ -83,6 +91,40 @@ pub struct TcpSender {
     /// a change in any.
     last_mark: (u64, usize, u64, tcp::State),
     failure: Option<String>,
+    /// Whether the interface went down (SIGINT/SIGTERM) under it.
+    interrupted: bool,
+    bar: Option<output::Progress>,
+}
+
+/// The results of a transfer, as `tcp-send --json` prints them.
+#[derive(Debug, serde::Serialize)]
+struct Report<'a> {
+    src: String,
+    dest: String,
+    bytes: u64,
+    bytes_acked: u64,
+    seconds: f64,
+    mib_per_sec: f64,
+    connected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    echoed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    echo_ok: Option<bool>,
+    ok: bool,
+    interrupted: bool,
+    error: Option<&'a str>,
+}
+
+/// What to say when nobody answered for `dest`: whether anyone has said
+/// on the bus that it has the address.
+pub fn nobody_answered(stack: &Stack, dest: std::net::IpAddr) -> Option<String> {
+    if stack.heard(IpAddress::from(dest)) {
+        return None;
+    }
+    Some(match dest {
+        std::net::IpAddr::V4(_) => format!("nobody answered ARP for {dest}"),
+        std::net::IpAddr::V6(_) => format!("nobody answered neighbour discovery for {dest}"),
+    })
 }
 
 impl TcpSender {
@@ -114,6 +156,8 @@ impl TcpSender {
             last_progress: Instant::now(),
             last_mark: (0, 0, 0, tcp::State::Closed),
             failure: None,
+            interrupted: false,
+            bar: None,
         })
     }
 
@@ -131,6 +175,9 @@ impl Activity for TcpSender {
         let state = s.state();
         if self.start.is_none() && matches!(state, tcp::State::Established) {
             self.start = Some(Instant::now());
+            if self.opts.progress {
+                self.bar = output::Progress::bytes(total, &format!("tcp-send to {dest}"));
+            }
         }
         if self.start.is_none() && state == tcp::State::Closed {
             return self.fail(format!(
@@ -186,6 +233,9 @@ impl Activity for TcpSender {
             ));
         }
         let mark = (acked, s.send_queue(), self.echoed, state);
+        if let Some(bar) = &self.bar {
+            bar.set(acked);
+        }
         if mark != self.last_mark {
             self.last_mark = mark;
             self.last_progress = Instant::now();
@@ -196,11 +246,13 @@ impl Activity for TcpSender {
         let timeout = self.opts.timeout;
         let left = timeout.saturating_sub(self.last_progress.elapsed());
         if left.is_zero() {
+            let secs = timeout.as_secs_f64();
+            let nobody = nobody_answered(stack, dest.ip());
             return self.fail(match self.start {
-                None => format!(
-                    "no answer from {dest} in {:.1} s (no host with that address on the bus?)",
-                    timeout.as_secs_f64()
-                ),
+                None => match nobody {
+                    Some(n) => format!("{n} in {secs:.1} s: no host on the bus has that address"),
+                    None => format!("no answer from {dest} in {secs:.1} s"),
+                },
                 Some(_) => format!(
                     "stalled: no progress for {:.1} s ({acked} of {total} bytes acknowledged, {} echoed)",
                     timeout.as_secs_f64(),
@@ -217,13 +269,45 @@ impl Activity for TcpSender {
     }
 
     fn interrupt(&mut self, why: &str) {
+        self.interrupted = true;
         if self.failure.is_none() {
             self.failure = Some(why.to_string());
         }
     }
 
     fn finish(&mut self, stack: &mut Stack) -> bool {
-        stack.sockets.remove(self.handle);
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+        let s = stack.sockets.get_mut::<tcp::Socket>(self.handle);
+        if self.failure.is_some() && s.is_open() {
+            // Abort with a reset, so that the server frees the connection
+            // at once. The interface may have been taken down to stop the
+            // wait: up again, just long enough to send it.
+            s.abort();
+            if !stack.shmif.is_up() {
+                let _ = stack.shmif.up();
+            }
+            stack.poll();
+            let _ = stack.dev.flush();
+            // That reset carries our next sequence number, which a server
+            // whose window is full takes for out of window and ignores.
+            // Linger a moment with the socket gone: every segment the
+            // server sends meanwhile (an ACK, a window update) is answered
+            // with a reset at exactly the sequence number it expects.
+            stack.sockets.remove(self.handle);
+            let until = Instant::now() + RESET_LINGER;
+            loop {
+                stack.poll();
+                let _ = stack.dev.flush();
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() || !stack.wait(Some(left)).unwrap_or(false) {
+                    break;
+                }
+            }
+        } else {
+            stack.sockets.remove(self.handle);
+        }
         let total = self.total;
         let acked = match self.acked_at {
             Some(_) => total,
@@ -239,27 +323,56 @@ impl Activity for TcpSender {
             .source_for(remote)
             .map(|a| a.to_string())
             .unwrap_or_default();
-        output::say(&format!(
-            "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
-            self.opts.dest,
-            output::mib_per_sec(acked, secs)
-        ));
+        let connected = self.start.is_some();
+        // A transfer that never connected has no figures to report.
+        if connected && !self.opts.json {
+            output::say(&format!(
+                "tcp-send {src} -> {}: {acked} bytes in {secs:.3} s, {:.1} MiB/s",
+                self.opts.dest,
+                output::mib_per_sec(acked, secs)
+            ));
+        }
         let mut ok = self.failure.is_none();
+        let mut echo_ok = None;
         if self.echoed > 0 || self.opts.expect_echo {
             let verdict = match self.echo_bad {
                 Some(at) => {
                     ok = false;
+                    echo_ok = Some(false);
                     format!("pattern MISMATCH at byte {at}")
                 }
-                None if self.echoed == total => "pattern ok".to_string(),
+                None if self.echoed == total => {
+                    echo_ok = Some(true);
+                    "pattern ok".to_string()
+                }
                 None => {
                     if self.opts.expect_echo {
                         ok = false;
                     }
+                    echo_ok = Some(false);
                     format!("incomplete (pattern ok so far; {total} sent)")
                 }
             };
-            output::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
+            if !self.opts.json {
+                output::say(&format!("echo: {} bytes back, {verdict}", self.echoed));
+            }
+        }
+        if self.opts.json {
+            let report = Report {
+                src,
+                dest: self.opts.dest.to_string(),
+                bytes: total,
+                bytes_acked: acked,
+                seconds: secs,
+                mib_per_sec: output::mib_per_sec(acked, secs),
+                connected,
+                echoed: echo_ok.map(|_| self.echoed),
+                echo_ok,
+                ok,
+                interrupted: self.interrupted,
+                error: self.failure.as_deref(),
+            };
+            output::say(&serde_json::to_string(&report).unwrap_or_default());
         }
         if let Some(f) = &self.failure {
             eprintln!("{}: {f}", self.context);

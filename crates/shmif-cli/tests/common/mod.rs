@@ -426,3 +426,87 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     out
 }
+
+/// A TCP receiver: accepts one connection, hashes everything until EOF,
+/// prints `<bytes> <sha256>`.
+pub const TCP_SERVER: &str = r#"
+import hashlib, socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(1 << 20)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+print(n, h.hexdigest(), flush=True)
+c.close()
+"#;
+
+/// A TCP sender: sends N bytes of a pattern, waits for the receiver to
+/// close, prints `<bytes> <sha256> <seconds>`.
+pub const TCP_CLIENT: &str = r#"
+import hashlib, socket, sys, time
+host, port, total = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+block = bytes((i * 7 + i // 251) % 256 for i in range(1 << 16))
+h, n = hashlib.sha256(), 0
+t = time.monotonic()
+c = socket.create_connection((host, port), timeout=60)
+while n < total:
+    b = block[: min(len(block), total - n)]
+    c.sendall(b)
+    h.update(b)
+    n += len(b)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+print(n, h.hexdigest(), time.monotonic() - t, flush=True)
+"#;
+
+/// Starts `shmif host BUS ARGS` and waits until it is up.
+pub fn start_host(bus: &Path, args: &[&str]) -> Proc {
+    let mut host = Proc::shmif("host", bus, args, Stream::Lines, Stream::Lines);
+    host.out()
+        .expect_containing(" up on ", Duration::from_secs(20));
+    host
+}
+
+/// Moves `bytes` over TCP from one kernel to another with [`TCP_CLIENT`]
+/// and [`TCP_SERVER`] (the server listening on `addr`, port 5001), and
+/// checks that every byte arrived: the count and the SHA-256 of what was
+/// sent and what was received. `server` and `client` make the commands
+/// (e.g. `ip netns exec NS ...`). Returns the client's seconds.
+pub fn verified_kernel_tcp(
+    server: impl Fn(&[&str]) -> Command,
+    client: impl Fn(&[&str]) -> Command,
+    addr: &str,
+    bytes: u64,
+) -> f64 {
+    let mut srv = Proc::spawn(
+        "tcp server",
+        &mut server(&["python3", "-c", TCP_SERVER, addr, "5001"]),
+        Stream::Lines,
+        Stream::Lines,
+    );
+    srv.out()
+        .expect_containing("listening", Duration::from_secs(20));
+    let total = bytes.to_string();
+    let o = run_for(
+        &mut client(&["python3", "-c", TCP_CLIENT, addr, "5001", &total]),
+        Duration::from_secs(180),
+    );
+    assert!(o.status.success(), "client: {}", show(&o));
+    let sent = String::from_utf8_lossy(&o.stdout).into_owned();
+    let got = srv.out().expect_containing(" ", Duration::from_secs(30));
+    let sent: Vec<&str> = sent.split_whitespace().collect();
+    let got: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(sent[0], total);
+    assert_eq!(got[0], total, "bytes received");
+    assert_eq!(got[1], sent[1], "sha256 of what arrived = of what was sent");
+    sent[2].parse().unwrap()
+}

@@ -277,14 +277,14 @@ fn measure_throughput(set: &Settings, dir: &Path) -> Result<Vec<Row>> {
             for mode in [Mode::Fast, Mode::Baseline] {
                 let row = throughput::measure(dir, mode, n, b, &set.plan)?;
                 progress(&format!(
-                    "throughput {} 1->{n} {b} B: {:.3} Mframes/s per reader (loss {:.4} %), unpaced {:.3} (loss {:.2} %, longest stall {} µs), {} trials",
+                    "throughput {} 1->{n} {b} B: {:.3} Mframes/s per reader (loss {:.4} %), unpaced {:.3} (loss {:.2} %, longest stall {} µs), {}",
                     mode_name(mode),
                     rfc_rate(&row) / 1e6,
                     rfc_loss(&row) * 100.0,
                     row.unpaced.delivered_per_reader() / 1e6,
                     row.unpaced.loss() * 100.0,
                     row.unpaced.max_stall_us,
-                    row.trials
+                    crate::cli::output::plural(row.trials as u64, "trial")
                 ));
                 rows.push(row);
             }

@@ -29,10 +29,15 @@ use std::time::Duration;
 /// if every byte was acknowledged (and, for --tcp-send-echo, came back
 /// intact).
 ///
+/// Before it serves, the host checks that no other interface on the bus
+/// has its addresses (an ARP probe, RFC 5227; IPv6 duplicate address
+/// detection, RFC 4862; about 0.4 s) and refuses to start if one has,
+/// naming its MAC address (--no-dad skips the check). An empty existing
+/// file is made a bus, with the permissions of --mode.
+///
 /// With --exit-when-done the host detaches after the actions and exits 0
 /// if all succeeded, 1 otherwise. Without it, it serves until SIGINT or
-/// SIGTERM, then detaches and exits 0 if every action ran and succeeded
-/// (or none was given), 1 otherwise.
+/// SIGTERM, then detaches and exits 130.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     shmif host /tmp/bus --ip 10.0.0.1/24 --ip6 fd00::1/64 --tcp-sink 9000 --tcp-echo 7\n  \
@@ -46,21 +51,30 @@ use std::time::Duration;
     shmif host /tmp/bus --ip6 fd00::3/64 --tcp-send-echo '[fd00::1]:7' --megabytes 5 --exit-when-done\n  \
     # latency: 1000 back-to-back pings, summary only\n  \
     shmif host /tmp/bus --ip 10.0.0.4/24 --ping 10.0.0.1 --ping-count 1000 --ping-interval 0 \\\n      \
-    --ping-quiet --exit-when-done")]
+    --ping-quiet --exit-when-done\n\n\
+    Exit status: 0 when --exit-when-done and every action succeeded; 1 when an action failed, an \
+    address is taken on the bus, or on an error; 2 on a usage error; 130 when stopped by SIGINT or \
+    SIGTERM.")]
 pub struct Args {
     #[command(flatten)]
     pub stack: net::StackArgs,
     /// Serve TCP echo on PORT: send back everything received (repeatable).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse::port)]
     pub tcp_echo: Vec<u16>,
     /// Serve a TCP sink on PORT: receive and count, check the bytes against
     /// the `shmif tcp-send` pattern, and report each connection's bytes,
     /// seconds, MiB/s and verdict (repeatable).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse::port)]
     pub tcp_sink: Vec<u16>,
     /// Serve UDP echo on PORT: send every datagram back (repeatable).
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse::port)]
     pub udp_echo: Vec<u16>,
+    /// Skip duplicate address detection: by default the host first asks
+    /// the bus whether its addresses are taken (an ARP probe as RFC 5227
+    /// has it, IPv6 DAD as RFC 4862 has it) and refuses to start, naming
+    /// the MAC address that has one, if so.
+    #[arg(long)]
+    pub no_dad: bool,
     /// Connections each TCP port serves at the same time.
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub backlog: u16,
@@ -71,7 +85,7 @@ pub struct Args {
     #[command(flatten)]
     pub actions: Actions,
     /// Echo requests each --ping sends.
-    #[arg(long, default_value_t = 5, value_name = "N", help_heading = ACTIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 5, value_name = "N", help_heading = ACTIONS, value_parser = crate::cli::parse::count)]
     pub ping_count: u64,
     /// Seconds between a --ping's requests; 0 sends each as soon as the
     /// previous reply is in (or has timed out).
@@ -151,7 +165,7 @@ impl clap::Args for Actions {
         )
         .arg(
             action("tcp_send", "tcp-send", "DEST:PORT")
-                .value_parser(clap::value_parser!(SocketAddr))
+                .value_parser(parse::socket_addr)
                 .help(
                     "Send --megabytes of the test pattern to a TCP server (a sink) at \
                      DEST:PORT, or [DEST]:PORT for IPv6, as `shmif tcp-send` does (repeatable)",
@@ -159,7 +173,7 @@ impl clap::Args for Actions {
         )
         .arg(
             action("tcp_send_echo", "tcp-send-echo", "DEST:PORT")
-                .value_parser(clap::value_parser!(SocketAddr))
+                .value_parser(parse::socket_addr)
                 .help(
                     "Like --tcp-send, to an echo server: fail unless the whole stream comes \
                      back intact (`shmif tcp-send --expect-echo`; repeatable)",
@@ -212,6 +226,7 @@ impl Args {
             size: self.ping_size,
             timeout: self.ping_timeout,
             quiet: self.ping_quiet,
+            json: false,
         }
     }
 
@@ -222,7 +237,31 @@ impl Args {
             expect_echo: echo,
             tcp_buffer: self.tcp_buffer,
             timeout: self.tcp_timeout.max(Duration::from_millis(1)),
+            json: false,
+            progress: false,
         }
+    }
+
+    /// The TCP ports served, each once: a port given twice (`--tcp-sink
+    /// 9000 --tcp-echo 9000`) would leave one service unreachable.
+    pub(super) fn check_ports(&self) -> Result<(), String> {
+        let mut seen: Vec<(u16, &str)> = Vec::new();
+        let tcp = (self.tcp_sink.iter().map(|p| (*p, "--tcp-sink")))
+            .chain(self.tcp_echo.iter().map(|p| (*p, "--tcp-echo")));
+        for (port, flag) in tcp {
+            if let Some((_, first)) = seen.iter().find(|(p, _)| *p == port) {
+                return Err(format!(
+                    "TCP port {port} is given to both {first} and {flag}: one port serves one service"
+                ));
+            }
+            seen.push((port, flag));
+        }
+        let mut udp = self.udp_echo.clone();
+        udp.sort_unstable();
+        if let Some(w) = udp.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("UDP port {} is given to --udp-echo twice", w[0]));
+        }
+        Ok(())
     }
 
     /// Checks every action against the host's addresses, before attaching.
@@ -323,5 +362,16 @@ mod tests {
         assert!(e.contains("--ping-size 1473"), "{e}");
         assert!(parse(&["/tmp/bus", "--ping", "not-an-address"]).is_err());
         assert!(parse(&["/tmp/bus", "--tcp-send", "fd00::1:7"]).is_err());
+    }
+
+    #[test]
+    fn a_port_serves_one_service() {
+        let a = parse(&["/tmp/bus", "--tcp-sink", "9000", "--tcp-echo", "9000"]).unwrap();
+        assert_eq!(
+            a.check_ports().unwrap_err(),
+            "TCP port 9000 is given to both --tcp-sink and --tcp-echo: one port serves one service"
+        );
+        let a = parse(&["/tmp/bus", "--tcp-sink", "9000", "--udp-echo", "9000"]).unwrap();
+        assert!(a.check_ports().is_ok());
     }
 }

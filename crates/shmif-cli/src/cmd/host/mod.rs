@@ -1,8 +1,9 @@
 //! `shmif host`: a userspace TCP/IP host on a bus.
 
+use crate::cli::error::{interrupted, lib_error, usage_error};
 use crate::cli::output;
 use crate::cli::signal::StopSignal;
-use crate::net::{self, Step};
+use crate::net::{self, dad, Step};
 use anyhow::Result;
 use plan::Plan;
 use services::Services;
@@ -18,10 +19,24 @@ pub use args::Args;
 /// Runs `shmif host`.
 pub fn run(args: Args) -> Result<ExitCode> {
     let addrs = args.stack.addresses()?;
+    if let Err(msg) = args.check_ports() {
+        usage_error(msg);
+    }
     args.check_actions(&addrs)?;
     let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install()?;
     stop.take_down_on_stop(&stack.shmif)?;
+    if !args.no_dad {
+        let mine: Vec<_> = addrs.iter().map(|c| c.address()).collect();
+        match dad::probe(&stack.shmif, &mine) {
+            Ok(None) => {}
+            Ok(Some(conflict)) => anyhow::bail!(
+                "{conflict}; give this host another address (or --no-dad to start anyway)"
+            ),
+            Err(shmif::Error::Down) if stop.stopped() => return Ok(interrupted()),
+            Err(e) => return Err(lib_error(e)),
+        }
+    }
 
     let mut services = Services::open(&args, &mut stack)?;
     output::say(&format!(
@@ -90,14 +105,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "interface down"
     };
     output::say(&format!(
-        "host {}: stopping ({why}); {} frames sent, {} received, {} overruns; detached from {}",
+        "host {}: stopping ({why}); {} frames sent, {} received, {} overruns, {} bus repairs; \
+         detached from {}",
         stack.addresses_text(),
         c.tx_frames,
         c.rx_frames,
         c.overruns,
+        c.ring_repairs,
         args.stack.bus.display()
     ));
-    Ok(if plan.all_succeeded() {
+    Ok(if stop.stopped() && !finished_actions {
+        interrupted()
+    } else if plan.all_succeeded() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
