@@ -595,14 +595,15 @@ impl Interface {
             // (Not this interface's own reader: it reads when it can.)
             let limit = link.bus.write_limit(self.slot());
             let mut end = match limit {
-                Some(_) => ring::next_offset(geom, &data, ctl.last)
-                    .map_or(0, |off| ctl.gen.wrapping_mul(size) + u64::from(off)),
+                Some(_) => ring::next_offset(geom, &data, ctl.last).map_or(0, |off| {
+                    ctl.gen.wrapping_mul(size).wrapping_add(u64::from(off))
+                }),
                 None => 0,
             };
             while let Some(f) = frames.peek().copied() {
                 let need = (crate::wire::FRAME_HEADER_LEN + f.len()) as u64;
                 if let Some(limit) = limit {
-                    if end + need > limit {
+                    if end.saturating_add(need) > limit {
                         // A registered reader has not read what this frame
                         // would overwrite: let go of the lock (it needs it
                         // to read), wake it, and wait for it to move, to
@@ -613,7 +614,7 @@ impl Interface {
                         if n > 0 {
                             self.wake(&link)?;
                         }
-                        self.wait_for_readers(&link, end + need, &mut watch);
+                        self.wait_for_readers(&link, end.saturating_add(need), &mut watch);
                         continue 'hold;
                     }
                 }
@@ -634,7 +635,12 @@ impl Interface {
                         // mid-batch leaves a consistent ring.
                         Ok(a) => {
                             g.set_control(&ctl);
-                            end = ctl.gen.wrapping_mul(size) + (u64::from(a.at) + need) % size;
+                            // `gen` is whatever the bus holds: wrapping,
+                            // never an overflow panic on bus contents.
+                            end = ctl
+                                .gen
+                                .wrapping_mul(size)
+                                .wrapping_add((u64::from(a.at) + need) % size);
                             break;
                         }
                         Err(_) if attempt == 0 => {
