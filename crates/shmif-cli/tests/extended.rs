@@ -372,3 +372,36 @@ fn capture_is_lossless_on_an_extended_bus_unless_asked_to_be_lossy() {
     let report = lossy.err().expect_containing("frames captured", LIMIT);
     assert!(!report.contains("lost to overruns: 0 bytes"), "{report}");
 }
+
+#[test]
+fn top_counts_jumbo_frames_on_an_extended_bus() {
+    let d = tempfile::tempdir().unwrap();
+    let bus = d.path().join("bus");
+    create(&bus, "4M", "65549");
+    let b = bus.to_str().unwrap();
+    // top's receive buffer is the bus's frame limit: a 9014-byte frame is
+    // counted whole (with a 1514-byte buffer, as merged from main, top
+    // panicked slicing it).
+    let top = spawn_piped(Command::new(SHMIF).args(["top", b, "--once", "--json"]));
+    std::thread::sleep(Duration::from_millis(300));
+    let payload = "ab".repeat(9000);
+    let o = shmif(
+        &[
+            &["send", b][..],
+            &BROADCAST,
+            &["--payload", &payload, "--count", "20"],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "send: {}", show(&o));
+    let o = finish(top, "top", LIMIT);
+    assert!(o.status.success(), "top: {}", show(&o));
+    let v: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+    let s = &v["senders"][0];
+    let (fps, bps) = (
+        s["frames_per_sec"].as_f64().unwrap(),
+        s["bytes_per_sec"].as_f64().unwrap(),
+    );
+    assert!(fps > 0.0, "{v}");
+    assert!((bps / fps - 9014.0).abs() < 1.0, "{v}");
+}

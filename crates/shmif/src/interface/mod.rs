@@ -47,7 +47,8 @@ pub struct Frame {
 /// What [`Interface::try_recv_into`] copied into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
-    /// Frame length (bytes copied: the buffer must hold 1514).
+    /// Frame length: the bytes copied when the buffer holds
+    /// [`Interface::max_frame_len`] bytes (more than a shorter buffer got).
     pub len: usize,
     /// Timestamp seconds.
     pub sec: u32,

@@ -20,8 +20,10 @@ impl Interface {
     }
 
     /// Receives the next frame for this interface into `buf` without
-    /// blocking. `buf` should hold 1514 bytes; a shorter one gets the start
-    /// of the frame. Returns `None` when nothing is waiting.
+    /// blocking. `buf` should hold [`Interface::max_frame_len`] bytes (1514
+    /// on a NetBSD bus); a shorter one gets the start of the frame, and
+    /// [`Received::len`] is still the frame's whole length. Returns `None`
+    /// when nothing is waiting.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
         self.try_recv_with(|data, r| {
             let n = data.len().min(buf.len());
