@@ -60,10 +60,15 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>) {
     assert!(i.try_recv().unwrap().is_none());
     assert_eq!(i.is_registered(), !lossy);
     say("ready");
-    let stop = || {
-        let me = rustix::process::getpid();
-        rustix::process::kill_process(me, rustix::process::Signal::STOP).unwrap();
-    };
+    // raise(3), not kill(getpid()): a signal sent to the process is taken
+    // by whichever thread the kernel picks (often the harness's main
+    // thread, idle in a wait), and this thread is stopped only once that
+    // one has run and started the group stop: meanwhile this thread went
+    // on receiving and could be stopped holding the bus lock, which
+    // holds every writer until SIGCONT (the writer then waited the whole
+    // 3 s in a_reader_stopped_past_the_stall_bound_..., once in four full
+    // runs). A signal sent to this thread stops it before raise returns.
+    let stop = || nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP).unwrap();
     if stop_at == Some(0) {
         stop();
     }
