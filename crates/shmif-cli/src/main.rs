@@ -28,6 +28,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Create(cmd::create::Args),
     Dump(cmd::dump::Args),
     Send(cmd::send::Args),
     Listen(cmd::listen::Args),
@@ -52,6 +53,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Create(a) => cmd::create::run(a),
         Command::Dump(a) => cmd::dump::run(a),
         Command::Send(a) => cmd::send::run(a),
         Command::Listen(a) => cmd::listen::run(a),

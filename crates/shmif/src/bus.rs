@@ -6,8 +6,9 @@
 //! is read and written.
 
 use crate::error::Error;
-use crate::mapping::Mapping;
+use crate::mapping::{Layout, Mapping};
 use crate::ring::{Control, Geometry};
+use crate::wire::ext::{ExtHeader, ExtHeaderRepr, EXT_HEADER_LEN, EXT_MAGIC};
 use crate::wire::{BUS_SIZE, MAGIC, VERSION};
 use std::fs::File;
 use std::io::Read;
@@ -50,7 +51,16 @@ pub struct OpenOptions {
     mode: u32,
     follow_symlinks: bool,
     stuck_lock_timeout: Option<Duration>,
+    reader_stall: Duration,
 }
+
+/// How long a writer on an extended bus waits for a registered reader that
+/// makes no progress before leaving it behind (default of
+/// [`OpenOptions::reader_stall`]).
+pub const READER_STALL: Duration = Duration::from_secs(1);
+/// How long a writer waits for a registered reader whose process is gone
+/// before freeing its slot.
+pub const DEAD_READER_GRACE: Duration = Duration::from_millis(100);
 
 impl Default for OpenOptions {
     fn default() -> Self {
@@ -59,6 +69,7 @@ impl Default for OpenOptions {
             mode: 0o600,
             follow_symlinks: false,
             stuck_lock_timeout: Some(STUCK_LOCK_TIMEOUT),
+            reader_stall: READER_STALL,
         }
     }
 }
@@ -91,6 +102,13 @@ impl OpenOptions {
     /// over after [`DEAD_HOLDER_GRACE`]; live ones never are.
     pub fn stuck_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.stuck_lock_timeout = timeout;
+        self
+    }
+    /// On an extended bus, how long this peer's writes wait for a
+    /// registered (lossless) reader that makes no progress before leaving
+    /// it behind to be overrun (default [`READER_STALL`]).
+    pub fn reader_stall(mut self, stall: Duration) -> Self {
+        self.reader_stall = stall;
         self
     }
 }
@@ -250,9 +268,70 @@ fn check_path(path: &Path, opts: &OpenOptions) -> Result<(), Error> {
     })
 }
 
+/// What [`check_file`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// An empty file: a new version-3 bus, to be sized.
+    Empty,
+    /// A version-3 bus (or a 1 MiB file with magic 0, not initialised yet).
+    V3,
+    /// An extended bus, its header validated.
+    Extended(ExtHeaderRepr),
+}
+
+impl Found {
+    fn layout(self) -> Layout {
+        match self {
+            Found::Empty | Found::V3 => Layout::V3,
+            Found::Extended(h) => Layout {
+                len: h.file_size() as usize,
+                header: EXT_HEADER_LEN,
+                ring: h.ring_size,
+            },
+        }
+    }
+    fn geometry(self) -> Geometry {
+        match self {
+            Found::Empty | Found::V3 => Geometry::V3,
+            // A validated header's size is at least 1 MiB less 8 KiB,
+            // far above Geometry::MIN_SIZE.
+            Found::Extended(h) => Geometry::new(h.ring_size, h.max_frame).unwrap_or(Geometry::V3),
+        }
+    }
+}
+
 /// Checks a bus file's size and magic without changing it. An empty file is
-/// a new bus; a 1 MiB file with magic 0 is a bus nobody has initialised yet.
-fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
+/// a new bus; a 1 MiB file with magic 0 is a bus nobody has initialised yet;
+/// a file with the extended magic must have a valid extended header.
+fn check_file(path: &Path, file: &mut File) -> Result<Found, Error> {
+    let found = check_file_size(path, file)?;
+    if found != 0 {
+        let mut magic = [0u8; 4];
+        let _ = file.read_at(&mut magic, 0);
+        if u32::from_ne_bytes(magic) == EXT_MAGIC {
+            let mut head = vec![0u8; EXT_HEADER_LEN];
+            let got = file
+                .read_at(&mut head, 0)
+                .map_err(|e| Error::io(path, "cannot read bus header", e))?;
+            head.truncate(got);
+            let parsed = ExtHeader::new_checked(&head[..])
+                .and_then(|h| ExtHeaderRepr::parse(&h, Some(found)));
+            return match parsed {
+                Ok(h) => Ok(Found::Extended(h)),
+                Err(e) => Err(Error::NotABus {
+                    path: path.into(),
+                    reason: format!("it has the extended shmif magic but its header is bad: {e}"),
+                }),
+            };
+        }
+        return Ok(Found::V3);
+    }
+    Ok(Found::Empty)
+}
+
+/// The size check of a version-3 bus (an extended magic passes, for
+/// [`check_file`] to validate): the file's size, 0 for an empty file.
+fn check_file_size(path: &Path, file: &mut File) -> Result<u64, Error> {
     let meta = file
         .metadata()
         .map_err(|e| Error::io(path, "cannot stat bus file", e))?;
@@ -271,6 +350,9 @@ fn check_file(path: &Path, file: &mut File) -> Result<u64, Error> {
         .read_at(&mut magic, 0)
         .map_err(|e| Error::io(path, "cannot read bus header", e))?;
     let magic = u32::from_ne_bytes(magic);
+    if got == 4 && magic == EXT_MAGIC {
+        return Ok(size);
+    }
     if got == 4 && magic == MAGIC {
         if size != BUS_SIZE as u64 {
             return Err(Error::NotABus {
@@ -312,6 +394,11 @@ pub struct Bus {
     path: PathBuf,
     file: File,
     map: Mapping,
+    reader_stall: Duration,
+    /// The ring's shape, from the format found at attach time.
+    geometry: Geometry,
+    /// Whether this is an extended bus (`wire::ext`).
+    extended: bool,
     stuck_lock_timeout: Option<Duration>,
     /// The mapped file's identity, to tell whether a recorded lock holder
     /// is on this bus at all.
@@ -396,8 +483,8 @@ impl Bus {
             file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
                 .map_err(|e| Error::io(path, "cannot set the new bus file's mode", e))?;
         }
-        let size = check_file(path, &mut file)?;
-        if size == 0 {
+        let found = check_file(path, &mut file)?;
+        if found == Found::Empty {
             if let Err(e) = allocate(path, &file, is_new) {
                 if is_new {
                     // Leave nothing behind: the file did not exist before.
@@ -406,12 +493,17 @@ impl Bus {
                 return Err(e);
             }
         }
-        let map = Mapping::new(&file).map_err(|e| Error::io(path, "cannot map bus file", e))?;
+        let map = Mapping::new(&file, found.layout())
+            .map_err(|e| Error::io(path, "cannot map bus file", e))?;
         let id = FileId::of(&file);
+        let geometry = found.geometry();
         let bus = Bus {
             path: path.to_path_buf(),
             file,
             map,
+            reader_stall: opts.reader_stall,
+            geometry,
+            extended: matches!(found, Found::Extended(_)),
             stuck_lock_timeout: opts.stuck_lock_timeout,
             id,
             takeovers: Default::default(),
@@ -420,17 +512,16 @@ impl Bus {
         };
         {
             let guard = bus.acquire();
+            let expected = if bus.extended { EXT_MAGIC } else { MAGIC };
             match guard.bus.map.magic_word().load(Ordering::Relaxed) {
-                0 => {
+                0 if !bus.extended => {
                     guard.bus.map.store_control(&Control::fresh(Geometry::V3));
                     guard.bus.map.magic_word().store(MAGIC, Ordering::Relaxed);
                 }
-                MAGIC => {
+                m if m == expected => {
                     // Whatever a peer left in the ring, the next user of
                     // this mapping finds it usable.
-                    guard.repair_unless(|data, ctl| {
-                        crate::ring::check_chain(Geometry::V3, data, ctl)
-                    });
+                    guard.repair_unless(|data, ctl| crate::ring::check_chain(geometry, data, ctl));
                 }
                 other => {
                     return Err(Error::NotABus {
@@ -448,9 +539,101 @@ impl Bus {
         &self.path
     }
 
-    /// The shape of this bus's ring ([`Geometry::V3`]).
+    /// The shape of this bus's ring: [`Geometry::V3`] for a NetBSD bus,
+    /// the size and frame limit from the header for an extended bus.
     pub fn geometry(&self) -> Geometry {
-        Geometry::V3
+        self.geometry
+    }
+
+    /// Whether this is an extended bus (see `EXTENDED-FORMAT.md`), not a
+    /// NetBSD version-3 one.
+    pub fn is_extended(&self) -> bool {
+        self.extended
+    }
+
+    /// The geometry a bus at `path` would be attached with, without
+    /// attaching, locking or changing anything: an extended bus's (its
+    /// header validated), or [`Geometry::V3`] for anything else (a NetBSD
+    /// bus, a missing file, a file that is no bus: attaching says what is
+    /// wrong with those). For commands that check their arguments against
+    /// the bus before they touch it.
+    pub fn peek_geometry(path: impl AsRef<Path>) -> Geometry {
+        let Ok(mut file) = File::open(path.as_ref()) else {
+            return Geometry::V3;
+        };
+        match check_file(path.as_ref(), &mut file) {
+            Ok(found) => found.geometry(),
+            Err(_) => Geometry::V3,
+        }
+    }
+
+    /// Creates an extended bus (see `EXTENDED-FORMAT.md`) at `path`, which
+    /// must not exist: a file of `file_size` bytes (whole pages, 1 MiB to
+    /// 1 GiB) carrying frames of up to `max_frame` bytes (14..=65,549),
+    /// then attaches to it. The file is written complete under a temporary
+    /// name in the same directory and then linked to `path`, so no peer
+    /// sees it half made; `path` existing is an error and leaves it as it
+    /// is. `opts` gives the mode and the lock timeout.
+    pub fn create(
+        path: impl AsRef<Path>,
+        file_size: u64,
+        max_frame: u32,
+        opts: &OpenOptions,
+    ) -> Result<Bus, Error> {
+        let path = path.as_ref();
+        let Some(header) = ExtHeaderRepr::new(file_size, max_frame) else {
+            return Err(Error::BadShape {
+                path: path.into(),
+                reason: format!(
+                    "an extended bus is 1 MiB to 1 GiB in whole 4 KiB pages, with frames of 14 to \
+                     65549 bytes under half the ring: {file_size} bytes and frames of {max_frame} \
+                     do not fit"
+                ),
+            });
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(
+            ".{}.creating.{}",
+            name.unwrap_or_default(),
+            std::process::id()
+        ));
+        let made = (|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(opts.mode)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&tmp)
+                .map_err(|e| Error::io(path, "cannot create bus file", e))?;
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(opts.mode))
+                .map_err(|e| Error::io(path, "cannot set the new bus file's mode", e))?;
+            allocate_len(path, &file, true, file_size)?;
+            file.write_all_at(&header.to_bytes(), 0)
+                .map_err(|e| Error::io(path, "cannot write the bus header", e))?;
+            std::fs::hard_link(&tmp, path).map_err(|e| {
+                let what = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    "cannot create bus: the path exists already"
+                } else {
+                    "cannot create bus file"
+                };
+                Error::io(path, what, e)
+            })
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        made?;
+        Bus::open(
+            path,
+            &OpenOptions {
+                create: false,
+                ..opts.clone()
+            },
+        )
     }
 
     /// Takes the bus lock: compare-and-swap 0 to 1, sleeping 1 ms after
@@ -561,7 +744,8 @@ impl Bus {
         std::sync::atomic::fence(Ordering::Acquire);
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         let guard = BusGuard { bus: self };
-        if guard.repair_unless(|data, ctl| crate::ring::check_chain(Geometry::V3, data, ctl)) {
+        let geometry = self.geometry;
+        if guard.repair_unless(|data, ctl| crate::ring::check_chain(geometry, data, ctl)) {
             self.resets.fetch_add(1, Ordering::Relaxed);
         }
         Some(guard)
@@ -586,11 +770,104 @@ impl Bus {
     /// check is one atomic load, since this runs after every send; a peer
     /// that leaves without having touched the bus since a truncation
     /// checks the file's size too (see `Interface::down`).
+    ///
+    /// On an extended bus (Linux), the readers that sleep on the futex are
+    /// woken through it, and only if the sleeper count says someone sleeps
+    /// (no system call otherwise); the `pwrite` is made only while some
+    /// interface has handed out its wake-up descriptor (`fd_waiters`).
     pub fn wake(&self) -> Result<(), Error> {
         self.check_mapping()?;
+        if self.futex_wakeups() {
+            use crate::wire::ext::field;
+            // Orders the frames' control stores before the sleeper count is
+            // read; a sleeper counts itself before it looks at the ring.
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if self
+                .map
+                .header_u32(field::DATA_SLEEPERS)
+                .load(Ordering::SeqCst)
+                != 0
+            {
+                let seq = self.map.header_u32(field::DATA_SEQ);
+                seq.fetch_add(1, Ordering::SeqCst);
+                let _ = rustix::thread::futex::wake(
+                    seq,
+                    rustix::thread::futex::Flags::empty(),
+                    i32::MAX as u32,
+                );
+            }
+            if self
+                .map
+                .header_u32(field::FD_WAITERS)
+                .load(Ordering::SeqCst)
+                == 0
+            {
+                return Ok(());
+            }
+        }
         self.file
             .write_all_at(&VERSION.to_ne_bytes(), crate::wire::field::VERSION as u64)
             .map_err(|e| Error::io(&self.path, "cannot write wake-up word", e))
+    }
+
+    /// Whether readers of this bus sleep on its futex word (an extended bus,
+    /// on Linux) rather than on the file-change event alone.
+    pub(crate) fn futex_wakeups(&self) -> bool {
+        cfg!(any(target_os = "linux", target_os = "android")) && self.extended
+    }
+
+    /// Sleeps on the extended bus's futex until a writer wakes sleepers or
+    /// `timeout` passes, unless `changed` (called after this reader has
+    /// counted itself as a sleeper, so a writer publishing after the check
+    /// sees the count) says there is something to read already. Returns
+    /// whether it was woken (or found something) rather than timed out.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn futex_sleep(&self, timeout: Duration, changed: impl FnOnce() -> bool) -> bool {
+        use crate::wire::ext::field;
+        let sleepers = self.map.header_u32(field::DATA_SLEEPERS);
+        let seq = self.map.header_u32(field::DATA_SEQ);
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        let seen = seq.load(Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let woken = if changed() {
+            true
+        } else {
+            let ts = rustix::time::Timespec {
+                tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(timeout.subsec_nanos()),
+            };
+            match rustix::thread::futex::wait(
+                seq,
+                rustix::thread::futex::Flags::empty(),
+                seen,
+                Some(&ts),
+            ) {
+                Err(rustix::io::Errno::TIMEDOUT) => seq.load(Ordering::SeqCst) != seen,
+                _ => true,
+            }
+        };
+        sleepers.fetch_sub(1, Ordering::SeqCst);
+        woken
+    }
+
+    /// Without futexes: never sleeps (the caller uses its file watch).
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn futex_sleep(&self, _timeout: Duration, _changed: impl FnOnce() -> bool) -> bool {
+        true
+    }
+
+    /// Counts (or uncounts) one interface that waits on the file-change
+    /// event of an extended bus, so that writers keep making the wake-up
+    /// `pwrite` for it.
+    pub(crate) fn count_fd_waiter(&self, add: bool) {
+        if self.extended {
+            let w = self.map.header_u32(crate::wire::ext::field::FD_WAITERS);
+            if add {
+                w.fetch_add(1, Ordering::SeqCst);
+            } else {
+                w.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 
     /// [`Error::BusGone`] if the file was truncated under this mapping: a
@@ -599,7 +876,7 @@ impl Bus {
         use std::os::unix::fs::MetadataExt;
         self.check_mapping()?;
         match self.file.metadata() {
-            Ok(m) if m.size() >= BUS_SIZE as u64 => Ok(()),
+            Ok(m) if m.size() >= self.map.layout().len as u64 => Ok(()),
             Ok(_) => Err(Error::BusGone {
                 path: self.path.clone(),
                 what: "truncated",
@@ -643,7 +920,7 @@ impl Bus {
             Ok(m) => m,
             Err(e) => return Err(Error::io(&self.path, "cannot stat bus file", e)),
         };
-        if mine.len() < BUS_SIZE as u64 {
+        if mine.len() < self.map.layout().len as u64 {
             return gone("truncated");
         }
         match std::fs::metadata(&self.path) {
@@ -657,6 +934,215 @@ impl Bus {
     /// saw a wake-up).
     pub fn version(&self) -> u32 {
         self.map.version_word().load(Ordering::Relaxed)
+    }
+}
+
+/// A writer's watch over the registered readers it waits for (see
+/// [`Bus::judge_readers`]): per slot, the position and heartbeat last seen
+/// and since when they have not changed.
+#[derive(Debug)]
+pub(crate) struct ReaderWatch {
+    seen: [Option<(u64, u64, std::time::Instant)>; crate::wire::ext::READER_SLOTS],
+    /// When the owners were last judged (a look into /proc).
+    judged: Option<std::time::Instant>,
+}
+
+impl Default for ReaderWatch {
+    fn default() -> Self {
+        ReaderWatch {
+            seen: [None; crate::wire::ext::READER_SLOTS],
+            judged: None,
+        }
+    }
+}
+
+/// The registered readers of an extended bus: the reader table of
+/// `EXTENDED-FORMAT.md`. Every value in it is written by other processes
+/// and only used as a bound on how long a writer waits: a bad one makes a
+/// writer wait at most the stall bound, never read or write out of place.
+impl Bus {
+    fn slot_u32(&self, i: usize, field: usize) -> &std::sync::atomic::AtomicU32 {
+        use crate::wire::ext::{READER_SLOT_LEN, READER_TABLE};
+        self.map
+            .header_u32(READER_TABLE + i * READER_SLOT_LEN + field)
+    }
+    fn slot_u64(&self, i: usize, field: usize) -> &std::sync::atomic::AtomicU64 {
+        use crate::wire::ext::{READER_SLOT_LEN, READER_TABLE};
+        self.map
+            .header_u64(READER_TABLE + i * READER_SLOT_LEN + field)
+    }
+    fn reader_mask(&self) -> &std::sync::atomic::AtomicU64 {
+        self.map.header_u64(crate::wire::ext::field::READER_MASK)
+    }
+
+    /// Registers a lossless reader whose next unread byte is at linear
+    /// position `pos` (generation × ring size + offset): writers will not
+    /// overwrite it. Call with the bus lock held (so that no writer is
+    /// between its space check and its copy). `None` on a version-3 bus or
+    /// with every slot taken (the reader is then lossy).
+    pub(crate) fn register_reader(&self, pos: u64) -> Option<usize> {
+        use crate::wire::ext::{slot, SlotFlags, READER_SLOTS};
+        if !self.extended {
+            return None;
+        }
+        let me = my_holder_tag().max(1);
+        for i in 0..READER_SLOTS {
+            if self
+                .slot_u32(i, slot::OWNER)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.slot_u64(i, slot::POSITION)
+                    .store(pos, Ordering::Relaxed);
+                self.slot_u64(i, slot::LEFT_BEHIND)
+                    .store(0, Ordering::Relaxed);
+                self.slot_u32(i, slot::FLAGS)
+                    .store(SlotFlags::ACTIVE, Ordering::Release);
+                self.reader_mask().fetch_or(1 << i, Ordering::AcqRel);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Publishes a registered reader's new position (after it copied out
+    /// everything before it) and its liveness; a reader left behind as
+    /// stalled becomes one writers wait for again.
+    pub(crate) fn publish_reader(&self, i: usize, pos: u64) {
+        use crate::wire::ext::{slot, SlotFlags};
+        self.slot_u64(i, slot::POSITION)
+            .store(pos, Ordering::Release);
+        self.slot_u64(i, slot::HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+        let flags = self.slot_u32(i, slot::FLAGS);
+        if flags.load(Ordering::Relaxed) != SlotFlags::ACTIVE {
+            flags.store(SlotFlags::ACTIVE, Ordering::Release);
+        }
+    }
+
+    /// Marks a registered reader as one writers need not wait for, until it
+    /// publishes a position again (a writer that waits for space does not
+    /// read meanwhile: two peers each waiting for the other would
+    /// otherwise both wait until the stall bound).
+    pub(crate) fn excuse_reader(&self, i: usize) {
+        use crate::wire::ext::{slot, SlotFlags};
+        self.slot_u32(i, slot::FLAGS)
+            .fetch_or(SlotFlags::STALLED, Ordering::AcqRel);
+    }
+
+    /// A registered reader's sign of life without a new position.
+    pub(crate) fn reader_heartbeat(&self, i: usize) {
+        use crate::wire::ext::slot;
+        self.slot_u64(i, slot::HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees a registered reader's slot.
+    pub(crate) fn unregister_reader(&self, i: usize) {
+        use crate::wire::ext::slot;
+        self.slot_u32(i, slot::FLAGS).store(0, Ordering::Release);
+        self.reader_mask().fetch_and(!(1 << i), Ordering::AcqRel);
+        self.slot_u32(i, slot::OWNER).store(0, Ordering::Release);
+    }
+
+    /// The linear position writers may write up to without overwriting an
+    /// unread byte of a live registered reader: the least position of the
+    /// active readers plus the ring size, less a frame header and a byte
+    /// (so that the eviction walk, which evicts a frame whose header the
+    /// write reaches, never evicts the reader's next frame). `None`: no
+    /// reader to wait for (always on a version-3 bus).
+    /// `except` is the caller's own slot, never waited for.
+    pub(crate) fn write_limit(&self, except: Option<usize>) -> Option<u64> {
+        use crate::wire::ext::{slot, SlotFlags};
+        if !self.extended {
+            return None;
+        }
+        let mut mask = self.reader_mask().load(Ordering::Acquire);
+        let mut least: Option<u64> = None;
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if Some(i) == except
+                || self.slot_u32(i, slot::OWNER).load(Ordering::Relaxed) == 0
+                || !SlotFlags(self.slot_u32(i, slot::FLAGS).load(Ordering::Acquire)).is_active()
+            {
+                continue;
+            }
+            let pos = self.slot_u64(i, slot::POSITION).load(Ordering::Acquire);
+            least = Some(least.map_or(pos, |l| l.min(pos)));
+        }
+        least.map(|l| {
+            l.saturating_add(u64::from(self.geometry.size))
+                .saturating_sub(crate::wire::FRAME_HEADER_LEN as u64 + 1)
+        })
+    }
+
+    /// Called by a writer, without the lock, while it waits to write up to
+    /// linear position `end`: judges each active reader holding it back.
+    /// One whose position and heartbeat have not changed for the stall
+    /// bound is marked stalled (writers stop waiting for it; it is overrun
+    /// and counts what it lost, and waits for writers again once it moves);
+    /// one whose process is gone is dropped after [`DEAD_READER_GRACE`].
+    pub(crate) fn judge_readers(&self, end: u64, watch: &mut ReaderWatch) {
+        use crate::wire::ext::{slot, SlotFlags};
+        let now = std::time::Instant::now();
+        let judge = watch
+            .judged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(10));
+        if judge {
+            watch.judged = Some(now);
+        }
+        let size = u64::from(self.geometry.size);
+        let margin = crate::wire::FRAME_HEADER_LEN as u64 + 1;
+        let mut mask = self.reader_mask().load(Ordering::Acquire);
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let owner = self.slot_u32(i, slot::OWNER).load(Ordering::Acquire);
+            let flags = self.slot_u32(i, slot::FLAGS).load(Ordering::Acquire);
+            if owner == 0 || !SlotFlags(flags).is_active() {
+                watch.seen[i] = None;
+                continue;
+            }
+            let pos = self.slot_u64(i, slot::POSITION).load(Ordering::Acquire);
+            let beat = self.slot_u64(i, slot::HEARTBEAT).load(Ordering::Relaxed);
+            if pos.saturating_add(size) >= end.saturating_add(margin) {
+                watch.seen[i] = None;
+                continue;
+            }
+            let since = match watch.seen[i] {
+                Some((p, b, t)) if p == pos && b == beat => t,
+                _ => {
+                    watch.seen[i] = Some((pos, beat, now));
+                    now
+                }
+            };
+            let waited = now.duration_since(since);
+            let dead = judge
+                && waited >= DEAD_READER_GRACE
+                && judge_holder(owner, self.id) == Holder::Dead;
+            if dead {
+                // Free the slot, unless its owner changed meanwhile.
+                if self
+                    .slot_u32(i, slot::OWNER)
+                    .compare_exchange(owner, u32::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.slot_u32(i, slot::FLAGS).store(0, Ordering::Release);
+                    self.reader_mask().fetch_and(!(1 << i), Ordering::AcqRel);
+                    self.slot_u32(i, slot::OWNER).store(0, Ordering::Release);
+                }
+                watch.seen[i] = None;
+            } else if waited >= self.reader_stall {
+                let _ = self.slot_u32(i, slot::FLAGS).compare_exchange(
+                    flags,
+                    flags | SlotFlags::STALLED,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                );
+                watch.seen[i] = None;
+            }
+        }
     }
 }
 
@@ -694,8 +1180,13 @@ pub(crate) fn try_lock(word: &impl LockWord) -> bool {
 /// back to 0 bytes; any other is left as it is (another peer may have
 /// sized and initialised it meanwhile).
 fn allocate(path: &Path, file: &File, created: bool) -> Result<(), Error> {
-    allocate_with(path, file, created, |f| {
-        rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, BUS_SIZE as u64)
+    allocate_len(path, file, created, BUS_SIZE as u64)
+}
+
+/// [`allocate`] for a file of `len` bytes.
+fn allocate_len(path: &Path, file: &File, created: bool, len: u64) -> Result<(), Error> {
+    allocate_with(path, file, created, len, |f| {
+        rustix::fs::fallocate(f, rustix::fs::FallocateFlags::empty(), 0, len)
     })
 }
 
@@ -703,6 +1194,7 @@ fn allocate_with(
     path: &Path,
     file: &File,
     created: bool,
+    len: u64,
     fallocate: impl FnOnce(&File) -> Result<(), rustix::io::Errno>,
 ) -> Result<(), Error> {
     match fallocate(file) {
@@ -713,15 +1205,19 @@ fn allocate_with(
             }
             return Err(Error::io(
                 path,
-                "cannot allocate 1 MiB for the bus",
+                if len == BUS_SIZE as u64 {
+                    "cannot allocate 1 MiB for the bus"
+                } else {
+                    "cannot allocate the bus's size"
+                },
                 std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error()),
             ));
         }
         // Not supported here (tmpfs on old kernels, some FUSE): size it plainly.
         Err(_) => {}
     }
-    file.set_len(BUS_SIZE as u64)
-        .map_err(|e| Error::io(path, "cannot size bus file to 1 MiB", e))
+    file.set_len(len)
+        .map_err(|e| Error::io(path, "cannot size bus file", e))
 }
 
 /// The bus lock, held. Dropping it releases the lock (swap to 0, release
@@ -731,9 +1227,9 @@ pub struct BusGuard<'a> {
 }
 
 impl BusGuard<'_> {
-    /// The shape of the ring ([`Geometry::V3`]).
+    /// The shape of the ring ([`Bus::geometry`]).
     pub fn geometry(&self) -> Geometry {
-        Geometry::V3
+        self.bus.geometry
     }
     /// Loads the ring's shared state.
     pub fn control(&self) -> Control {
@@ -778,7 +1274,7 @@ impl BusGuard<'_> {
     }
 
     fn reset_ring(&self, data: &mut crate::mapping::SharedData<'_>, ctl: &Control) {
-        let fresh = crate::ring::reset(Geometry::V3, data, ctl);
+        let fresh = crate::ring::reset(self.bus.geometry, data, ctl);
         self.set_control(&fresh);
         self.bus.repairs.fetch_add(1, Ordering::Relaxed);
     }
@@ -818,9 +1314,16 @@ pub fn read_image(path: &Path) -> Result<Vec<u8>, Error> {
             reason: "the file is empty".into(),
         });
     }
-    let mut image = Vec::with_capacity(BUS_SIZE);
+    // A version-3 bus is 1 MiB; an extended one up to 1 GiB. One byte more
+    // than the size expected shows a file too long for its format.
+    let cap = if meta.len() > BUS_SIZE as u64 && meta.len() <= crate::wire::ext::EXT_MAX_FILE_SIZE {
+        meta.len()
+    } else {
+        BUS_SIZE as u64
+    };
+    let mut image = Vec::with_capacity(cap as usize);
     file.by_ref()
-        .take(BUS_SIZE as u64 + 1)
+        .take(cap + 1)
         .read_to_end(&mut image)
         .map_err(|e| Error::io(path, "cannot read bus file", e))?;
     Ok(image)
@@ -887,12 +1390,15 @@ mod tests {
             f.write_all_at(&image, 0).unwrap();
             Err(rustix::io::Errno::NOSPC)
         };
-        assert!(allocate_with(&path, &file, false, peer_made_it).is_err());
+        assert!(allocate_with(&path, &file, false, BUS_SIZE as u64, peer_made_it).is_err());
         let image = std::fs::read(&path).unwrap();
         assert_eq!(image.len(), BUS_SIZE, "a bus we did not create was cut");
         assert_eq!(image[..4], MAGIC.to_ne_bytes());
         // A file this open created is cut back (and then removed by open).
-        assert!(allocate_with(&path, &file, true, |_| Err(rustix::io::Errno::NOSPC)).is_err());
+        assert!(allocate_with(&path, &file, true, BUS_SIZE as u64, |_| Err(
+            rustix::io::Errno::NOSPC
+        ))
+        .is_err());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
     }
 }

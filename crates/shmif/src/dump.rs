@@ -6,9 +6,10 @@
 //! buses included. Bad images give errors, never panics or endless loops.
 
 use crate::ring::{read_wrapped, Corrupt, Geometry};
+use crate::wire::ext::{ExtHeader, ExtHeaderRepr, EXT_HEADER_LEN, EXT_MAGIC};
 use crate::wire::{
     BusHeader, BusHeaderRepr, ByteOrder, FrameHeader, WireError, BUS_HEADER_LEN, BUS_SIZE,
-    DATA_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN,
+    FRAME_HEADER_LEN, VERSION,
 };
 
 /// Why an image cannot be dumped.
@@ -31,6 +32,8 @@ pub enum DumpError {
 pub struct Dump<'a> {
     data: &'a [u8],
     header: BusHeaderRepr,
+    geometry: Geometry,
+    extended: Option<ExtHeaderRepr>,
 }
 
 /// One frame found by the walk.
@@ -70,9 +73,33 @@ fn hex4(v: u32) -> String {
 impl<'a> Dump<'a> {
     /// Checks an image: exactly 1 MiB, the shmif magic in either byte order,
     /// version 2 or 3 (or 0: initialised, no wake-up yet), sane offsets.
+    ///
+    /// An extended bus (`EXTENDED-FORMAT.md`) is accepted too: its header
+    /// is validated against the image's length, and the walk uses its ring
+    /// size and frame limit.
     pub fn parse(image: &'a [u8]) -> Result<Self, DumpError> {
         let h = BusHeader::new_checked(image)
             .map_err(|_| DumpError::NotABus(format!("only {} bytes", image.len())))?;
+        if h.magic() == EXT_MAGIC {
+            let e = ExtHeader::new_checked(image)
+                .and_then(|e| ExtHeaderRepr::parse(&e, Some(image.len() as u64)))
+                .map_err(|e| DumpError::NotABus(format!("extended bus: {e}")))?;
+            let geometry = Geometry::new(e.ring_size, e.max_frame)
+                .ok_or_else(|| DumpError::NotABus("extended bus: ring too small".into()))?;
+            return Ok(Dump {
+                data: &image[EXT_HEADER_LEN..],
+                header: BusHeaderRepr {
+                    order: ByteOrder::Native,
+                    version: VERSION,
+                    generation: e.generation,
+                    first: e.first,
+                    last: e.last,
+                    lock: e.lock,
+                },
+                geometry,
+                extended: Some(e),
+            });
+        }
         if h.magic() != crate::wire::MAGIC {
             return Err(DumpError::NotABus(format!(
                 "magic {:#010x}, expected {:#010x}",
@@ -97,7 +124,19 @@ impl<'a> Dump<'a> {
         Ok(Dump {
             data: &image[BUS_HEADER_LEN..],
             header,
+            geometry: Geometry::V3,
+            extended: None,
         })
+    }
+
+    /// The ring's shape: [`Geometry::V3`], or an extended bus's.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The extended header, for an extended bus.
+    pub fn extended(&self) -> Option<&ExtHeaderRepr> {
+        self.extended.as_ref()
     }
 
     /// The validated header.
@@ -107,8 +146,24 @@ impl<'a> Dump<'a> {
 
     /// The tool's first line:
     /// `bus version V, lock: L, generation: G, firstoff: 0xF, lastoff: 0xL`.
+    ///
+    /// For an extended bus: `extended bus format 1, ring size N, max frame
+    /// M, lock: ...` with the same fields after.
     pub fn header_line(&self) -> String {
         let h = &self.header;
+        if let Some(e) = &self.extended {
+            return format!(
+                "extended bus format {}, ring size {}, max frame {}, lock: {}, generation: {}, \
+                 firstoff: {}, lastoff: {}",
+                crate::wire::ext::EXT_FORMAT_VERSION,
+                e.ring_size,
+                e.max_frame,
+                h.lock,
+                h.generation,
+                hex4(h.first),
+                hex4(h.last)
+            );
+        }
         format!(
             "bus version {}, lock: {}, generation: {}, firstoff: {}, lastoff: {}",
             h.version,
@@ -123,8 +178,10 @@ impl<'a> Dump<'a> {
     /// through `last`, skipping zero-length entries.
     pub fn frames(&self) -> Frames<'a> {
         let first = self.header.first;
-        let cur = if first == DATA_SIZE { 0 } else { first };
+        let size = self.geometry.size;
+        let cur = if first == size { 0 } else { first };
         Frames {
+            geometry: self.geometry,
             data: self.data,
             order: self.header.order,
             hlen: self.header.frame_header_len(),
@@ -134,7 +191,7 @@ impl<'a> Dump<'a> {
             index: 0,
             // Each entry takes at least one header; two laps' worth is more
             // than any honest walk needs.
-            budget: 2 * (DATA_SIZE as usize / crate::wire::V2_FRAME_HEADER_LEN) + 2,
+            budget: 2 * (size as usize / crate::wire::V2_FRAME_HEADER_LEN) + 2,
             done: false,
             last_header: None,
         }
@@ -144,6 +201,7 @@ impl<'a> Dump<'a> {
 /// Iterator over the frames of a [`Dump`].
 #[derive(Debug, Clone)]
 pub struct Frames<'a> {
+    geometry: Geometry,
     data: &'a [u8],
     order: ByteOrder,
     hlen: usize,
@@ -170,7 +228,7 @@ impl Iterator for Frames<'_> {
             let at = self.cur;
             self.last_header = Some(at);
             let mut raw = [0u8; FRAME_HEADER_LEN];
-            let (pay, wrapped) = read_wrapped(Geometry::V3, self.data, at, &mut raw[..self.hlen]);
+            let (pay, wrapped) = read_wrapped(self.geometry, self.data, at, &mut raw[..self.hlen]);
             if wrapped {
                 self.bonus = false;
             }
@@ -184,16 +242,16 @@ impl Iterator for Frames<'_> {
             if len == 0 {
                 continue;
             }
-            if len as usize > MAX_FRAME_LEN {
+            if len > self.geometry.max_frame_len {
                 self.done = true;
                 return Some(Err(Corrupt::Length {
                     at,
                     len,
-                    max: MAX_FRAME_LEN as u32,
+                    max: self.geometry.max_frame_len,
                 }));
             }
             let mut data = vec![0u8; len as usize];
-            let (after, wrapped) = read_wrapped(Geometry::V3, self.data, pay, &mut data);
+            let (after, wrapped) = read_wrapped(self.geometry, self.data, pay, &mut data);
             if wrapped {
                 self.bonus = false;
             }

@@ -50,11 +50,22 @@ pub enum Error {
         /// What happened to it.
         what: &'static str,
     },
-    /// A frame outside 14..=1514 bytes was offered for sending.
-    #[error("frame of {len} bytes cannot be sent: a bus frame is 14 to 1514 bytes (Ethernet header + at most 1500 bytes of payload, no FCS)")]
+    /// A frame outside 14 bytes to the bus's frame limit (1514 on a
+    /// NetBSD bus) was offered for sending.
+    #[error("frame of {len} bytes cannot be sent: a frame on this bus is 14 to {max} bytes (Ethernet header + at most {} bytes of payload, no FCS)", max.saturating_sub(14))]
     FrameSize {
         /// The offered length.
         len: usize,
+        /// The bus's frame limit.
+        max: usize,
+    },
+    /// A bus shape (size, frame limit) that the format cannot hold.
+    #[error("{path}: {reason}")]
+    BadShape {
+        /// The bus file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
     },
     /// The interface is up, or already has a bus: the link string can be
     /// changed only while down, and set only once.

@@ -50,7 +50,7 @@ pub mod smoltcp_device;
 mod wait;
 pub mod wire;
 
-pub use bus::{read_image, Bus, OpenOptions};
+pub use bus::{read_image, Bus, OpenOptions, DEAD_READER_GRACE, READER_STALL};
 pub use error::Error;
 pub use interface::{random_mac, Counters, Frame, Interface, Received};
 pub use ring::{Geometry, Overrun};

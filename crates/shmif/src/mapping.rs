@@ -16,7 +16,7 @@
 //! error. Faults elsewhere go to the previous handler or the default action.
 
 use crate::ring::{Control, Region};
-use crate::wire::{field, BUS_HEADER_LEN, BUS_SIZE, DATA_SIZE};
+use crate::wire::field;
 use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -212,10 +212,32 @@ pub(crate) fn process_tag(compute: fn() -> u32) -> u32 {
     t
 }
 
+/// Where the parts of a bus file are: its whole length, the header before
+/// the ring, and the ring's size (`header + ring == len`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// The whole file (and mapping) length.
+    pub len: usize,
+    /// Bytes before the ring; header words lie inside them.
+    pub header: usize,
+    /// Size of the ring.
+    pub ring: u32,
+}
+
+impl Layout {
+    /// A version-3 bus: 1 MiB, a 32-byte header.
+    pub(crate) const V3: Layout = Layout {
+        len: crate::wire::BUS_SIZE,
+        header: crate::wire::BUS_HEADER_LEN,
+        ring: crate::wire::DATA_SIZE,
+    };
+}
+
 /// A `MAP_SHARED`, read-write mapping of a whole bus file.
 pub(crate) struct Mapping {
     raw: memmap2::MmapRaw,
     slot: &'static Slot,
+    layout: Layout,
 }
 
 impl Drop for Mapping {
@@ -225,15 +247,20 @@ impl Drop for Mapping {
 }
 
 impl Mapping {
-    /// Maps the first [`BUS_SIZE`] bytes of `file`, which the caller has
+    /// Maps the first `layout.len` bytes of `file`, which the caller has
     /// sized to exactly that, with its pages populated up front (NetBSD's
     /// prefault, so that no page fault happens while the bus lock is held).
-    pub(crate) fn new(file: &File) -> io::Result<Self> {
+    pub(crate) fn new(file: &File, layout: Layout) -> io::Result<Self> {
+        if layout.header < crate::wire::BUS_HEADER_LEN
+            || layout.header.checked_add(layout.ring as usize) != Some(layout.len)
+        {
+            return Err(io::Error::other("inconsistent bus layout"));
+        }
         let raw = memmap2::MmapOptions::new()
-            .len(BUS_SIZE)
+            .len(layout.len)
             .populate()
             .map_raw(file)?;
-        if raw.len() != BUS_SIZE {
+        if raw.len() != layout.len {
             return Err(io::Error::other("mapping has the wrong size"));
         }
         install_sigbus_handler();
@@ -251,9 +278,9 @@ impl Mapping {
             )));
         };
         slot.gone.store(false, Ordering::Relaxed);
-        slot.len.store(BUS_SIZE, Ordering::Relaxed);
+        slot.len.store(layout.len, Ordering::Relaxed);
         slot.start.store(start, Ordering::Release);
-        Ok(Mapping { raw, slot })
+        Ok(Mapping { raw, slot, layout })
     }
 
     /// Whether the file under this mapping was truncated (a SIGBUS was
@@ -262,10 +289,27 @@ impl Mapping {
         self.slot.gone.load(Ordering::Acquire)
     }
 
+    /// The layout this mapping was made with.
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The header word at `off` (4-aligned, inside the header): the
+    /// extended format's reader table and counters.
+    pub(crate) fn header_u32(&self, off: usize) -> &AtomicU32 {
+        self.u32_word(off)
+    }
+
+    /// The 8-byte header word at `off` (8-aligned, inside the header).
+    pub(crate) fn header_u64(&self, off: usize) -> &AtomicU64 {
+        self.u64_word(off)
+    }
+
     fn u32_word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= BUS_HEADER_LEN);
-        // SAFETY: the mapping is BUS_SIZE bytes, page-aligned, and lives as
-        // long as `self`; `off` is a 4-aligned offset inside the header (just
+        assert!(off % 4 == 0 && off + 4 <= self.layout.header);
+        // SAFETY: the mapping is `layout.len` bytes (checked in `new`),
+        // page-aligned, and lives as long as `self`; `off` is a 4-aligned
+        // offset inside the header, which is inside the mapping (just
         // asserted), so the pointer is valid and aligned for an AtomicU32.
         // Atomics may be shared with other threads and processes, and no
         // non-atomic Rust reference to these bytes is ever created.
@@ -273,7 +317,7 @@ impl Mapping {
     }
 
     fn u64_word(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= BUS_HEADER_LEN);
+        assert!(off % 8 == 0 && off + 8 <= self.layout.header);
         // SAFETY: as in `u32_word`, with an 8-aligned offset inside the
         // header (the mapping itself is page-aligned).
         unsafe { AtomicU64::from_ptr(self.raw.as_mut_ptr().add(off).cast::<u64>()) }
@@ -356,14 +400,16 @@ impl SharedData<'_> {
     /// failure is a bug in this crate, not bad bus contents.
     fn base(&self, off: u32, len: usize) -> *mut u8 {
         let off = off as usize;
+        let layout = self.map.layout;
         assert!(
             off.checked_add(len)
-                .is_some_and(|end| end <= DATA_SIZE as usize),
+                .is_some_and(|end| end <= layout.ring as usize),
             "ring access {off}+{len} outside the data region"
         );
-        // SAFETY: BUS_HEADER_LEN + off + len <= BUS_SIZE (asserted above),
-        // so the offset stays inside the mapping.
-        unsafe { self.map.raw.as_mut_ptr().add(BUS_HEADER_LEN + off) }
+        // SAFETY: header + off + len <= header + ring == len of the mapping
+        // (asserted above and in `Mapping::new`), so the offset stays
+        // inside the mapping.
+        unsafe { self.map.raw.as_mut_ptr().add(layout.header + off) }
     }
 }
 

@@ -107,6 +107,15 @@ impl RxCore {
         }
     }
 
+    /// The reader's linear position: generation × ring size + offset of
+    /// the next header to read (what a registered reader publishes).
+    pub(crate) fn position(&self) -> u64 {
+        self.reader
+            .devgen
+            .wrapping_mul(u64::from(self.geom.size))
+            .wrapping_add(u64::from(self.reader.next))
+    }
+
     /// The header as of the last time the ring was found empty.
     pub(crate) fn quiet(&self) -> Option<(u64, u32)> {
         self.quiet

@@ -47,9 +47,16 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use std::borrow::Borrow;
 use std::time::Duration;
 
-/// The Ethernet MTU the device reports: 1500 bytes of IP plus the 14-byte
-/// Ethernet header, the most a NetBSD peer accepts.
+/// The Ethernet MTU the device reports on a NetBSD (version-3) bus: 1500
+/// bytes of IP plus the 14-byte Ethernet header, the most a NetBSD peer
+/// accepts. On an extended bus it is the bus's frame limit
+/// ([`Interface::max_frame_len`]).
 pub const MTU: usize = MAX_FRAME_LEN;
+
+/// Queued bytes at which the send queue is written out whatever the frame
+/// count: 128 full version-3 frames, so that a batch of jumbo frames stays
+/// a small part of even the smallest ring.
+const TX_BATCH_BYTES: usize = DEFAULT_TX_BATCH * MAX_FRAME_LEN;
 
 /// How many frames [`ShmifDevice`] queues before it writes them out, unless
 /// changed with [`ShmifDevice::set_tx_batch_limit`]: 128 full frames are
@@ -71,7 +78,7 @@ impl TxQueue {
     fn new(limit: usize) -> Self {
         let limit = limit.max(1);
         TxQueue {
-            buf: Vec::with_capacity(limit * MTU),
+            buf: Vec::with_capacity(TX_BATCH_BYTES + MTU),
             ends: Vec::with_capacity(limit),
             limit,
         }
@@ -105,8 +112,8 @@ impl TxQueue {
 #[derive(Debug)]
 pub struct ShmifDevice<I: Borrow<Interface> = Interface> {
     iface: I,
-    /// The receive buffer, reused for every frame.
-    rx: Box<[u8; MAX_FRAME_LEN]>,
+    /// The receive buffer, reused for every frame: the bus's frame limit.
+    rx: Box<[u8]>,
     /// Length of a frame already read into `rx` and not yet handed over.
     rx_pending: Option<usize>,
     tx: TxQueue,
@@ -119,9 +126,10 @@ impl<I: Borrow<Interface>> ShmifDevice<I> {
     /// A device over `iface`, which should be up (attached), with send
     /// batching on and checksums computed and verified.
     pub fn new(iface: I) -> Self {
+        let rx = vec![0u8; iface.borrow().max_frame_len()].into_boxed_slice();
         ShmifDevice {
             iface,
-            rx: Box::new([0u8; MAX_FRAME_LEN]),
+            rx,
             rx_pending: None,
             tx: TxQueue::new(DEFAULT_TX_BATCH),
             error: None,
@@ -273,7 +281,7 @@ impl phy::TxToken for TxToken<'_> {
         self.tx.buf.resize(start + len, 0);
         let r = f(&mut self.tx.buf[start..]);
         self.tx.ends.push(start + len);
-        if self.tx.ends.len() >= self.tx.limit {
+        if self.tx.ends.len() >= self.tx.limit || self.tx.buf.len() >= TX_BATCH_BYTES {
             if let Err(e) = self.tx.flush(self.iface) {
                 if self.error.is_none() {
                     *self.error = Some(e);
@@ -311,7 +319,7 @@ impl<I: Borrow<Interface>> phy::Device for ShmifDevice<I> {
         };
         Some((
             RxToken {
-                frame: &self.rx[..len.min(MAX_FRAME_LEN)],
+                frame: &self.rx[..len.min(self.rx.len())],
             },
             TxToken {
                 iface: self.iface.borrow(),
@@ -332,7 +340,8 @@ impl<I: Borrow<Interface>> phy::Device for ShmifDevice<I> {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MTU;
+        // The bus's frame limit (known when the device was made).
+        caps.max_transmission_unit = self.rx.len();
         caps.max_burst_size = None;
         caps.checksum = self.checksum.clone();
         caps
@@ -444,7 +453,7 @@ mod tests {
             .consume(4, |buf| buf.fill(0));
         assert!(matches!(
             dev.take_error(),
-            Some(Error::FrameSize { len: 4 })
+            Some(Error::FrameSize { len: 4, .. })
         ));
         assert!(dev.take_error().is_none());
         dev.interface().down();

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+pub mod ext;
+
 /// Size of a bus file: exactly 1 MiB, as every NetBSD peer maps it.
 pub const BUS_SIZE: usize = 1024 * 1024;
 /// Length of the bus header (`struct shmif_mem` without its data).

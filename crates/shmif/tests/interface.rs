@@ -127,7 +127,7 @@ fn frame_sizes_outside_14_to_1514_are_refused() {
     for len in [0usize, 13, 1515, 9000] {
         let err = a.send(&vec![0u8; len]).unwrap_err();
         assert!(
-            matches!(err, Error::FrameSize { len: l } if l == len),
+            matches!(err, Error::FrameSize { len: l, .. } if l == len),
             "{err}"
         );
         assert!(err.to_string().contains("1514"));

@@ -31,11 +31,12 @@ impl BusPort {
             .map_err(lib_error)?
             .ok_or_else(|| anyhow!("{}: no wake-up descriptor to poll", path.display()))?;
         Ok(BusPort {
-            iface,
             wake,
             path: path.to_path_buf(),
             repairs: RepairNotice::new(path),
-            max_frame: shmif::wire::MAX_FRAME_LEN,
+            // 1514 on a NetBSD bus; an extended bus's own frame limit.
+            max_frame: iface.max_frame_len(),
+            iface,
         })
     }
 }

@@ -29,6 +29,12 @@ pub struct BusOpts {
     /// ours that died are always taken over after 100 ms.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse::seconds)]
     pub stuck_lock_timeout: Duration,
+
+    /// On an extended bus (`shmif create`), how long this command's writes
+    /// wait for a registered reader that makes no progress before leaving
+    /// it behind to be overrun (readers that keep up lose nothing).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse::seconds)]
+    pub reader_stall: Duration,
 }
 
 impl BusOpts {
@@ -40,12 +46,24 @@ impl BusOpts {
             .stuck_lock_timeout(
                 (!self.stuck_lock_timeout.is_zero()).then_some(self.stuck_lock_timeout),
             )
+            .reader_stall(self.reader_stall)
     }
 
     /// A new interface (random MAC unless given), attached to `bus` and up.
     /// An existing empty regular file is made a bus, as a missing one is,
     /// and given the permissions of `--mode` as a created one would be.
     pub fn attach(&self, bus: &Path, mac: Option<MacAddr>) -> Result<Interface, shmif::Error> {
+        self.attach_lossy(bus, mac, false)
+    }
+
+    /// [`BusOpts::attach`], receiving lossy on an extended bus if `lossy`
+    /// (writers never wait for it; see `Interface::set_lossy`).
+    pub fn attach_lossy(
+        &self,
+        bus: &Path,
+        mac: Option<MacAddr>,
+        lossy: bool,
+    ) -> Result<Interface, shmif::Error> {
         use std::os::unix::fs::PermissionsExt as _;
         let empty =
             std::fs::symlink_metadata(bus).is_ok_and(|m| m.file_type().is_file() && m.len() == 0);
@@ -63,6 +81,7 @@ impl BusOpts {
             None => Interface::new(),
         }
         .with_open_options(self.open_options());
+        iface.set_lossy(lossy);
         iface.set_link(bus)?;
         iface.up()?;
         Ok(iface)

@@ -87,6 +87,36 @@ pub fn cidr(s: &str) -> Result<IpCidr, String> {
     Ok(IpCidr::new(IpAddress::from(addr), prefix))
 }
 
+/// A size in bytes with an optional binary suffix: `1048576`, `64K`,
+/// `64M`, `1G` (K = 1024; `KiB`, `MiB`, `GiB` and lower case also).
+pub fn size(s: &str) -> Result<u64, String> {
+    let err = || format!("'{s}' is not a size (a number of bytes, or with K, M or G: 64M, 1G)");
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &t[digits.len()..];
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(err()),
+    };
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    n.checked_mul(1 << shift).ok_or_else(err)
+}
+
+/// An extended bus's file size (`shmif create --size`): whole 4 KiB pages
+/// from 1 MiB to 1 GiB.
+pub fn bus_size(s: &str) -> Result<u64, String> {
+    let n = size(s)?;
+    if !(1 << 20..=1 << 30).contains(&n) || n % 4096 != 0 {
+        return Err(format!(
+            "a bus is 1M to 1G in whole 4K pages; '{s}' is {n} bytes"
+        ));
+    }
+    Ok(n)
+}
+
 /// A server's address, `ADDR:PORT` (IPv4) or `[ADDR]:PORT` (IPv6), with
 /// a message that says what is missing: the port, or the brackets.
 pub fn socket_addr(s: &str) -> Result<SocketAddr, String> {
@@ -138,6 +168,25 @@ pub fn count(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("4096"), Ok(4096));
+        assert_eq!(size("64K"), Ok(64 << 10));
+        assert_eq!(size("64M"), Ok(64 << 20));
+        assert_eq!(size("64MiB"), Ok(64 << 20));
+        assert_eq!(size("1g"), Ok(1 << 30));
+        assert!(size("").is_err());
+        assert!(size("M").is_err());
+        assert!(size("12T").is_err());
+        assert!(size("-1M").is_err());
+        assert!(size("99999999999G").is_err(), "overflow");
+        assert_eq!(bus_size("1M"), Ok(1 << 20));
+        assert_eq!(bus_size("1G"), Ok(1 << 30));
+        assert!(bus_size("512K").unwrap_err().contains("1M to 1G"));
+        assert!(bus_size("2G").is_err());
+        assert!(bus_size("1048577").is_err(), "whole pages");
+    }
 
     #[test]
     fn modes() {

@@ -9,20 +9,32 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Snapshot length in the file headers: a full Ethernet frame with FCS,
-/// what libpcap's `pcap_open_dead` is given by `shmif_dumpbus`.
+/// Snapshot length in the file headers of a NetBSD bus's capture: a full
+/// Ethernet frame with FCS, what libpcap's `pcap_open_dead` is given by
+/// `shmif_dumpbus`.
 pub(crate) const SNAPLEN: u32 = 1518;
+
+/// The snapshot length for a bus of this geometry: [`SNAPLEN`] on a NetBSD
+/// bus (as `shmif_dumpbus`), the frame limit on an extended one.
+pub(crate) fn snaplen(extended: bool, max_frame: usize) -> u32 {
+    if extended {
+        max_frame as u32
+    } else {
+        SNAPLEN
+    }
+}
 
 /// Starts a classic pcap on `out` with the global header `shmif_dumpbus`
 /// gets from libpcap: magic a1b2c3d4 in this host's byte order, version
-/// 2.4, thiszone 0, sigfigs 0, snaplen 1518, link type 1 (Ethernet).
-pub(crate) fn writer<W: Write>(out: W) -> io::Result<PcapWriter<W>> {
+/// 2.4, thiszone 0, sigfigs 0, snaplen `snaplen` (1518 for a NetBSD bus),
+/// link type 1 (Ethernet).
+pub(crate) fn writer<W: Write>(out: W, snaplen: u32) -> io::Result<PcapWriter<W>> {
     let header = PcapHeader {
         version_major: 2,
         version_minor: 4,
         ts_correction: 0,
         ts_accuracy: 0,
-        snaplen: SNAPLEN,
+        snaplen,
         datalink: DataLink::ETHERNET,
         ts_resolution: TsResolution::MicroSecond,
         endianness: Endianness::native(),

@@ -11,7 +11,7 @@
 
 use crate::cli::error::{interrupted, lib_error};
 use crate::cli::output::{plural, refuse_binary_to_terminal};
-use crate::cli::pcap::{self, SNAPLEN};
+use crate::cli::pcap;
 use crate::cli::repair::RepairNotice;
 use crate::cli::signal::{poll_fds, StopSignal};
 use anyhow::{anyhow, Context as _};
@@ -24,7 +24,6 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, Endianness};
 use rustix::event::{PollFd, PollFlags};
-use shmif::wire::MAX_FRAME_LEN;
 use shmif::Received;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -100,6 +99,14 @@ pub struct Args {
     #[arg(long, value_name = "SOURCE", value_enum, default_value_t = Timestamps::Sender)]
     pub timestamps: Timestamps,
 
+    /// On an extended bus, capture lossy: writers never wait for this
+    /// capture, which loses frames when it falls a ring behind (as on a
+    /// NetBSD bus, where every reader is lossy). By default a capture of an
+    /// extended bus is a registered reader that writers wait for (up to
+    /// their --reader-stall).
+    #[arg(long)]
+    pub lossy: bool,
+
     /// Print each frame as one JSON object per line (sec, usec, len, src,
     /// dst, ethertype, kind, ip_src, ip_dst, protocol, src_port, dst_port,
     /// tcp_flags, summary) instead of a text line. Not with -w.
@@ -153,7 +160,7 @@ enum Format {
 impl Format {
     /// Starts the output: the file header for pcap, the section header and
     /// the bus's interface description for pcapng.
-    fn start(args: &Args, out: Box<dyn Write>) -> io::Result<Self> {
+    fn start(args: &Args, out: Box<dyn Write>, snaplen: u32) -> io::Result<Self> {
         let shared = Shared(Rc::new(RefCell::new(BufWriter::with_capacity(
             64 * 1024,
             out,
@@ -165,7 +172,7 @@ impl Format {
             });
         }
         if !args.pcapng {
-            let w = pcap::writer(shared.clone())?;
+            let w = pcap::writer(shared.clone(), snaplen)?;
             return Ok(Format::Pcap(w, shared));
         }
         let section = SectionHeaderBlock {
@@ -180,7 +187,7 @@ impl Format {
             PcapNgWriter::with_section_header(shared.clone(), section).map_err(pcap::to_io)?;
         let idb = InterfaceDescriptionBlock {
             linktype: DataLink::ETHERNET,
-            snaplen: SNAPLEN,
+            snaplen,
             options: vec![
                 InterfaceDescriptionOption::IfName(Cow::Owned(args.bus.display().to_string())),
                 InterfaceDescriptionOption::IfDescription(Cow::Borrowed(
@@ -250,7 +257,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         refuse_binary_to_terminal(what, "-w")?;
     }
     let signals = StopSignal::install()?;
-    let iface = args.bus_opts.attach(&args.bus, None).map_err(lib_error)?;
+    let iface = args
+        .bus_opts
+        .attach_lossy(&args.bus, None, args.lossy)
+        .map_err(lib_error)?;
     iface.set_promiscuous(true);
 
     let to_stdout = match args.write.as_deref() {
@@ -268,7 +278,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let write_error = |e: io::Error| anyhow!("{what}: cannot write the capture: {e}");
     // The header goes out with the first flush, before the first wait.
-    let mut format = Format::start(&args, out).map_err(write_error)?;
+    let snaplen = pcap::snaplen(iface.is_extended(), iface.max_frame_len());
+    let mut format = Format::start(&args, out, snaplen).map_err(write_error)?;
 
     let wake = iface.wakeup_fd().map_err(lib_error)?;
     let stdout = io::stdout();
@@ -283,7 +294,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.bus.display()
     );
 
-    let mut buf = [0u8; MAX_FRAME_LEN];
+    let mut buf = vec![0u8; iface.max_frame_len()];
     let mut captured = 0u64;
     let mut bytes = 0u64;
     let mut repairs = RepairNotice::new(&args.bus);

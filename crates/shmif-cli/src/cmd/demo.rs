@@ -371,6 +371,7 @@ impl Recorder {
         let file = std::fs::File::create(pcap)
             .with_context(|| format!("{}: cannot create the pcap", pcap.display()))?;
         iface.set_promiscuous(true);
+        let snaplen = pcapfmt::snaplen(iface.is_extended(), iface.max_frame_len());
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let what = pcap.display().to_string();
@@ -378,7 +379,7 @@ impl Recorder {
             .name("demo-capture".into())
             .spawn(move || -> Result<Recorded> {
                 let err = |e: std::io::Error| anyhow!("{what}: cannot write the pcap: {e}");
-                let mut w = pcapfmt::writer(std::io::BufWriter::new(file)).map_err(err)?;
+                let mut w = pcapfmt::writer(std::io::BufWriter::new(file), snaplen).map_err(err)?;
                 let mut frames = 0u64;
                 loop {
                     let stopping = flag.load(Ordering::SeqCst);

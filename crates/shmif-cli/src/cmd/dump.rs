@@ -113,8 +113,8 @@ struct Pcap {
 
 impl Pcap {
     /// Writes the global header (see [`pcap::writer`]).
-    fn new(what: String, out: Box<dyn Write>) -> Result<Self, WriteError> {
-        match pcap::writer(out) {
+    fn new(what: String, out: Box<dyn Write>, snaplen: u32) -> Result<Self, WriteError> {
+        match pcap::writer(out, snaplen) {
             Ok(writer) => Ok(Pcap { what, writer }),
             Err(source) => Err(WriteError { what, source }),
         }
@@ -249,16 +249,19 @@ fn walk(
         text.flush()?;
         return Ok(Ok(ExitCode::SUCCESS));
     }
+    let snaplen = pcap::snaplen(dump.extended().is_some(), dump.geometry().max_frame());
     let mut pcap = match target {
         PcapTarget::None => None,
         PcapTarget::Stdout => Some(Pcap::new(
             "standard output".into(),
             Box::new(BufWriter::new(io::stdout().lock())),
+            snaplen,
         )?),
         PcapTarget::File(p) => match pcap_file {
             Some(file) => Some(Pcap::new(
                 format!("pcap file {}", p.display()),
                 Box::new(BufWriter::new(file)),
+                snaplen,
             )?),
             None => None,
         },

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bridge;
 pub mod capture;
 pub mod completions;
+pub mod create;
 pub mod demo;
 pub mod dump;
 pub mod host;

@@ -67,7 +67,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         json: args.json,
     };
     let addrs = args.stack.addresses()?;
-    opts.check(&format!("DEST {}", args.dest), "-s", &addrs)?;
+    opts.check(
+        &format!("DEST {}", args.dest),
+        "-s",
+        &addrs,
+        &args.stack.bus,
+    )?;
     let mut stack = args.stack.attach(&addrs)?;
     let stop = StopSignal::install()?;
     stop.take_down_on_stop(&stack.shmif)?;

@@ -8,7 +8,7 @@ use crate::cli::error::lib_error;
 use crate::cli::output::plural;
 use crate::cli::repair::RepairNotice;
 use anyhow::{anyhow, Context as _};
-use shmif::wire::{MAX_FRAME_LEN, MIN_FRAME_LEN};
+use shmif::wire::MIN_FRAME_LEN;
 use shmif::MacAddr;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -18,7 +18,8 @@ use std::process::ExitCode;
 ///
 /// Attaches to BUS (creating it if missing) as a new interface, builds the
 /// frame DST + SRC + ETHERTYPE + PAYLOAD (no padding, no FCS; at most 1500
-/// payload bytes) and sends it COUNT times, waking every reader. A one-line
+/// payload bytes on a NetBSD bus, the bus's frame limit less 14 on an
+/// extended one) and sends it COUNT times, waking every reader. A one-line
 /// confirmation goes to standard error.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -50,7 +51,8 @@ pub struct Args {
 
     /// Frame payload: hex digits, optionally separated by spaces or colons
     /// ("68656c6c6f", "68:65:6c", "68 65 6c"), or `-` to read raw bytes
-    /// from standard input. At most 1500 bytes.
+    /// from standard input. At most 1500 bytes (an extended bus: its frame
+    /// limit less 14).
     #[arg(long, value_name = "HEX|-", value_parser = parse_payload)]
     pub payload: Payload,
 
@@ -69,8 +71,15 @@ pub enum Payload {
     Bytes(Vec<u8>),
 }
 
-/// Largest payload that fits in a bus frame.
-const MAX_PAYLOAD: usize = MAX_FRAME_LEN - MIN_FRAME_LEN;
+/// Largest payload that fits in a frame of an extended bus (the bus at hand
+/// may allow less: see [`payload_limit`]).
+const MAX_PAYLOAD: usize = shmif::wire::ext::EXT_MAX_FRAME_LEN as usize - MIN_FRAME_LEN;
+
+/// Largest payload the bus at `bus` carries: 1500 on a NetBSD bus (or one
+/// not made yet), its frame limit less 14 on an extended bus.
+fn payload_limit(bus: &std::path::Path) -> usize {
+    shmif::Bus::peek_geometry(bus).max_frame() - MIN_FRAME_LEN
+}
 
 /// Parses an EtherType: hex with a `0x` prefix (`0x88b5`), or decimal.
 fn parse_ether_type(s: &str) -> Result<u16, String> {
@@ -113,17 +122,18 @@ fn parse_payload(s: &str) -> Result<Payload, String> {
         })
         .collect();
     if bytes.len() > MAX_PAYLOAD {
-        return Err(too_big(bytes.len()));
+        return Err(too_big(bytes.len(), MAX_PAYLOAD));
     }
     Ok(Payload::Bytes(bytes))
 }
 
-/// Why a payload can be no bigger.
-const FRAME_LIMIT: &str =
-    "a frame carries at most 1500 payload bytes (1514 with the 14-byte Ethernet header)";
-
-fn too_big(n: usize) -> String {
-    format!("{n} bytes is too big: {FRAME_LIMIT}")
+/// Why a payload of `n` bytes can be no bigger than `limit`.
+fn too_big(n: usize, limit: usize) -> String {
+    format!(
+        "{n} bytes is too big: a frame on this bus carries at most {limit} payload bytes ({} with \
+         the 14-byte Ethernet header; `shmif create` makes buses with larger frames)",
+        limit + MIN_FRAME_LEN
+    )
 }
 
 /// Builds the Ethernet frame: destination, source, EtherType, payload.
@@ -138,19 +148,25 @@ fn build_frame(dst: MacAddr, src: MacAddr, ether_type: u16, payload: &[u8]) -> V
 
 /// Runs `shmif send`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let limit = payload_limit(&args.bus);
     let payload = match args.payload {
-        Payload::Bytes(b) => b,
+        Payload::Bytes(b) => {
+            if b.len() > limit {
+                return Err(anyhow!("--payload: {}", too_big(b.len(), limit)));
+            }
+            b
+        }
         Payload::Stdin => {
             let mut b = Vec::new();
             io::stdin()
                 .lock()
-                .take(MAX_PAYLOAD as u64 + 1)
+                .take(limit as u64 + 1)
                 .read_to_end(&mut b)
                 .context("--payload -: cannot read standard input")?;
-            if b.len() > MAX_PAYLOAD {
+            if b.len() > limit {
                 return Err(anyhow!(
-                    "--payload -: standard input holds more than {MAX_PAYLOAD} bytes: {}",
-                    FRAME_LIMIT
+                    "--payload -: standard input holds more than {limit} bytes: {}",
+                    too_big(b.len(), limit)
                 ));
             }
             b
@@ -210,8 +226,8 @@ mod tests {
         assert_eq!(parse_payload(""), Ok(Payload::Bytes(vec![])));
         assert!(parse_payload("686").unwrap_err().contains("odd"));
         assert!(parse_payload("zz").unwrap_err().contains("hex digit"));
-        assert!(parse_payload(&"00".repeat(1500)).is_ok());
-        assert!(parse_payload(&"00".repeat(1501))
+        assert!(parse_payload(&"00".repeat(65_535)).is_ok());
+        assert!(parse_payload(&"00".repeat(65_536))
             .unwrap_err()
             .contains("too big"));
     }

@@ -12,7 +12,8 @@
 //!
 //! The TAP is created without a packet-information header and with the
 //! kernel's offloads switched off (so it never hands over a frame larger
-//! than its MTU), with MTU 1500: a bus frame is at most 1514 bytes. With
+//! than its MTU), with MTU 1500 (`--mtu`): a NetBSD bus frame is at most
+//! 1514 bytes; an extended bus allows up to its frame limit less 14. With
 //! `--netns` the thread enters the named network namespace first, so the
 //! TAP is created in it (and its file descriptor, like any, keeps working
 //! from here). A TAP this command created disappears when it exits.
@@ -32,10 +33,11 @@ use std::process::ExitCode;
 /// for any interface; the kernel then talks to rump kernels, `shmif host`
 /// and other TAPs on the bus.
 ///
-/// A TAP this command creates has MTU 1500 and no offloads, so the kernel
-/// hands over at most 1514-byte frames, the bus's limit; an existing TAP
-/// with a larger MTU still works, but frames over 1514 bytes are dropped,
-/// counted and warned about.
+/// A TAP this command creates has MTU 1500 (or --mtu) and no offloads, so
+/// the kernel hands over at most MTU + 14-byte frames: 1514, a NetBSD bus's
+/// limit, unless the bus is an extended one (`shmif create`) that carries
+/// more. An existing TAP with a larger MTU still works, but frames over the
+/// bus's limit are dropped, counted and warned about.
 ///
 /// With --netns the TAP is created in (or opened from) the network
 /// namespace NAME (`ip netns add NAME` makes one; a path such as
@@ -75,6 +77,13 @@ pub struct Args {
     #[arg(long, value_name = "NAME|PATH")]
     pub netns: Option<String>,
 
+    /// MTU of a TAP this command creates: 68 to the bus's frame limit less
+    /// 14 (1500 on a NetBSD bus; up to 65535 on an extended bus made with
+    /// `shmif create --max-frame 65549`).
+    #[arg(long, value_name = "BYTES", default_value_t = 1500,
+          value_parser = clap::value_parser!(u16).range(68..))]
+    pub mtu: u16,
+
     /// How the bus file is opened or created.
     #[command(flatten)]
     pub bus_opts: crate::cli::bus_opts::BusOpts,
@@ -104,7 +113,6 @@ mod linux {
     use anyhow::{anyhow, Context as _, Result};
     use rustix::event::PollFlags;
     use rustix::io::Errno;
-    use shmif::wire::MAX_FRAME_LEN;
     use shmif::{Interface, MacAddr};
     use std::cell::Cell;
     use std::fs::File;
@@ -115,14 +123,12 @@ mod linux {
     use std::rc::Rc;
     use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
-    /// The MTU a created TAP gets: 1500 bytes of payload, so 1514-byte
-    /// frames, the most a bus carries.
-    const MTU: u16 = 1500;
     /// Longest interface name, without the terminating NUL (IFNAMSIZ - 1).
     const IFNAMSIZ_MAX: usize = 15;
     /// Room for one read from the TAP: more than any frame the kernel can
     /// hand over, so that an oversized frame is seen whole and counted.
-    const READ_ROOM: usize = 65_536;
+    /// (The largest MTU is 65,535: frames of up to 65,549 bytes.)
+    const READ_ROOM: usize = 65_536 + 64;
 
     /// The TAP, and what this command did to get it.
     struct Tap {
@@ -280,7 +286,7 @@ mod linux {
 
     /// Opens or creates the TAP (in this thread's network namespace),
     /// brings it up and makes its descriptor non-blocking.
-    fn open_tap(name: Option<&str>) -> Result<Tap> {
+    fn open_tap(name: Option<&str>, mtu: u16, max_frame: usize) -> Result<Tap> {
         let shown = name.unwrap_or("tap%d");
         if let Some(n) = name {
             if n.is_empty() || n.len() > IFNAMSIZ_MAX || n.contains(['/', ' ', '\0']) {
@@ -303,7 +309,7 @@ mod linux {
             builder = builder.name(n);
         }
         if !existed {
-            builder = builder.mtu(MTU);
+            builder = builder.mtu(mtu);
         }
         let dev = builder
             .build_sync()
@@ -324,13 +330,14 @@ mod linux {
                     _ => anyhow!("TAP {name}: cannot bring it up: {e}"),
                 })?;
         }
-        let mtu = dev
+        let dev_mtu = dev
             .mtu()
             .map_err(|e| anyhow!("TAP {name}: cannot read its MTU: {e}"))?;
-        if mtu > MTU {
+        let fits = max_frame - 14;
+        if usize::from(dev_mtu) > fits {
             eprintln!(
-                "shmif: warning: TAP {name} has MTU {mtu}: frames over {MAX_FRAME_LEN} bytes \
-                 cannot go on a bus and will be dropped (ip link set {name} mtu {MTU})"
+                "shmif: warning: TAP {name} has MTU {dev_mtu}: frames over {max_frame} bytes \
+                 cannot go on this bus and will be dropped (ip link set {name} mtu {fits})"
             );
         }
         dev.set_nonblocking(true)
@@ -349,11 +356,20 @@ mod linux {
         }
         // Check the bus before making a TAP, so that a bad path leaves no
         // device behind even for a moment.
-        Interface::new()
-            .with_open_options(args.bus_opts.open_options())
-            .set_link(&args.bus)
-            .map_err(lib_error)?;
-        let tap = Rc::new(open_tap(args.tap.as_deref())?);
+        let probe = Interface::new().with_open_options(args.bus_opts.open_options());
+        probe.set_link(&args.bus).map_err(lib_error)?;
+        let max_frame = probe.max_frame_len();
+        drop(probe);
+        if usize::from(args.mtu) + 14 > max_frame {
+            return Err(anyhow!(
+                "--mtu {}: frames of {} bytes do not fit this bus, whose limit is {max_frame} \
+                 (at most --mtu {}; `shmif create --max-frame` makes buses with larger frames)",
+                args.mtu,
+                usize::from(args.mtu) + 14,
+                max_frame - 14
+            ));
+        }
+        let tap = Rc::new(open_tap(args.tap.as_deref(), args.mtu, max_frame)?);
         let mac = tap
             .dev
             .mac_address()
@@ -407,7 +423,7 @@ mod linux {
         };
         eprintln!(
             "shmif: tap {name} <-> {}: kernel to bus {} frames ({} bytes), bus to kernel {} \
-             frames ({} bytes); dropped: {} over {MAX_FRAME_LEN} bytes, {} runts, {} refused by \
+             frames ({} bytes); dropped: {} over {max_frame} bytes, {} runts, {} refused by \
              the kernel; {lib}{removed}",
             args.bus.display(),
             bus_counters.out_frames,

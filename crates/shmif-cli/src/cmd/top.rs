@@ -11,7 +11,7 @@
 use crate::cli::error::{interrupted, lib_error};
 use crate::cli::signal::StopSignal;
 use anyhow::{anyhow, Context as _, Result};
-use shmif::wire::{BusHeader, BUS_HEADER_LEN, MAX_FRAME_LEN};
+use shmif::wire::{BusHeader, BUS_HEADER_LEN};
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::fs::FileExt as _;
@@ -414,7 +414,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         gen_at_start: generation(&file),
         window_start: Instant::now(),
     };
-    let mut buf = [0u8; MAX_FRAME_LEN];
+    // The bus's frame limit: 1514 on a NetBSD bus, more on an extended one.
+    let mut buf = vec![0u8; iface.max_frame_len()];
     let mut next = Instant::now() + args.interval;
     let code = loop {
         // Everything waiting, then a wait until the next frame, a key, the

@@ -83,11 +83,13 @@ struct Rtt {
 }
 
 impl PingOptions {
-    /// Checks that a request fits in one frame and that `addrs` has an
-    /// address of DEST's family. `what` names DEST and `size_flag` the
-    /// size option in the messages.
-    pub fn check(&self, what: &str, size_flag: &str, addrs: &[IpCidr]) -> Result<()> {
-        let max = 1500 - headers(self.dest);
+    /// Checks that a request fits in one frame of the bus at `bus` (IP
+    /// MTU 1500 on a NetBSD bus, the frame limit less 14 on an extended
+    /// one) and that `addrs` has an address of DEST's family. `what` names
+    /// DEST and `size_flag` the size option in the messages.
+    pub fn check(&self, what: &str, size_flag: &str, addrs: &[IpCidr], bus: &Path) -> Result<()> {
+        let mtu = shmif::Bus::peek_geometry(bus).max_frame() - 14;
+        let max = mtu.saturating_sub(headers(self.dest));
         if self.size > max {
             anyhow::bail!(
                 "{size_flag} {}: at most {max} bytes fit in one {} frame (no fragmentation)",

@@ -24,7 +24,10 @@ use crate::rx::{RxCore, Tally};
 use crate::wait::Waiter;
 use crate::wire::{FrameHeaderRepr, MacAddr, MAX_FRAME_LEN, MIN_FRAME_LEN};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// [`Interface`]'s `reader_slot` when it has none.
+const NO_SLOT: usize = usize::MAX;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// A frame received from the bus.
@@ -44,7 +47,8 @@ pub struct Frame {
 /// What [`Interface::try_recv_into`] copied into the caller's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
-    /// Frame length (bytes copied: the buffer must hold 1514).
+    /// Frame length: the bytes copied when the buffer holds
+    /// [`Interface::max_frame_len`] bytes (more than a shorter buffer got).
     pub len: usize,
     /// Timestamp seconds.
     pub sec: u32,
@@ -142,6 +146,17 @@ struct Link {
     wake_pending: AtomicBool,
     /// Whether a flusher thread is running for this link.
     flusher_running: AtomicBool,
+    /// This link's wake-up descriptor was handed out: it is counted in
+    /// an extended bus's `fd_waiters`, and its waits use the file watch.
+    fd_waiter: AtomicBool,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if self.fd_waiter.swap(false, Ordering::AcqRel) {
+            self.bus.count_fd_waiter(false);
+        }
+    }
 }
 
 impl Link {
@@ -175,6 +190,12 @@ pub struct Interface {
     /// This interface wrote a wake-up since it last waited: its own watch
     /// holds the event (see `wait_for_wakeup`).
     woke_own: AtomicBool,
+    /// Receive without registering on an extended bus (writers then never
+    /// wait for this interface; it may be overrun).
+    lossy: AtomicBool,
+    /// The reader slot this interface holds on an extended bus while up
+    /// ([`NO_SLOT`]: none).
+    reader_slot: AtomicUsize,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -245,6 +266,61 @@ impl Interface {
             wake_delay_ns: Arc::new(AtomicU64::new(0)),
             woke_own: AtomicBool::new(false),
             counters: AtomicCounters::default(),
+            lossy: AtomicBool::new(false),
+            reader_slot: AtomicUsize::new(NO_SLOT),
+        }
+    }
+
+    /// On an extended bus, whether this interface receives lossy (as on a
+    /// NetBSD bus: writers never wait for it, and it is overrun when it
+    /// falls a ring behind) instead of registering as a lossless reader
+    /// (the default: writers wait for it, up to the stall bound, see
+    /// [`OpenOptions::reader_stall`]). Takes effect when the interface
+    /// next comes up. No effect on a NetBSD bus, where every reader is
+    /// lossy.
+    pub fn set_lossy(&self, on: bool) {
+        self.lossy.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether this interface receives lossy (see [`Interface::set_lossy`]).
+    pub fn is_lossy(&self) -> bool {
+        self.lossy.load(Ordering::Relaxed)
+    }
+
+    /// Whether this interface is registered as a lossless reader of an
+    /// extended bus: up, not lossy, a slot was free, and it has received
+    /// (it registers at its first receive call, so that an interface that
+    /// only sends never holds writers back).
+    pub fn is_registered(&self) -> bool {
+        self.reader_slot.load(Ordering::Relaxed) != NO_SLOT
+    }
+
+    /// Registers as a lossless reader at `pos` if this interface should
+    /// and has not (call with the bus lock held, `pos` just validated).
+    fn maybe_register(&self, link: &Link, pos: u64) {
+        if self.reader_slot.load(Ordering::Relaxed) == NO_SLOT
+            && !self.is_lossy()
+            && link.bus.is_extended()
+        {
+            if let Some(i) = link.bus.register_reader(pos) {
+                self.reader_slot.store(i, Ordering::Release);
+            }
+        }
+    }
+
+    /// The registered reader slot, if any.
+    pub(crate) fn slot(&self) -> Option<usize> {
+        match self.reader_slot.load(Ordering::Relaxed) {
+            NO_SLOT => None,
+            i => Some(i),
+        }
+    }
+
+    /// Frees the reader slot, if this interface holds one.
+    fn unregister(&self, link: &Link) {
+        let i = self.reader_slot.swap(NO_SLOT, Ordering::AcqRel);
+        if i != NO_SLOT {
+            link.bus.unregister_reader(i);
         }
     }
 
@@ -309,6 +385,7 @@ impl Interface {
             waiter,
             wake_pending: AtomicBool::new(false),
             flusher_running: AtomicBool::new(false),
+            fd_waiter: AtomicBool::new(false),
         }));
         Ok(())
     }
@@ -335,6 +412,7 @@ impl Interface {
         let link = self.current_link().ok_or(Error::NoLink)?;
         let mut rx = lock(&self.rx);
         let geom = link.bus.geometry();
+        self.unregister(&link);
         let reader = {
             let g = link.bus.acquire();
             // Whatever a peer left on the bus, coming up repairs it.
@@ -358,6 +436,8 @@ impl Interface {
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
         if let Some(link) = self.current_link() {
+            // Writers stop waiting for this reader at once.
+            self.unregister(&link);
             // This write also stands for any deferred wake-up. It is the
             // last write of a peer on its way out, often after a failure:
             // never into a file that is no longer a bus (truncated under
@@ -419,6 +499,11 @@ impl Interface {
     /// [`crate::Waiter::try_clone_fd`]).
     pub fn wakeup_fd(&self) -> Result<Option<std::os::fd::OwnedFd>, Error> {
         let link = self.current_link().ok_or(Error::NoLink)?;
+        // On an extended bus writers write the file-change event only
+        // while someone waits for it: from now on, this link does.
+        if !link.fd_waiter.swap(true, Ordering::AcqRel) {
+            link.bus.count_fd_waiter(true);
+        }
         link.waiter
             .try_clone_fd()
             .map_err(|e| Error::io(link.bus.path(), "cannot duplicate wake-up descriptor", e))
@@ -446,16 +531,33 @@ impl Interface {
         Ok(link)
     }
 
-    fn check_len(frame: &[u8]) -> Result<(), Error> {
-        if (MIN_FRAME_LEN..=MAX_FRAME_LEN).contains(&frame.len()) {
+    fn check_len(frame: &[u8], max: usize) -> Result<(), Error> {
+        if (MIN_FRAME_LEN..=max).contains(&frame.len()) {
             Ok(())
         } else {
-            Err(Error::FrameSize { len: frame.len() })
+            Err(Error::FrameSize {
+                len: frame.len(),
+                max,
+            })
         }
     }
 
-    /// Sends one Ethernet frame (14 to 1514 bytes, no FCS) and wakes the
-    /// bus's readers.
+    /// The longest frame this interface's bus carries: 1514 on a NetBSD
+    /// (version-3) bus or without a bus, the header's frame limit on an
+    /// extended bus.
+    pub fn max_frame_len(&self) -> usize {
+        self.current_link()
+            .map_or(MAX_FRAME_LEN, |l| l.bus.geometry().max_frame())
+    }
+
+    /// Whether this interface's bus is an extended bus (see
+    /// `EXTENDED-FORMAT.md`); false without a bus.
+    pub fn is_extended(&self) -> bool {
+        self.current_link().is_some_and(|l| l.bus.is_extended())
+    }
+
+    /// Sends one Ethernet frame (14 bytes to [`Interface::max_frame_len`],
+    /// no FCS) and wakes the bus's readers.
     pub fn send(&self, frame: &[u8]) -> Result<(), Error> {
         self.send_batch(std::iter::once(frame))
     }
@@ -468,15 +570,19 @@ impl Interface {
         I::IntoIter: Clone,
     {
         let frames = frames.into_iter();
+        let max = self.max_frame_len();
         for f in frames.clone() {
-            Self::check_len(f)?;
+            Self::check_len(f, max)?;
         }
         let link = self.active_link()?;
         let geom = link.bus.geometry();
         let (sec, usec) = now_timestamp();
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut failure = None;
-        {
+        let size = u64::from(geom.size);
+        let mut frames = frames.peekable();
+        let mut watch = crate::bus::ReaderWatch::default();
+        'hold: loop {
             let g = link.bus.acquire();
             // A ring whose control words or newest frame are impossible is
             // repaired before writing (a broken or hostile peer, a stray
@@ -485,7 +591,35 @@ impl Interface {
             g.repair_unless(|data, ctl| ring::check_writable(geom, data, ctl));
             let mut ctl = g.control();
             let mut data = g.data();
-            'frames: for f in frames {
+            // Lossless readers of an extended bus: how far this hold may
+            // write (None: nobody to wait for), and where it writes now.
+            // (Not this interface's own reader: it reads when it can.)
+            let limit = link.bus.write_limit(self.slot());
+            let mut end = match limit {
+                Some(_) => ring::next_offset(geom, &data, ctl.last).map_or(0, |off| {
+                    ctl.gen.wrapping_mul(size).wrapping_add(u64::from(off))
+                }),
+                None => 0,
+            };
+            while let Some(f) = frames.peek().copied() {
+                let need = (crate::wire::FRAME_HEADER_LEN + f.len()) as u64;
+                if let Some(limit) = limit {
+                    if end.saturating_add(need) > limit {
+                        // A registered reader has not read what this frame
+                        // would overwrite: let go of the lock (it needs it
+                        // to read), wake it, and wait for it to move, to
+                        // be left behind as stalled, or to be found gone.
+                        drop(data);
+                        drop(g);
+                        link.bus.check_mapping()?;
+                        if n > 0 {
+                            self.wake(&link)?;
+                        }
+                        self.wait_for_readers(&link, end.saturating_add(need), &mut watch);
+                        continue 'hold;
+                    }
+                }
+                frames.next();
                 let h = FrameHeaderRepr {
                     len: f.len() as u32,
                     sec,
@@ -500,8 +634,14 @@ impl Interface {
                     }) {
                         // Publish each frame at once: a writer killed
                         // mid-batch leaves a consistent ring.
-                        Ok(_) => {
+                        Ok(a) => {
                             g.set_control(&ctl);
+                            // `gen` is whatever the bus holds: wrapping,
+                            // never an overflow panic on bus contents.
+                            end = ctl
+                                .gen
+                                .wrapping_mul(size)
+                                .wrapping_add((u64::from(a.at) + need) % size);
                             break;
                         }
                         Err(_) if attempt == 0 => {
@@ -511,13 +651,14 @@ impl Interface {
                         Err(source) => {
                             // A freshly reset ring always takes a frame.
                             failure = Some(source);
-                            break 'frames;
+                            break 'hold;
                         }
                     }
                 }
                 n += 1;
                 bytes += f.len() as u64;
             }
+            break;
         }
         link.bus.check_mapping()?;
         bump(&self.counters.tx_frames, n);
@@ -531,6 +672,37 @@ impl Interface {
                 path: link.bus.path().to_path_buf(),
                 source,
             }),
+        }
+    }
+}
+
+impl Interface {
+    /// Waits, without the lock, until the registered readers let a write
+    /// reach linear position `end`, or one holding it back is judged
+    /// stalled or gone (see `Bus::judge_readers`): spins briefly, then
+    /// yields, then sleeps in short steps.
+    fn wait_for_readers(&self, link: &Link, end: u64, watch: &mut crate::bus::ReaderWatch) {
+        let start = std::time::Instant::now();
+        if let Some(i) = self.slot() {
+            // This interface does not read while it waits: others need not
+            // wait for it meanwhile (it may be overrun, and counts it).
+            link.bus.excuse_reader(i);
+        }
+        let mut round = 0u32;
+        loop {
+            match link.bus.write_limit(self.slot()) {
+                Some(limit) if limit < end => {}
+                _ => return,
+            }
+            link.bus.judge_readers(end, watch);
+            round += 1;
+            if round < 64 {
+                std::hint::spin_loop();
+            } else if start.elapsed() < std::time::Duration::from_millis(1) {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
         }
     }
 }

@@ -20,8 +20,10 @@ impl Interface {
     }
 
     /// Receives the next frame for this interface into `buf` without
-    /// blocking. `buf` should hold 1514 bytes; a shorter one gets the start
-    /// of the frame. Returns `None` when nothing is waiting.
+    /// blocking. `buf` should hold [`Interface::max_frame_len`] bytes (1514
+    /// on a NetBSD bus); a shorter one gets the start of the frame, and
+    /// [`Received::len`] is still the frame's whole length. Returns `None`
+    /// when nothing is waiting.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
         self.try_recv_with(|data, r| {
             let n = data.len().min(buf.len());
@@ -48,6 +50,10 @@ impl Interface {
         // A hostile peer can make the chain a cycle of frames nobody wants;
         // one call gives up after a bounded number of steps.
         let filter = self.filter();
+        let slot = self.slot();
+        if let Some(i) = slot {
+            link.bus.reader_heartbeat(i);
+        }
         let mut steps = 0;
         loop {
             if let Some((header, data)) = core.pop() {
@@ -69,6 +75,13 @@ impl Interface {
             let (n, done) = {
                 let g = link.bus.acquire();
                 let r = core.refill(&g.data(), &g.control(), &filter);
+                // Under the lock, so that the position is valid (resynced
+                // after any overrun) when writers next look at it.
+                match slot {
+                    // Everything before this position is copied out.
+                    Some(i) => link.bus.publish_reader(i, core.position()),
+                    None => self.maybe_register(&link, core.position()),
+                }
                 r
             };
             self.counters.absorb(core.take_tally());

@@ -187,6 +187,12 @@ impl Interface {
                 }
             }
         }
+        if link.bus.futex_wakeups()
+            && timeout != Some(Duration::ZERO)
+            && !link.fd_waiter.load(Ordering::Acquire)
+        {
+            return self.futex_wait(&link, timeout);
+        }
         let seen = link
             .waiter
             .wait(timeout)
@@ -197,4 +203,39 @@ impl Interface {
         link.check_if_metadata_changed()?;
         Ok(seen)
     }
+
+    /// [`Interface::wait_for_wakeup`]'s sleep on an extended bus: on the
+    /// futex word, in steps of at most [`FUTEX_STEP`], after each of which
+    /// the bus file's identity is checked (the file watch is not read on
+    /// this path, so this is how a bus removed or replaced is noticed).
+    fn futex_wait(&self, link: &Arc<Link>, timeout: Option<Duration>) -> Result<bool, Error> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.map(|t| t.saturating_sub(start.elapsed()));
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            let step = left.map_or(FUTEX_STEP, |l| l.min(FUTEX_STEP));
+            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
+            let woken = link.bus.futex_sleep(step, || {
+                // Nothing read yet to compare with: look at the ring.
+                quiet.is_none_or(|q| {
+                    let c = link.bus.peek_control();
+                    (c.gen, c.last) != q
+                })
+            });
+            if !self.is_up() {
+                return Err(Error::Down);
+            }
+            link.bus.check_mapping()?;
+            if woken {
+                return Ok(true);
+            }
+            link.bus.check_identity()?;
+        }
+    }
 }
+
+/// Longest single futex sleep: a removed or replaced bus file is noticed
+/// within this (the futex path does not read the file watch's events).
+const FUTEX_STEP: Duration = Duration::from_millis(100);

@@ -75,7 +75,8 @@ pub struct Args {
     /// the MAC address that has one, if so.
     #[arg(long)]
     pub no_dad: bool,
-    /// Connections each TCP port serves at the same time.
+    /// Connections each TCP port serves at the same time (one that waits
+    /// only for the peer's ACK of the host's FIN no longer counts).
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub backlog: u16,
     /// Size of each TCP socket's send and receive buffer, in KiB.
@@ -268,10 +269,12 @@ impl Args {
     pub(super) fn check_actions(&self, addrs: &[IpCidr]) -> Result<()> {
         for a in &self.actions.0 {
             match *a {
-                Action::Ping(d) => {
-                    self.ping_options(d)
-                        .check(&a.to_string(), "--ping-size", addrs)?
-                }
+                Action::Ping(d) => self.ping_options(d).check(
+                    &a.to_string(),
+                    "--ping-size",
+                    addrs,
+                    &self.stack.bus,
+                )?,
                 Action::TcpSend { dest, echo } => {
                     self.tcp_options(dest, echo).check(&a.to_string(), addrs)?
                 }

@@ -46,8 +46,16 @@ fn name(s: Service) -> &'static str {
     }
 }
 
-/// Serves one TCP socket; returns whether it moved any data.
-fn serve_tcp(stack: &mut Stack, slot: &mut TcpSlot, scratch: &mut [u8]) -> bool {
+/// Serves one TCP socket; returns whether it moved any data. A connection
+/// that is over but for the peer's ACK of our FIN (LAST-ACK) is reported
+/// and handed to `closing`, and the slot listens again on a new socket.
+fn serve_tcp(
+    stack: &mut Stack,
+    slot: &mut TcpSlot,
+    closing: &mut Closing,
+    tcp_buffer: usize,
+    scratch: &mut [u8],
+) -> bool {
     let s = stack.sockets.get_mut::<tcp::Socket>(slot.handle);
     let conn = &mut slot.conn;
     let mut moved = false;
@@ -84,7 +92,15 @@ fn serve_tcp(stack: &mut Stack, slot: &mut TcpSlot, scratch: &mut [u8]) -> bool 
     if conn.peer.is_some() && s.state() == tcp::State::CloseWait && s.send_queue() == 0 {
         s.close();
     }
-    if conn.peer.is_some() && !s.is_active() {
+    // LAST-ACK: the peer has sent everything and closed, we have taken
+    // it all (and echoed it, acknowledged) and sent our FIN. Only the
+    // peer's last ACK is missing, and it can be lost for good (a peer that
+    // exits on entering TIME-WAIT, such as `shmif tcp-send`, never answers
+    // our retransmitted FIN): waiting for it here would keep this slot
+    // from listening for up to the 20 s timeout, and with every slot of a
+    // port so held, new connections are refused.
+    let last_ack = s.state() == tcp::State::LastAck;
+    if conn.peer.is_some() && (!s.is_active() || last_ack) {
         // The connection is over: closed, or reset by the peer.
         report(
             slot.service,
@@ -94,12 +110,67 @@ fn serve_tcp(stack: &mut Stack, slot: &mut TcpSlot, scratch: &mut [u8]) -> bool 
         );
         slot.conn = Conn::default();
     }
+    if last_ack {
+        if let Ok(fresh) = listening_socket(tcp_buffer, slot.port) {
+            // The old socket still retransmits our FIN and takes the ACK.
+            let fresh = stack.sockets.add(fresh);
+            let old = std::mem::replace(&mut slot.handle, fresh);
+            closing.push(stack, old);
+        }
+    }
     let s = stack.sockets.get_mut::<tcp::Socket>(slot.handle);
     if !s.is_open() {
         // Closed or in TIME-WAIT: listen again, for the next connection.
         let _ = s.listen(slot.port);
     }
     moved
+}
+
+/// A TCP socket of `kib` KiB buffers listening on `port`, with the
+/// keep-alive and timeout of every served connection.
+fn listening_socket(kib: usize, port: u16) -> Result<tcp::Socket<'static>> {
+    let mut s = net::stack::tcp_socket(kib);
+    // A peer that vanishes (killed, no RST) is noticed, and its connection
+    // reported and freed, within about half a minute.
+    s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(5)));
+    s.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
+    s.listen(port)
+        .with_context(|| format!("cannot listen on TCP port {port}"))?;
+    Ok(s)
+}
+
+/// Sockets of finished connections waiting in LAST-ACK for the peer's
+/// final ACK (see [`serve_tcp`]), oldest first; removed once closed.
+#[derive(Default)]
+struct Closing(std::collections::VecDeque<SocketHandle>);
+
+impl Closing {
+    /// At most this many are kept: beyond it the oldest is aborted (a
+    /// reset instead of the last FIN retransmissions), so that peers that
+    /// never send the last ACK cannot make the host hold ever more
+    /// sockets and their buffers.
+    const MAX: usize = 16;
+
+    fn push(&mut self, stack: &mut Stack, h: SocketHandle) {
+        self.0.push_back(h);
+        let excess = self.0.len().saturating_sub(Self::MAX);
+        for &old in self.0.iter().take(excess) {
+            // The reset goes out at the next poll; `reap` then drops it.
+            stack.sockets.get_mut::<tcp::Socket>(old).abort();
+        }
+    }
+
+    /// Drops the sockets that are closed (or in TIME-WAIT: nothing more
+    /// will come that needs an answer).
+    fn reap(&mut self, stack: &mut Stack) {
+        self.0.retain(|&h| {
+            let open = stack.sockets.get::<tcp::Socket>(h).is_open();
+            if !open {
+                stack.sockets.remove(h);
+            }
+            open
+        });
+    }
 }
 
 fn report(service: Service, port: u16, conn: &Conn, overruns: u64) {
@@ -158,6 +229,10 @@ fn serve_udp(stack: &mut Stack, handle: SocketHandle, scratch: &mut [u8]) -> boo
 pub struct Services {
     tcp: Vec<TcpSlot>,
     udp: Vec<SocketHandle>,
+    /// Finished connections waiting for their last ACK.
+    closing: Closing,
+    /// Each TCP socket's buffer size, in KiB (`--tcp-buffer`).
+    tcp_buffer: usize,
     /// `; serving tcp-sink 9000, ...` for the start-up line.
     described: String,
 }
@@ -176,14 +251,7 @@ impl Services {
                     anyhow::bail!("--tcp-{}: port 0 cannot be served", name(service));
                 }
                 for _ in 0..args.backlog {
-                    let mut s = net::stack::tcp_socket(args.tcp_buffer);
-                    // A peer that vanishes (killed, no RST) is noticed, and
-                    // its connection reported and freed, within about half
-                    // a minute.
-                    s.set_keep_alive(Some(smoltcp::time::Duration::from_secs(5)));
-                    s.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
-                    s.listen(port)
-                        .with_context(|| format!("cannot listen on TCP port {port}"))?;
+                    let s = listening_socket(args.tcp_buffer, port)?;
                     let handle = stack.sockets.add(s);
                     tcp.push(TcpSlot {
                         service,
@@ -219,6 +287,8 @@ impl Services {
         Ok(Services {
             tcp,
             udp,
+            closing: Closing::default(),
+            tcp_buffer: args.tcp_buffer,
             described,
         })
     }
@@ -231,8 +301,9 @@ impl Services {
     /// Serves every socket once; returns whether any moved data.
     pub fn serve(&mut self, stack: &mut Stack, scratch: &mut [u8]) -> bool {
         let mut progressed = false;
+        self.closing.reap(stack);
         for slot in &mut self.tcp {
-            progressed |= serve_tcp(stack, slot, scratch);
+            progressed |= serve_tcp(stack, slot, &mut self.closing, self.tcp_buffer, scratch);
         }
         for &h in &self.udp {
             progressed |= serve_udp(stack, h, scratch);

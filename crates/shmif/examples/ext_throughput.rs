@@ -1,0 +1,120 @@
+//! A stop-gap throughput figure for the extended bus, until `shmif bench`
+//! has its lossless rows: one writer process, N reader processes
+//! (registered, lossless), frames of SIZE bytes sent back to back in
+//! batches for SECS seconds; prints frames per second delivered per
+//! reader and what each reader lost.
+//!
+//! ```sh
+//! cargo run --release -p shmif --example ext_throughput -- [SIZE] [READERS] [SECS] [v3]
+//! ```
+//!
+//! With `v3` the same runs on a NetBSD (version-3) bus, lossy.
+
+use shmif::{Bus, Interface, OpenOptions};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--reader") {
+        return reader(&args[2]);
+    }
+    let size: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1514);
+    let readers: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let secs: f64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let v3 = args.get(4).map(String::as_str) == Some("v3");
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+    let path = dir.path().join("bus");
+    if !v3 {
+        Bus::create(&path, 64 << 20, 65_549, &OpenOptions::new()).unwrap();
+    }
+    let w = Interface::attach(&path).unwrap();
+    let mut kids: Vec<_> = (0..readers)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--reader", path.to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut f = vec![0xffu8; 6];
+    f.extend_from_slice(&w.mac().0);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.resize(size, 0);
+    // Batches of at most 128 frames or 48 KiB, as `shmif bench`'s writer.
+    let batch = (48 * 1024 / (size + 24)).clamp(1, 128);
+    let t0 = Instant::now();
+    let mut seq: u64 = 0;
+    let mut frames: Vec<Vec<u8>> = vec![f; batch];
+    while t0.elapsed().as_secs_f64() < secs {
+        for fr in frames.iter_mut() {
+            fr[14..22].copy_from_slice(&seq.to_le_bytes());
+            seq += 1;
+        }
+        w.send_batch(frames.iter().map(|f| &f[..])).unwrap();
+    }
+    let took = t0.elapsed().as_secs_f64();
+    let mut end = frames[0].clone();
+    end[14..22].copy_from_slice(&u64::MAX.to_le_bytes());
+    w.send(&end).unwrap();
+    let bus = if v3 {
+        "v3 1 MiB, lossy"
+    } else {
+        "extended 64 MiB, lossless"
+    };
+    println!(
+        "{bus}: {size} B, 1 -> {readers}: writer {:.3} Mframes/s ({:.1} Gbit/s)",
+        seq as f64 / took / 1e6,
+        seq as f64 * size as f64 * 8.0 / took / 1e9
+    );
+    for k in kids.iter_mut() {
+        let out = k.wait_with_output_ref();
+        let line = String::from_utf8_lossy(&out);
+        let mut it = line
+            .split_whitespace()
+            .map(|x| x.parse::<u64>().unwrap_or(0));
+        let (got, lost) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        println!(
+            "  reader: {got} of {seq} frames ({:.3} Mframes/s delivered), {} lost, overrun bytes {lost}",
+            got as f64 / took / 1e6,
+            seq - got
+        );
+    }
+}
+
+trait WaitRef {
+    fn wait_with_output_ref(&mut self) -> Vec<u8>;
+}
+
+impl WaitRef for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        self.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+        let _ = self.wait();
+        out
+    }
+}
+
+fn reader(path: &str) {
+    let r = Interface::attach(path).unwrap();
+    let _ = r.try_recv().unwrap(); // registers (extended bus)
+    let mut got = 0u64;
+    let mut buf = vec![0u8; r.max_frame_len()];
+    loop {
+        match r.try_recv_into(&mut buf).unwrap() {
+            Some(_) => {
+                if buf[14..22] == u64::MAX.to_le_bytes() {
+                    break;
+                }
+                got += 1;
+            }
+            None => {
+                let _ = r.wait_for_wakeup(Some(Duration::from_secs(10))).unwrap();
+            }
+        }
+    }
+    println!("{got} {}", r.counters().overrun_bytes);
+}

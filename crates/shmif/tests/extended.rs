@@ -1,0 +1,283 @@
+//! The extended bus (`EXTENDED-FORMAT.md`): creation, attaching with the
+//! header's geometry, jumbo frames, laps of a large ring, and refusal of
+//! bad headers.
+
+use shmif::dump::Dump;
+use shmif::wire::ext::{field, EXT_HEADER_LEN, EXT_MAGIC};
+use shmif::{Bus, Error, Interface, MacAddr, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+fn frame(dst: MacAddr, src: MacAddr, tag: u32, len: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend_from_slice(&tag.to_le_bytes());
+    let mut x = tag.wrapping_mul(2_654_435_761);
+    while f.len() < len {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        f.push(x as u8);
+    }
+    f.truncate(len);
+    f
+}
+
+#[test]
+fn create_makes_an_extended_bus_whose_geometry_attach_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    let bus = Bus::create(&path, 4 * MIB, 65_549, &OpenOptions::new()).unwrap();
+    assert!(bus.is_extended());
+    assert_eq!(bus.geometry().size as u64, 4 * MIB - EXT_HEADER_LEN as u64);
+    assert_eq!(bus.geometry().max_frame(), 65_549);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, 4 * MIB);
+    assert_eq!(bytes[0..4], EXT_MAGIC.to_ne_bytes());
+    assert_ne!(
+        bytes[0..4],
+        shmif::wire::MAGIC.to_ne_bytes(),
+        "NetBSD: not magical"
+    );
+    // Nothing else is left in the directory (the temporary name is gone).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    let again = Bus::open(&path, &OpenOptions::new()).unwrap();
+    assert_eq!(again.geometry(), bus.geometry());
+    let i = Interface::attach(&path).unwrap();
+    assert!(i.is_extended());
+    assert_eq!(i.max_frame_len(), 65_549);
+}
+
+#[test]
+fn create_refuses_an_existing_path_and_bad_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    std::fs::write(&path, b"precious").unwrap();
+    let err = Bus::create(&path, 4 * MIB, 9000, &OpenOptions::new()).unwrap_err();
+    assert!(err.to_string().contains("exists"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    let fresh = dir.path().join("fresh");
+    for (size, max) in [
+        (MIB / 2, 1514),
+        (2 << 30, 1514),
+        (MIB + 1, 1514),
+        (MIB, 65_550),
+        (MIB, 10),
+    ] {
+        let err = Bus::create(&fresh, size, max, &OpenOptions::new()).unwrap_err();
+        assert!(matches!(err, Error::BadShape { .. }), "{size} {max}: {err}");
+        assert!(!fresh.exists());
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn jumbo_frames_cross_and_a_v3_bus_still_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, 8 * MIB, 65_549, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    for (tag, len) in [(1, 14), (2, 1514), (3, 9014), (4, 65_549)] {
+        let f = frame(b.mac(), a.mac(), tag, len);
+        a.send(&f).unwrap();
+        let got = b.recv_timeout(Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(got.data, f, "frame of {len}");
+    }
+    let err = a.send(&frame(b.mac(), a.mac(), 5, 65_550)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::FrameSize {
+                len: 65_550,
+                max: 65_549
+            }
+        ),
+        "{err}"
+    );
+    let v3 = Interface::attach(dir.path().join("v3")).unwrap();
+    assert_eq!(v3.max_frame_len(), 1514);
+    assert!(!v3.is_extended());
+    assert!(matches!(
+        v3.send(&frame(b.mac(), a.mac(), 6, 1515)),
+        Err(Error::FrameSize { max: 1514, .. })
+    ));
+}
+
+#[test]
+fn many_laps_of_a_large_ring_deliver_in_order_to_a_reader_that_keeps_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    // 40 MB through a 1 MiB ring in frames of every size: ~40 laps.
+    let mut sent = 0u64;
+    for tag in 0..2000u32 {
+        let len = 14 + (tag as usize * 7919) % (65_549 - 14);
+        let f = frame(b.mac(), a.mac(), tag, len);
+        a.send(&f).unwrap();
+        sent += len as u64;
+        let got = b.try_recv().unwrap().expect("each frame, at once");
+        assert_eq!(got.data, f, "frame {tag}");
+    }
+    assert!(sent > 40 * MIB, "{sent}");
+    assert_eq!(b.counters().overruns, 0);
+    // The dump walk reads the extended image.
+    let image = shmif::read_image(&path).unwrap();
+    let d = Dump::parse(&image).unwrap();
+    assert!(d
+        .header_line()
+        .starts_with("extended bus format 1, ring size 1040384, max frame 65549"));
+    let frames: Vec<_> = d.frames().collect::<Result<_, _>>().unwrap();
+    assert!(!frames.is_empty());
+    let lastf = frames.last().unwrap();
+    assert_eq!(
+        lastf.data,
+        frame(b.mac(), a.mac(), 1999, 14 + (1999 * 7919) % (65_549 - 14))
+    );
+}
+
+#[test]
+fn a_bad_extended_header_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    for (off, value) in [
+        (field::FORMAT, 2u32),
+        (field::RING_SIZE, 12345),
+        (field::MAX_FRAME, 70_000),
+        (field::HEADER_LEN, 4096),
+        (field::FIRST, u32::MAX),
+        (field::LAST, u32::MAX),
+    ] {
+        let path = dir.path().join(format!("bus{off}"));
+        Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&value.to_ne_bytes(), off as u64).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = Interface::attach(&path).unwrap_err();
+        assert!(matches!(err, Error::NotABus { .. }), "{off}: {err}");
+        assert!(err.to_string().contains("extended"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before, "{off}: file changed");
+    }
+    // A file cut short (or grown) no longer matches its header.
+    let path = dir.path().join("cut");
+    Bus::create(&path, 2 * MIB, 9000, &OpenOptions::new()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    assert!(matches!(
+        Interface::attach(&path),
+        Err(Error::NotABus { .. })
+    ));
+}
+
+#[test]
+fn a_corrupt_ring_on_an_extended_bus_is_repaired_on_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    a.send(&frame(b.mac(), a.mac(), 1, 3000)).unwrap();
+    // A length over the frame limit at `last`.
+    let image = std::fs::read(&path).unwrap();
+    let last = u32::from_ne_bytes(image[20..24].try_into().unwrap()) as u64;
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&70_000u32.to_ne_bytes(), EXT_HEADER_LEN as u64 + last)
+        .unwrap();
+    let c = Interface::attach(&path).unwrap();
+    assert_eq!(c.counters().ring_repairs, 1);
+    // Traffic flows again for everyone.
+    let g = frame(b.mac(), c.mac(), 2, 20_000);
+    c.send(&g).unwrap();
+    let got = loop {
+        let got = b.recv_timeout(Duration::from_secs(1)).unwrap().unwrap();
+        if got.data[14] == 2 {
+            break got;
+        }
+    };
+    assert_eq!(got.data, g);
+}
+
+#[test]
+fn a_blocked_receive_wakes_through_the_futex_and_a_wakeup_fd_still_fires() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = std::sync::Arc::new(Interface::attach(&path).unwrap());
+    let image = || std::fs::read(&path).unwrap();
+    let word = |img: &[u8], off: usize| u32::from_ne_bytes(img[off..off + 4].try_into().unwrap());
+    // Nobody sleeps and nobody polls a descriptor: a send changes neither
+    // the futex word nor (no pwrite) the wake-up word.
+    a.send(&frame(b.mac(), a.mac(), 0, 100)).unwrap();
+    assert!(b.try_recv().unwrap().is_some());
+    let before = image();
+    assert_eq!(word(&before, field::DATA_SLEEPERS), 0);
+    a.send(&frame(b.mac(), a.mac(), 1, 100)).unwrap();
+    let after = image();
+    assert_eq!(
+        word(&after, field::DATA_SEQ),
+        word(&before, field::DATA_SEQ)
+    );
+    assert_eq!(
+        word(&after, field::WAKE),
+        0,
+        "no pwrite while nobody waits on a descriptor"
+    );
+    assert!(b.try_recv().unwrap().is_some());
+    // A receive blocked in another thread is woken by the futex, well within
+    // its 100 ms step.
+    for round in 0..5u32 {
+        let rb = b.clone();
+        let t = std::thread::spawn(move || {
+            let f = rb.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+            (f.data, std::time::Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let sent = std::time::Instant::now();
+        let f = frame(b.mac(), a.mac(), 10 + round, 5000);
+        a.send(&f).unwrap();
+        let (got, at) = t.join().unwrap();
+        assert_eq!(got, f);
+        assert!(
+            at.duration_since(sent) < Duration::from_millis(50),
+            "round {round}"
+        );
+    }
+    assert!(
+        word(&image(), field::DATA_SEQ) > 0,
+        "woken through the futex"
+    );
+    // A descriptor handed out is counted, and the pwrite resumes for it.
+    let fd = b.wakeup_fd().unwrap().unwrap();
+    assert_eq!(word(&image(), field::FD_WAITERS), 1);
+    b.clear_wakeups().unwrap();
+    a.send(&frame(b.mac(), a.mac(), 20, 100)).unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let n = rustix::event::poll(
+        &mut fds,
+        Some(&rustix::time::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        }),
+    )
+    .unwrap();
+    assert_eq!(n, 1, "the wake-up descriptor fired");
+    drop(b);
+    assert_eq!(
+        word(&image(), field::FD_WAITERS),
+        0,
+        "uncounted when the interface goes"
+    );
+}
