@@ -33,11 +33,18 @@ fn smoke_run_prints_json_with_the_required_keys() {
 
     let rows = v["throughput"].as_array().expect("throughput array");
     assert!(!rows.is_empty());
-    for mode in ["fast", "baseline"] {
+    for mode in ["fast", "baseline", "lossless"] {
         assert!(
             rows.iter().any(|r| r["mode"] == mode),
             "no {mode} throughput row"
         );
+    }
+    // The lossless rows run on an extended bus whose writer waits for its
+    // readers: even unpaced, nothing is lost.
+    for r in rows.iter().filter(|r| r["mode"] == "lossless") {
+        assert_eq!(num(r, "unpaced_loss_ratio"), 0.0, "{r}");
+        assert_eq!(num(r, "unpaced_overruns"), 0.0, "{r}");
+        assert!(r["rfc2544_found"].as_bool().unwrap(), "{r}");
     }
     for r in rows {
         assert!(num(r, "readers") >= 1.0);
@@ -65,4 +72,49 @@ fn smoke_run_prints_json_with_the_required_keys() {
 
     let plot = std::fs::read_to_string(svg.path()).unwrap();
     assert!(plot.contains("<svg"), "no SVG written");
+}
+
+#[test]
+fn sizes_over_1514_are_measured_on_the_extended_bus_only() {
+    let dir = if std::path::Path::new("/dev/shm").is_dir() {
+        std::path::PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_shmif"))
+        .args([
+            "bench",
+            "--quick",
+            "--only-throughput",
+            "--trial-ms",
+            "30",
+            "--readers",
+            "1",
+            "--sizes",
+            "65535",
+            "--json",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run shmif bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "shmif bench failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["throughput"].as_array().expect("throughput array");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["mode"], "lossless");
+    assert_eq!(num(&rows[0], "frame_bytes"), 65535.0);
+    assert!(num(&rows[0], "frames_per_sec_per_reader") > 0.0);
+    assert_eq!(num(&rows[0], "unpaced_loss_ratio"), 0.0);
+    let o = Command::new(env!("CARGO_BIN_EXE_shmif"))
+        .args(["bench", "--sizes", "65536"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("28 to 65535"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

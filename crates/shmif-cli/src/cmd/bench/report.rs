@@ -106,6 +106,7 @@ pub(super) fn mode_name(m: Mode) -> &'static str {
     match m {
         Mode::Fast => "fast",
         Mode::Baseline => "baseline",
+        Mode::Lossless => "lossless",
     }
 }
 
@@ -388,7 +389,7 @@ impl Report {
         let mut out = Vec::new();
         let mut keys: Vec<(Mode, usize)> = self.rows.iter().map(|r| (r.mode, r.readers)).collect();
         keys.dedup();
-        keys.sort_by_key(|&(m, n)| (m == Mode::Baseline, n));
+        keys.sort_by_key(|&(m, n)| (m == Mode::Baseline, m == Mode::Lossless, n));
         keys.dedup();
         for (mode, n) in keys {
             let mut points: Vec<(f64, f64)> = self
@@ -401,7 +402,7 @@ impl Report {
             out.push(plot::Series {
                 label: format!("{} 1 -> {n}", mode_name(mode)),
                 points,
-                style: if mode == Mode::Fast {
+                style: if mode != Mode::Baseline {
                     plot::Style::Solid(n)
                 } else {
                     plot::Style::Dashed(n)

@@ -90,7 +90,11 @@ impl Settings {
             } else {
                 sizes.clone()
             },
-            floor_sizes: sizes,
+            // The copy floor runs the v3 ring, which carries up to 1514.
+            floor_sizes: sizes
+                .into_iter()
+                .filter(|&b| b <= shmif::wire::MAX_FRAME_LEN)
+                .collect(),
             readers,
             plan,
             latency: !args.only_throughput,

@@ -4,7 +4,7 @@
 //! the writer's pacing).
 
 use super::proc::Worker;
-use super::worker::{allowed_cpus, Mode};
+use super::worker::{allowed_cpus, Mode, LOSSLESS_BUS_BYTES, LOSSLESS_MAX_FRAME};
 use anyhow::{bail, Result};
 use shmif::wire::FRAME_HEADER_LEN;
 use std::ffi::OsString;
@@ -202,9 +202,21 @@ pub fn measure(
     let name = match mode {
         Mode::Fast => "fast",
         Mode::Baseline => "baseline",
+        Mode::Lossless => "lossless",
     };
     let bus = dir.join(format!("tp-{name}-{readers}-{frame_bytes}"));
     let _ = std::fs::remove_file(&bus);
+    if mode == Mode::Lossless {
+        // The extended bus, made before anyone attaches (attach reads the
+        // format from the file).
+        shmif::Bus::create(
+            &bus,
+            LOSSLESS_BUS_BYTES,
+            LOSSLESS_MAX_FRAME,
+            &shmif::OpenOptions::new(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {e}", bus.display()))?;
+    }
     let mode_arg: OsString = name.into();
     let cpus = if plan.pin {
         allowed_cpus()?
@@ -221,7 +233,7 @@ pub fn measure(
             "--mode".into(),
             mode_arg.clone(),
         ];
-        if let (Mode::Fast, Some(ns)) = (mode, plan.spin_ns) {
+        if let (Mode::Fast | Mode::Lossless, Some(ns)) = (mode, plan.spin_ns) {
             args.extend(["--spin-ns".into(), ns.to_string().into()]);
         }
         if let Some(c) = cpu_of(k + 1) {

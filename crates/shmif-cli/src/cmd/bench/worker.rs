@@ -6,7 +6,6 @@ use super::endpoint::{Baseline, Endpoint, Fast};
 use super::frames::{self, Kind};
 use crate::cli::error::lib_error;
 use anyhow::{anyhow, bail, Context as _, Result};
-use shmif::wire::MAX_FRAME_LEN;
 use shmif::Interface;
 use std::io::{BufRead, Write};
 use std::os::unix::fs::FileExt;
@@ -28,7 +27,19 @@ pub enum Mode {
     Fast,
     /// NetBSD's algorithm, literally.
     Baseline,
+    /// The library's `Interface` on an extended bus of
+    /// [`LOSSLESS_BUS_BYTES`], its readers registered: the writer waits
+    /// for them instead of overrunning them.
+    Lossless,
 }
+
+/// The size of the extended bus the lossless rows are measured on (the
+/// issue's 64 MiB).
+pub const LOSSLESS_BUS_BYTES: u64 = 64 << 20;
+
+/// The frame limit of that bus: the largest the extended format allows
+/// (a 65,535-byte TAP MTU and its Ethernet header).
+pub const LOSSLESS_MAX_FRAME: u32 = 65_549;
 
 /// How an echo waits for frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,7 +173,7 @@ fn say(line: &str) -> Result<()> {
 /// timeout (as `recv()`): the parent's quit frame or kill ends it.
 pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
     Ok(match mode {
-        Mode::Fast => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
+        Mode::Fast | Mode::Lossless => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
         Mode::Baseline => Box::new(Baseline::open(bus)?),
     })
 }
@@ -196,7 +207,7 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
 
 fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64) -> Result<()> {
     let mut ep: Box<dyn Endpoint> = match mode {
-        Mode::Fast => {
+        Mode::Fast | Mode::Lossless => {
             let i = Interface::attach(bus).map_err(lib_error)?;
             i.set_wake_delay(Duration::from_nanos(wake_delay_ns));
             Box::new(Fast(i))
@@ -334,7 +345,7 @@ struct Tally {
 
 fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
     let mut ep: Box<dyn Endpoint> = match (mode, spin_ns) {
-        (Mode::Fast, Some(ns)) => {
+        (Mode::Fast | Mode::Lossless, Some(ns)) => {
             let i = Interface::attach(bus).map_err(lib_error)?;
             i.set_spin(if ns == u64::MAX {
                 Duration::MAX
@@ -345,7 +356,7 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
         }
         _ => endpoint(bus, mode)?,
     };
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let mut buf = vec![0u8; LOSSLESS_MAX_FRAME as usize];
     let mut t = Tally::default();
     say("ready")?;
     // Ended by the writer's quit frame (or by the parent), not by time.
@@ -408,7 +419,7 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
 
 fn echo(bus: &Path, wait: Wait) -> Result<()> {
     let mut ep = latency_endpoint(bus, wait)?;
-    let mut buf = vec![0u8; MAX_FRAME_LEN];
+    let mut buf = vec![0u8; LOSSLESS_MAX_FRAME as usize];
     say("ready")?;
     let forever = Instant::now() + Duration::from_secs(24 * 3600);
     loop {
