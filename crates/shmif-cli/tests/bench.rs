@@ -57,7 +57,12 @@ fn smoke_run_prints_json_with_the_required_keys() {
     }
 
     let lat = v["latency"].as_array().expect("latency array");
-    for mode in ["blocking", "busy_poll", "baseline"] {
+    for mode in [
+        "blocking",
+        "blocking_extended_futex",
+        "busy_poll",
+        "baseline",
+    ] {
         let row = lat
             .iter()
             .find(|r| r["mode"] == mode)
@@ -69,6 +74,11 @@ fn smoke_run_prints_json_with_the_required_keys() {
     let floors = &v["floors"];
     assert!(num(floors, "copy_frames_per_sec") > 0.0);
     assert!(num(floors, "wake_rtt_p50_us") > 0.0);
+    let futex = floors["futex_rtt"].as_array().expect("futex_rtt array");
+    assert!(!futex.is_empty(), "no bare futex floor");
+    for f in futex {
+        assert!(num(f, "p50_us") > 0.0, "{f}");
+    }
 
     let plot = std::fs::read_to_string(svg.path()).unwrap();
     assert!(plot.contains("<svg"), "no SVG written");

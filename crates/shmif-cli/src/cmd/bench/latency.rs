@@ -1,6 +1,8 @@
 //! Latency: ping-pong of one frame between this process and an echo
-//! process, and the bare wake-up round trip (a 4-byte `pwrite` raising
-//! inotify `IN_MODIFY`, each way) as the floor.
+//! process, and two floors: the bare wake-up round trip of a v3 bus (a
+//! 4-byte `pwrite` raising inotify `IN_MODIFY`, each way) and the bare
+//! futex round trip of an extended bus (`FUTEX_WAKE` and `FUTEX_WAIT` on a
+//! shared word, each way).
 
 use super::endpoint::Endpoint;
 use super::frames::{self, Kind};
@@ -108,6 +110,11 @@ fn ping_pong_on(
 ) -> Result<Rtts> {
     let bus = dir.join(format!("lat-{wait:?}"));
     let _ = std::fs::remove_file(&bus);
+    if wait == Wait::Futex {
+        // An extended bus (attach reads the format): futex wake-ups.
+        shmif::Bus::create(&bus, FUTEX_BUS_BYTES, 1514, &shmif::OpenOptions::new())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", bus.display()))?;
+    }
     let mut ep = latency_endpoint(&bus, wait)?;
     let wait_arg: OsString = clap::ValueEnum::to_possible_value(&wait)
         .map(|v| v.get_name().to_string())
@@ -128,7 +135,7 @@ fn ping_pong_on(
     let progress = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
-        s.spawn(|| watchdog(&bus, &progress, &done));
+        s.spawn(|| watchdog(&bus, wait, &progress, &done));
         let r = ping_rounds(
             &mut *ep, &mut ping, &mut buf, &mut rtts, rounds, warmup, wait, &progress,
         );
@@ -146,20 +153,89 @@ fn ping_pong_on(
 
 /// Pokes the bus every 100 ms once `progress` has not moved for a second,
 /// until `done`.
-fn watchdog(bus: &Path, progress: &AtomicU64, done: &AtomicBool) {
+/// On an extended bus the poke is a frame sent through a lossy interface
+/// of its own (a futex sleeper is woken by writers, not by the file).
+fn watchdog(bus: &Path, wait: Wait, progress: &AtomicU64, done: &AtomicBool) {
     let Ok(file) = std::fs::OpenOptions::new().write(true).open(bus) else {
         return;
     };
     let (mut seen, mut since) = (u64::MAX, Instant::now());
+    let mut nudger: Option<shmif::Interface> = None;
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         let p = progress.load(Ordering::Relaxed);
         if p != seen {
             (seen, since) = (p, Instant::now());
         } else if since.elapsed() > Duration::from_secs(1) {
-            let _ = poke(&file);
+            if wait != Wait::Futex {
+                let _ = poke(&file);
+                continue;
+            }
+            if nudger.is_none() {
+                let i = shmif::Interface::new();
+                i.set_lossy(true);
+                if i.set_link(bus).and_then(|()| i.up()).is_ok() {
+                    nudger = Some(i);
+                }
+            }
+            if let Some(i) = &nudger {
+                let _ = i.send(&frames::build(60, i.mac(), Kind::Warm, 0, 0));
+            }
         }
     }
+}
+
+/// The size of the extended bus of the futex rows.
+const FUTEX_BUS_BYTES: u64 = 4 << 20;
+
+/// The bare futex floor: round trips between two threads of this process
+/// (each pinned as the placement says) through one shared (not
+/// process-private) futex word, `FUTEX_WAKE` to hand over the turn and
+/// `FUTEX_WAIT` to wait for it, as the extended bus's writers and sleeping
+/// readers do.
+pub fn futex_floor(placement: Placement, rounds: usize, warmup: usize) -> Result<Rtts> {
+    use rustix::thread::futex;
+    use std::sync::atomic::AtomicU32;
+    placed(placement, |theirs| {
+        // Whose turn it is: 1 the echo's, 2 ours; 3 the echo stops.
+        let turn = AtomicU32::new(2);
+        let wait_for = |want: u32| loop {
+            let now = turn.load(Ordering::Acquire);
+            if now == want || now == 3 {
+                return;
+            }
+            let _ = futex::wait(&turn, futex::Flags::empty(), now, None);
+        };
+        let hand_to = |who: u32| {
+            turn.store(who, Ordering::Release);
+            let _ = futex::wake(&turn, futex::Flags::empty(), 1);
+        };
+        let mut rtts = Vec::with_capacity(rounds);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                if let Some(c) = theirs {
+                    let _ = pin(c);
+                }
+                loop {
+                    wait_for(1);
+                    if turn.load(Ordering::Acquire) == 3 {
+                        return;
+                    }
+                    hand_to(2);
+                }
+            });
+            for i in 0..warmup + rounds {
+                let t0 = Instant::now();
+                hand_to(1);
+                wait_for(2);
+                if i >= warmup {
+                    rtts.push(t0.elapsed().as_nanos() as u64);
+                }
+            }
+            hand_to(3);
+        });
+        Ok(Rtts::new(rtts))
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

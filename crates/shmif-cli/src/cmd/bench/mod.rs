@@ -165,16 +165,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
         dir.path().display()
     ));
     let (copy, pwrite_ns) = measure_floors(&set, dir.path())?;
-    let (lat, wake) = if set.latency {
+    let (lat, wake, futex) = if set.latency {
         measure_latency(&set, dir.path())?
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     let rows = measure_throughput(&set, dir.path())?;
     let report = Report {
         rows,
         lat,
         wake,
+        futex,
         copy,
         pwrite_ns,
         quick: set.quick,
@@ -223,23 +224,33 @@ fn measure_latency(
 ) -> Result<(
     Vec<(Placement, Wait, latency::Rtts)>,
     Vec<(Placement, latency::Rtts)>,
+    Vec<(Placement, latency::Rtts)>,
 )> {
     let mut lat = Vec::new();
     let mut wake = Vec::new();
+    let mut futexes = Vec::new();
     // The modes take turns, several times, so that each sees the same
     // conditions (on a virtual machine a wake-up costs far more when the
     // other processor has gone idle than when it is busy).
     for &placement in &set.placements {
         // Busy-polling on one processor only measures the time slice.
-        let modes: Vec<Wait> = [Wait::Blocking, Wait::Spin, Wait::BusyPoll, Wait::Baseline]
-            .into_iter()
-            .filter(|&w| w != Wait::BusyPoll || placement == Placement::TwoCpus)
-            .collect();
+        let modes: Vec<Wait> = [
+            Wait::Blocking,
+            Wait::Futex,
+            Wait::Spin,
+            Wait::BusyPoll,
+            Wait::Baseline,
+        ]
+        .into_iter()
+        .filter(|&w| w != Wait::BusyPoll || placement == Placement::TwoCpus)
+        .collect();
         let mut floor = latency::Rtts::default();
+        let mut futex = latency::Rtts::default();
         let mut per_mode: Vec<latency::Rtts> = modes.iter().map(|_| Default::default()).collect();
         for _ in 0..set.latency_turns {
             let n = set.rounds / set.latency_turns;
             floor.extend(latency::wake_floor(dir, placement, n, n / 10 + 10)?);
+            futex.extend(latency::futex_floor(placement, n, n / 10 + 10)?);
             for (wait, acc) in modes.iter().zip(per_mode.iter_mut()) {
                 let n = if *wait == Wait::BusyPoll {
                     set.busy_rounds
@@ -256,6 +267,13 @@ fn measure_latency(
             floor.p99()
         ));
         wake.push((placement, floor));
+        progress(&format!(
+            "floor futex round trip, {}: p50 {:.1} µs, p99 {:.1} µs",
+            placement.name(),
+            futex.p50(),
+            futex.p99()
+        ));
+        futexes.push((placement, futex));
         for (wait, r) in modes.into_iter().zip(per_mode) {
             progress(&format!(
                 "latency {}, {}: p50 {:.2} µs, p99 {:.2} µs",
@@ -267,7 +285,7 @@ fn measure_latency(
             lat.push((placement, wait, r));
         }
     }
-    Ok((lat, wake))
+    Ok((lat, wake, futexes))
 }
 
 /// Throughput rows: every size × reader count × mode.

@@ -43,6 +43,8 @@ pub(super) struct LatencyJson {
     samples: usize,
     vs_baseline: f64,
     vs_wake_floor: f64,
+    /// Against the bare futex round trip on the same placement.
+    vs_futex_floor: f64,
 }
 
 /// The wake-up floor on one placement.
@@ -70,6 +72,8 @@ pub(super) struct FloorsJson {
     wake_rtt_p50_us: f64,
     wake_rtt_p99_us: f64,
     wake_rtt: Vec<WakeJson>,
+    /// The bare futex round trip (two threads, a shared futex word).
+    futex_rtt: Vec<WakeJson>,
     pwrite_ns: f64,
 }
 
@@ -117,6 +121,7 @@ pub(super) fn wait_name(w: Wait) -> &'static str {
         Wait::Spin => "spin_50us",
         Wait::BusyPoll => "busy_poll",
         Wait::Baseline => "baseline",
+        Wait::Futex => "blocking_extended_futex",
     }
 }
 
@@ -147,6 +152,7 @@ pub(super) struct Report {
     pub(super) rows: Vec<Row>,
     pub(super) lat: Vec<(Placement, Wait, latency::Rtts)>,
     pub(super) wake: Vec<(Placement, latency::Rtts)>,
+    pub(super) futex: Vec<(Placement, latency::Rtts)>,
     pub(super) copy: Vec<floors::CopyFloor>,
     pub(super) pwrite_ns: f64,
     pub(super) quick: bool,
@@ -177,6 +183,12 @@ impl Report {
     }
     fn wake_p50(&self, p: Placement) -> f64 {
         self.wake_of(p).map_or(f64::NAN, |w| w.p50())
+    }
+    fn futex_p50(&self, p: Placement) -> f64 {
+        self.futex
+            .iter()
+            .find(|(q, _)| *q == p)
+            .map_or(f64::NAN, |(_, r)| r.p50())
     }
 
     /// The report as one JSON object (`--json`, `--save-json`).
@@ -221,17 +233,20 @@ impl Report {
                 samples: r.len(),
                 vs_baseline: ratio(r.p50(), self.lat_p50(*p, Wait::Baseline)),
                 vs_wake_floor: ratio(r.p50(), self.wake_p50(*p)),
+                vs_futex_floor: ratio(r.p50(), self.futex_p50(*p)),
             })
             .collect();
-        let wake_rtt = self
-            .wake
-            .iter()
-            .map(|(p, r)| WakeJson {
-                placement: p.name(),
-                p50_us: r.p50(),
-                p99_us: r.p99(),
-            })
-            .collect();
+        let floor_json = |v: &[(Placement, latency::Rtts)]| -> Vec<WakeJson> {
+            v.iter()
+                .map(|(p, r)| WakeJson {
+                    placement: p.name(),
+                    p50_us: r.p50(),
+                    p99_us: r.p99(),
+                })
+                .collect()
+        };
+        let wake_rtt = floor_json(&self.wake);
+        let futex_rtt = floor_json(&self.futex);
         let copy = self
             .copy
             .iter()
@@ -254,6 +269,7 @@ impl Report {
                     .wake_of(Placement::SameCpu)
                     .map_or(f64::NAN, |w| w.p99()),
                 wake_rtt,
+                futex_rtt,
                 pwrite_ns: self.pwrite_ns,
             },
             machine: MachineJson {
@@ -353,6 +369,17 @@ impl Report {
                     r.p50(),
                     r.p99()
                 );
+                if let Some((_, f)) = self.futex.iter().find(|(q, _)| q == p) {
+                    let _ = writeln!(
+                        s,
+                        "{:<26} {:<9} {:>8.2} {:>8.2}   (blocking_extended_futex: {:.2}x this)",
+                        "floor: bare futex RTT",
+                        p.name(),
+                        f.p50(),
+                        f.p99(),
+                        ratio(self.lat_p50(*p, Wait::Futex), f.p50())
+                    );
+                }
             }
         }
         let _ = writeln!(s, "\nFloors (one process, no bus)");

@@ -53,6 +53,10 @@ pub enum Wait {
     BusyPoll,
     /// NetBSD's algorithm, literally.
     Baseline,
+    /// `Interface` with no spinning on an extended bus: sleeps on the
+    /// futex in the mapping, and a writer wakes it with one `futex` call
+    /// (no file-change event).
+    Futex,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -189,7 +193,7 @@ pub const BUSY_POLL_WAKE_DELAY: Duration = Duration::from_millis(1);
 pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
     let spin = match wait {
         Wait::Baseline => return Ok(Box::new(Baseline::open(bus)?)),
-        Wait::Blocking => Some(Duration::ZERO),
+        Wait::Blocking | Wait::Futex => Some(Duration::ZERO),
         Wait::Spin => Some(SPIN),
         Wait::BusyPoll => Some(Duration::MAX),
     };
