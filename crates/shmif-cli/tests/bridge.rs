@@ -1,12 +1,16 @@
 //! `shmif bridge`: two buses as one segment. Unprivileged: userspace
 //! hosts (`shmif host`, `ping`, `tcp-send`) on each bus talk across the
-//! bridge; unicast between stations on one side stays there; two bridges
-//! between the same buses are a loop, which is warned about; a bus that
-//! is repaired under the bridge does not stop it.
+//! bridge, also between an extended bus and a v3 bus, where a frame too
+//! large for the v3 side is dropped for it, counted and warned about once;
+//! unicast between stations on one side stays there; two bridges between
+//! the same buses are a loop, which is warned about; a bus that is
+//! repaired under the bridge does not stop it.
 
 mod common;
 
-use common::{run, run_for, show, start_host, Proc, Stream, SHMIF};
+use common::{
+    create_extended, run, run_for, send_broadcast, show, start_host, text, Proc, Stream, SHMIF,
+};
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -62,9 +66,32 @@ fn ping(bus: &Path, src: &str, dst: &str, n: u32) -> String {
 fn hosts_on_two_buses_ping_and_move_verified_tcp_across_the_bridge() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let bridge = start_bridge(&a, &b);
+    hosts_ping_and_move_verified_tcp(&a, &b);
+}
+
+#[test]
+fn an_extended_bus_bridged_to_a_v3_bus_carries_pings_and_verified_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    // A: jumbo frames (the host there has MTU 65535); B: NetBSD's v3 bus,
+    // made by the bridge. TCP's MSS keeps the segments within B's 1514.
+    create_extended(&a, "16M", "65549");
+    hosts_ping_and_move_verified_tcp(&a, &b);
+    let head = run(Command::new(SHMIF).arg("dump").arg(&b));
+    assert!(
+        text(&head.stdout).starts_with("bus version 3"),
+        "B is a v3 bus: {}",
+        show(&head)
+    );
+}
+
+/// A bridge between `a` and `b`; a `shmif host` on A (TCP sink and echo);
+/// pings over IPv4 and IPv6 from B, 20 MiB into the sink, 5 MiB through
+/// the echo, every byte checked; no frame too large for either side.
+fn hosts_ping_and_move_verified_tcp(a: &Path, b: &Path) {
+    let bridge = start_bridge(a, b);
     let mut host = start_host(
-        &a,
+        a,
         &[
             "--ip",
             "10.216.0.1/24",
@@ -76,11 +103,11 @@ fn hosts_on_two_buses_ping_and_move_verified_tcp_across_the_bridge() {
             "7",
         ],
     );
-    ping(&b, "10.216.0.2/24", "10.216.0.1", 3);
-    ping(&b, "fd42:216::2/64", "fd42:216::1", 3);
+    ping(b, "10.216.0.2/24", "10.216.0.1", 3);
+    ping(b, "fd42:216::2/64", "fd42:216::1", 3);
     // 20 MiB into the sink on the other bus, which checks the pattern.
     let o = run_for(
-        Command::new(SHMIF).arg("tcp-send").arg(&b).args([
+        Command::new(SHMIF).arg("tcp-send").arg(b).args([
             "--ip",
             "10.216.0.2/24",
             "10.216.0.1:9000",
@@ -99,7 +126,7 @@ fn hosts_on_two_buses_ping_and_move_verified_tcp_across_the_bridge() {
     );
     // 5 MiB through the echo and back, over IPv6, checked by the sender.
     let o = run_for(
-        Command::new(SHMIF).arg("tcp-send").arg(&b).args([
+        Command::new(SHMIF).arg("tcp-send").arg(b).args([
             "--ip",
             "fd42:216::2/64",
             "[fd42:216::1]:7",
@@ -122,6 +149,53 @@ fn hosts_on_two_buses_ping_and_move_verified_tcp_across_the_bridge() {
     assert!(b_to_a > 14_000, "20 MiB is over 14,000 frames: {report}");
     assert!(
         report.contains("too large for the other bus: 0 from A, 0 from B"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_frame_too_large_for_the_v3_bus_is_dropped_counted_and_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    create_extended(&a, "4M", "9014");
+    let bridge = start_bridge(&a, &b);
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    // Two frames of 3014 bytes (too large for B's 1514), one of 1514 and
+    // one of 60 (which fit), in that order on A.
+    for payload in ["ab".repeat(3000), "cd".repeat(3000), "ef".repeat(1500)] {
+        let o = send_broadcast(a_s, &payload);
+        assert!(o.status.success(), "send: {}", show(&o));
+    }
+    let o = send_broadcast(a_s, &"01".repeat(46));
+    assert!(o.status.success(), "send: {}", show(&o));
+    // The bridge handles A's frames in order: once the last is on B, the
+    // others have been dealt with.
+    let dump = common::wait_for(Duration::from_secs(20), "the 60-byte frame on B", || {
+        let d = text(&run(Command::new(SHMIF).args(["dump", b_s])).stdout);
+        d.contains("length 60:").then_some(d)
+    });
+    let lengths: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.starts_with("packet "))
+        .filter_map(|l| l.rsplit(", length ").next())
+        .collect();
+    assert_eq!(lengths.len(), 2, "only the two frames that fit: {dump}");
+    assert!(lengths[0].starts_with("1514: 1500 bytes: ef ef"), "{dump}");
+    assert!(lengths[1].starts_with("60: 46 bytes: 01 01"), "{dump}");
+
+    let (st, report) = stop(bridge, rustix::process::Signal::TERM);
+    assert!(st.code() == Some(130), "{st}: {report}");
+    assert!(
+        report.contains("too large for the other bus: 2 from A, 0 from B"),
+        "{report}"
+    );
+    let a_to_b = count(&report, &format!("{} -> {}: ", a.display(), b.display()));
+    assert_eq!(a_to_b, 2, "{report}");
+    let warnings: Vec<&str> = report.lines().filter(|l| l.contains("dropped a")).collect();
+    assert_eq!(warnings.len(), 1, "one warning for two drops: {report}");
+    assert!(
+        warnings[0].contains("dropped a 3014-byte frame")
+            && warnings[0].contains("carries at most 1514"),
         "{report}"
     );
 }

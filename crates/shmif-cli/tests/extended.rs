@@ -4,26 +4,16 @@
 
 mod common;
 
-use common::{finish, shmif, show, spawn_piped, text, Proc, Stream, BROADCAST, SHMIF};
+use common::{
+    create_extended, finish, shmif, shmif_create, show, spawn_piped, text, Proc, Stream, BROADCAST,
+    SHMIF,
+};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// `shmif create BUS --size SIZE --max-frame MAX`, which must succeed.
-fn create(bus: &Path, size: &str, max: &str) {
-    let o = shmif(&[
-        "create",
-        bus.to_str().unwrap(),
-        "--size",
-        size,
-        "--max-frame",
-        max,
-    ]);
-    assert!(o.status.success(), "create: {}", show(&o));
-}
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
@@ -68,7 +58,7 @@ fn parse_pcap(b: &[u8]) -> (u32, Vec<Vec<u8>>) {
 fn create_makes_a_bus_of_the_size_asked_and_refuses_bad_arguments() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
-    create(&bus, "4M", "65549");
+    create_extended(&bus, "4M", "65549");
     let bytes = std::fs::read(&bus).unwrap();
     assert_eq!(bytes.len(), 4 << 20);
     assert_ne!(
@@ -90,14 +80,7 @@ fn create_makes_a_bus_of_the_size_asked_and_refuses_bad_arguments() {
         ("64M", "13", "--max-frame"),
     ] {
         let other = d.path().join("other");
-        let o = shmif(&[
-            "create",
-            other.to_str().unwrap(),
-            "--size",
-            size,
-            "--max-frame",
-            max,
-        ]);
+        let o = shmif_create(&other, size, max);
         assert!(!o.status.success(), "{size} {max}");
         assert!(
             text(&o.stderr).contains(needle),
@@ -121,7 +104,7 @@ fn send_listen_capture_and_dump_carry_jumbo_frames() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
-    create(&bus, "8M", "65549");
+    create_extended(&bus, "8M", "65549");
     let pcap = d.path().join("cap.pcap");
     let mut cap = Proc::shmif(
         "capture",
@@ -206,7 +189,7 @@ fn a_v3_bus_keeps_its_limits() {
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("--mtu 9000"), "{}", show(&o));
     let ext = d.path().join("ext");
-    create(&ext, "2M", "9014");
+    create_extended(&ext, "2M", "9014");
     let o = shmif(&[
         "tap",
         ext.to_str().unwrap(),
@@ -228,7 +211,7 @@ fn two_hosts_exchange_tcp_in_64k_frames_verified() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
-    create(&bus, "64M", "65549");
+    create_extended(&bus, "64M", "65549");
     let mut server = Proc::shmif(
         "host",
         &bus,
@@ -326,7 +309,7 @@ fn send_many(bus: &Path, n: &str, extra: &[&str]) -> Duration {
 fn capture_is_lossless_on_an_extended_bus_unless_asked_to_be_lossy() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
-    create(&bus, "8M", "65549");
+    create_extended(&bus, "8M", "65549");
     // 20,000 frames of 1514 bytes: 30 MB through an 8 MiB ring.
     let pcap = d.path().join("all.pcap");
     let mut cap = Proc::shmif(
@@ -377,7 +360,7 @@ fn capture_is_lossless_on_an_extended_bus_unless_asked_to_be_lossy() {
 fn top_counts_jumbo_frames_on_an_extended_bus() {
     let d = tempfile::tempdir().unwrap();
     let bus = d.path().join("bus");
-    create(&bus, "4M", "65549");
+    create_extended(&bus, "4M", "65549");
     let b = bus.to_str().unwrap();
     // top's receive buffer is the bus's frame limit: a 9014-byte frame is
     // counted whole (with a 1514-byte buffer, as merged from main, top

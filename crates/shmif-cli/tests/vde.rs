@@ -3,8 +3,9 @@
 //! checked); a guest killed and replaced on the same switch; 16 `vde_plug`
 //! clients at once; a guest and a network namespace behind `shmif tap`;
 //! the switch directory's rules (stale `ctl` taken over, foreign
-//! directories refused, everything removed on SIGTERM); and every kind of
-//! bad client input, each ending only that client's connection.
+//! directories refused, everything removed on SIGTERM); jumbo frames
+//! between clients and an extended bus; and every kind of bad client
+//! input, each ending only that client's connection.
 //!
 //! Tests that need QEMU and the guest kernel (see tests/guest/mod.rs),
 //! `vde_plug` or root print `*** SKIPPED` and pass without them. Guest
@@ -218,8 +219,15 @@ struct Setup {
 }
 
 fn setup(n: usize) -> Setup {
+    setup_on(n, |_| {})
+}
+
+/// [`setup`], with `make_bus` making the bus file first (else the switch
+/// creates a NetBSD one).
+fn setup_on(n: usize, make_bus: impl FnOnce(&Path)) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let bus = tmp.path().join("bus");
+    make_bus(&bus);
     let dir = tmp.path().join("sw");
     let mut vde = start_vde(&bus, &dir, &[]);
     let clients = (0..n)
@@ -543,6 +551,47 @@ fn frames_too_large_for_the_bus_still_go_between_vde_ports_and_are_counted() {
             .count(),
         1
     );
+}
+
+#[test]
+fn jumbo_frames_go_between_vde_clients_and_an_extended_bus() {
+    let mut s = setup_on(2, |bus| common::create_extended(bus, "4M", "9234"));
+    let bus = s.bus.to_str().unwrap().to_owned();
+    // 9,000 bytes from client 0: to client 1 and onto the bus, whole.
+    let big = frame(0, &[9u8; 8986]);
+    assert_eq!(big.len(), 9000);
+    s.clients[0].data.send(&big).unwrap();
+    let mut b = [0u8; 9300];
+    let n = s.clients[1].data.recv(&mut b).unwrap();
+    assert_eq!(b[..n], big[..]);
+    common::wait_for(
+        Duration::from_secs(10),
+        "the 9000-byte frame on the bus",
+        || {
+            let o = common::shmif(&["dump", &bus]);
+            common::text(&o.stdout)
+                .contains(
+                    "02:00:00:00:00:00 > ff:ff:ff:ff:ff:ff, 0x88b5, length 9000: 8986 bytes: 09 09",
+                )
+                .then_some(())
+        },
+    );
+    // And 9,000 bytes from the bus reach both clients.
+    let o = common::send_broadcast(&bus, &"ab".repeat(8986));
+    assert!(o.status.success(), "{}", common::show(&o));
+    for c in &s.clients {
+        let n = c.data.recv(&mut b).unwrap();
+        assert_eq!(n, 9000);
+        assert!(b[14..n].iter().all(|&x| x == 0xab));
+    }
+    let status = s
+        .vde
+        .stop(rustix::process::Signal::TERM, Duration::from_secs(10));
+    assert!(status.code() == Some(130));
+    s.vde.err().until_end(Duration::from_secs(5));
+    let all = s.vde.err().seen.join("\n");
+    assert!(!all.contains("dropped a"), "nothing too large: {all}");
+    assert!(all.contains("dropped: 0 too large"), "{all}");
 }
 
 #[test]

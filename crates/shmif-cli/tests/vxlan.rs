@@ -15,7 +15,8 @@
 //! The bad-input tests run unprivileged, on the loopback interface: the
 //! test itself plays the remote with a UDP socket, sending garbage,
 //! truncated, oversized, wrongly flagged and foreign datagrams, going
-//! away, and repairing the bus under the tunnel.
+//! away, and repairing the bus under the tunnel; and jumbo frames both
+//! ways on an extended bus, whose frame limit the MTU check uses.
 
 mod common;
 
@@ -709,8 +710,8 @@ fn expect_datagram(peer: &UdpSocket, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Waits until `shmif listen` on `bus` sees a frame whose first payload
-/// byte is `tag`.
-fn expect_on_bus(bus: &Path, tag: u8) {
+/// byte is `tag`; returns what it printed.
+fn expect_on_bus(bus: &Path, tag: u8) -> String {
     let o = run_for(
         Command::new(SHMIF)
             .arg("listen")
@@ -724,6 +725,21 @@ fn expect_on_bus(bus: &Path, tag: u8) {
         out.contains(&format!("{tag:02x} {tag:02x} {tag:02x}")),
         "frame {tag:#x} on the bus: {out}"
     );
+    out
+}
+
+/// `peer` sends the tunnel at `to` a VNI 42 datagram with a `len`-byte
+/// frame of 0x5a bytes, which a `shmif listen` on `bus` must see; returns
+/// what the listener printed.
+fn datagram_onto_bus(peer: &UdpSocket, to: &str, bus: &Path, len: usize) -> String {
+    let listener = std::thread::spawn({
+        let bus = bus.to_path_buf();
+        move || expect_on_bus(&bus, 0x5a)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    peer.send_to(&datagram(42, &frame(7, 0x5a, len)), to)
+        .unwrap();
+    listener.join().unwrap()
 }
 
 #[test]
@@ -786,14 +802,7 @@ fn garbage_truncated_oversized_foreign_and_badly_flagged_datagrams_are_dropped_a
     // Still alive: a good datagram comes onto the bus, and a frame on the
     // bus goes out to the remote.
     std::thread::sleep(Duration::from_millis(300));
-    let listener = std::thread::spawn({
-        let bus = bus.clone();
-        move || expect_on_bus(&bus, 0x5a)
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    peer.send_to(&datagram(42, &frame(7, 0x5a, 60)), &to)
-        .unwrap();
-    listener.join().unwrap();
+    datagram_onto_bus(&peer, &to, &bus, 60);
     send_on_bus(&bus, "c0ffee");
     let d = expect_datagram(&peer, &[0xc0, 0xff, 0xee]);
     assert_eq!(
@@ -828,6 +837,45 @@ fn garbage_truncated_oversized_foreign_and_badly_flagged_datagrams_are_dropped_a
         cases.len() + 1,
         "every datagram of the remote: {report}"
     );
+}
+
+#[test]
+fn on_an_extended_bus_jumbo_frames_cross_and_the_mtu_check_takes_the_bus_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    common::create_extended(&bus, "4M", "65549");
+    let (vx, peer, port) = loopback_tunnel(dir.path(), &[]);
+    let to = format!("127.0.0.1:{port}");
+    // A 60,000-byte frame in a datagram comes onto the bus whole.
+    let seen = datagram_onto_bus(&peer, &to, &bus, 60_000);
+    assert!(seen.contains("length 60000: 59986 bytes"), "{seen}");
+    // A 9,000-byte frame on the bus goes out in one datagram.
+    send_on_bus(&bus, &"ab".repeat(8986));
+    let d = expect_datagram(&peer, &[0xab; 16]);
+    assert_eq!(d.len(), 8 + 9000);
+
+    let (st, report) = stop(vx, rustix::process::Signal::TERM);
+    assert!(st.code() == Some(130), "{st}: {report}");
+    assert_eq!(
+        count_on(&report, "too large for the bus", "too large for the bus: "),
+        0,
+        "{report}"
+    );
+    // The MTU check is against this bus's frame limit, not a v3 bus's
+    // 1514: a 65,549-byte frame in VXLAN over IPv4 is a 65,585-byte
+    // packet, more than loopback carries (65,535 or 65,536).
+    let lo: usize = std::fs::read_to_string("/sys/class/net/lo/mtu")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if lo < 65_585 {
+        assert!(
+            report.contains("but a 65549-byte bus frame") && report.contains("needs 65585"),
+            "{report}"
+        );
+        assert_eq!(report.matches("has MTU").count(), 1, "{report}");
+    }
 }
 
 #[test]

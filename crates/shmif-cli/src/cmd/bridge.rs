@@ -22,8 +22,9 @@ use std::time::Duration;
 /// bus it came from (forgotten after --ageing); a unicast frame crosses
 /// only if its destination was last seen on the other bus, or not seen at
 /// all; broadcast and multicast always cross. Frames between two stations
-/// on the same bus stay there. A frame too large for the other bus is
-/// dropped and counted.
+/// on the same bus stay there. A frame too large for the other bus (its
+/// frame limit: 1514 bytes on a NetBSD v3 bus, more on an extended bus) is
+/// dropped for it, counted, and warned about the first time.
 ///
 /// Loops: there is no spanning tree. Two bridges between the same two
 /// buses (or a ring of bridges and VXLAN tunnels) pass every broadcast

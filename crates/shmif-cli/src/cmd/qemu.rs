@@ -50,9 +50,10 @@ use std::process::ExitCode;
 /// sending a length under 14 or over 69,632, or stopping in the middle of
 /// a frame for 5 s, is disconnected with one log line; so is one that
 /// reads nothing for 10 s while frames for it are dropped (its output is
-/// buffered up to 1 MiB). Frames over 1514 bytes do not fit the bus: they
-/// are dropped there, counted, with one warning per port. Per-port
-/// counters are printed when a port goes and on exit.
+/// buffered up to 1 MiB). Frames over the bus's frame limit (1514 bytes
+/// on a NetBSD v3 bus) do not fit the bus: they are dropped there,
+/// counted, with one warning per port. Per-port counters are printed
+/// when a port goes and on exit.
 ///
 /// UNIX sockets it creates, like a bus file, are for your own user only
 /// unless --mode says otherwise; a leftover socket nobody answers on is

@@ -36,9 +36,11 @@ use std::process::ExitCode;
 /// own. A client that goes away (its control stream closes) frees its
 /// port; its counters are printed then, and every port's on exit.
 ///
-/// Frames larger than the bus carries (1514 bytes: guests need MTU 1500)
-/// still go between VDE ports, but are dropped for the bus, counted, and
-/// warned about once per port. A client that reads slower than the others
+/// Frames larger than the bus carries (its frame limit: 1514 bytes on a
+/// NetBSD v3 bus, so guests need MTU 1500; up to 9,234, VDE's own limit,
+/// on an extended bus made with a larger --max-frame) still go between VDE
+/// ports, but are dropped for the bus, counted, and warned about once per
+/// port. A client that reads slower than the others
 /// send holds them back (its queue fills and the switch stops reading until
 /// it drains), so that blocking senders are paced and nothing is lost; a
 /// client that takes nothing for 100 ms is left behind (frames for it are

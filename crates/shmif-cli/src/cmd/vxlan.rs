@@ -70,11 +70,13 @@ use std::time::{Duration, Instant};
 /// to the port can put frames on the bus. Use it on a trusted underlay, or
 /// inside WireGuard or IPsec.
 ///
-/// The underlay must carry a 1514-byte bus frame plus 50 bytes of outer
-/// headers (70 over IPv6), i.e. an MTU of 1550 (1570); with less, a
-/// warning says so and large frames travel fragmented (or not at all).
-/// Give the hosts on the bus MTU 1450 (1430) then, as Linux does to its
-/// own vxlan devices.
+/// The underlay must carry the bus's largest frame (its frame limit: 1514
+/// bytes on a NetBSD v3 bus) plus 36 bytes of outer IP, UDP and VXLAN
+/// headers (56 over IPv6), i.e. an MTU of 1550 (1570) for a v3 bus; with
+/// less, a warning says so and large frames travel fragmented (or not at
+/// all). Give the hosts on the bus an MTU 50 (70) below the underlay's
+/// then, 1450 (1430) on a 1500-byte one, as Linux does to its own vxlan
+/// devices.
 ///
 /// A Linux vxlan device whose underlay is a veth (namespaces on one
 /// machine) leaves the inner TCP and UDP checksums to a NIC that is not
@@ -384,19 +386,16 @@ impl VxlanPort {
         let need = needed_mtu(self.bus_frame, v6);
         if mtu < need {
             self.warned.mtu = true;
-            let over = if v6 {
-                vxlan::OVERHEAD_V6
-            } else {
-                vxlan::OVERHEAD_V4
-            };
+            // The outer IP, UDP and VXLAN headers around the frame.
+            let outer = need - self.bus_frame;
             eprintln!(
                 "shmif: warning: {}: the underlay to {} has MTU {mtu}, but a {}-byte bus frame \
-                 plus {over} bytes of VXLAN needs {need}: larger frames are fragmented or lost \
-                 (raise the underlay's MTU, or give the hosts on the bus MTU {})",
+                 plus {outer} bytes of outer headers needs {need}: larger frames are fragmented \
+                 or lost (raise the underlay's MTU, or give the hosts on the bus MTU {})",
                 self.name,
                 to.ip(),
                 self.bus_frame,
-                mtu.saturating_sub(need - self.bus_frame + 14)
+                mtu.saturating_sub(outer + 14)
             );
         }
     }
@@ -984,6 +983,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 
     let iface = args.bus_opts.attach(&args.bus, None).map_err(lib_error)?;
+    // 1514 on a NetBSD bus; an extended bus's own frame limit.
+    let bus_frame = iface.max_frame_len();
     let bus = BusPort::new(iface, &args.bus)?;
     let stats = Rc::new(RefCell::new(Stats::default()));
     let name = format!("vxlan vni {}", args.vni);
@@ -994,7 +995,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         stats: stats.clone(),
         warned: Warned::default(),
         rx: vec![0; RX_ROOM],
-        bus_frame: shmif::wire::MAX_FRAME_LEN,
+        bus_frame,
         local: args.local,
         dev: args.dev.clone(),
         bound: args.local.map(|a| SocketAddr::new(a, args.port)),

@@ -118,6 +118,24 @@ pub fn shmif<S: AsRef<OsStr>>(args: &[S]) -> Output {
     run(Command::new(SHMIF).args(args))
 }
 
+/// Runs `shmif create BUS --size SIZE --max-frame MAX` (an extended bus).
+pub fn shmif_create(bus: &Path, size: &str, max: &str) -> Output {
+    shmif(&[
+        "create",
+        bus.to_str().unwrap(),
+        "--size",
+        size,
+        "--max-frame",
+        max,
+    ])
+}
+
+/// [`shmif_create`], which must succeed.
+pub fn create_extended(bus: &Path, size: &str, max: &str) {
+    let o = shmif_create(bus, size, max);
+    assert!(o.status.success(), "create: {}", show(&o));
+}
+
 /// Sends one frame with `shmif send` on `bus`: broadcast, EtherType
 /// 0x88b5, `payload` in hex.
 pub fn send_broadcast(bus: &str, payload: &str) -> Output {
