@@ -8,15 +8,73 @@
 //! kills land inside `append` (mid-copy), while the main thread keeps
 //! checking that the survivors answer within 1 s.
 //!
+//! Both run on a version-3 bus and on an extended bus
+//! (`EXTENDED-FORMAT.md`: 4 MiB, frames up to 9,000 bytes), where every
+//! reader of ours is registered and lossless and writers wait for it. A
+//! third test, on the extended bus, kills registered readers as well as
+//! writers at random moments (inside the lock while copying frames out,
+//! or holding writers back with the ring full): a writer must never wait
+//! for a dead reader for long (it is dropped after 100 ms), the bus must
+//! carry traffic again within 1 s of every kill, and no dead reader may
+//! keep its slot.
+//!
 //! `SHMIF_CHAOS_ROUNDS` sets the number of rounds (default 200; the
-//! mid-copy test runs half as many).
+//! mid-copy tests run half as many, the extended bus's tests a quarter, the
+//! reader test a quarter).
 
 mod common;
 use common::{field, fnv64, role, say, Kid};
-use shmif::lowlevel::RawBus;
+use shmif::lowlevel::{holder_tag, RawBus};
+use shmif::wire::ext::{field as ext_field, slot, READER_SLOTS, READER_SLOT_LEN, READER_TABLE};
 use shmif::{Bus, Interface, OpenOptions};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The bus a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// NetBSD's format: 1 MiB, 1514-byte frames, every reader lossy.
+    V3,
+    /// Ours: registered lossless readers, jumbo frames.
+    Extended,
+}
+
+/// The extended bus's size and frame limit.
+const EXT_SIZE: u64 = 4 << 20;
+const EXT_MAX_FRAME: u32 = 9000;
+
+/// A fresh bus of `kind` in `dir` (a version-3 bus is made by the first
+/// attach).
+fn new_bus(kind: Kind, dir: &Path) -> PathBuf {
+    let bus = dir.join("bus");
+    if kind == Kind::Extended {
+        Bus::create(&bus, EXT_SIZE, EXT_MAX_FRAME, &OpenOptions::new()).unwrap();
+    }
+    bus
+}
+
+/// Rounds of a test: `SHMIF_CHAOS_ROUNDS` (default 200) divided by `div`.
+fn rounds(div: usize) -> usize {
+    std::env::var("SHMIF_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200usize)
+        / div
+}
+
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The longest body [`frame`] is given on a bus whose frame limit is `max`
+/// (1,400 on a version-3 bus).
+fn body_max(max: usize) -> usize {
+    max - 114
+}
 
 const DATA: [u8; 2] = [0x88, 0xb5];
 const PROBE: [u8; 2] = [0x88, 0xb6];
@@ -72,6 +130,7 @@ fn chaos_child() {
         "copier" => copier(Path::new(&args[0])),
         "echoer" => echoer(Path::new(&args[0]), false),
         "checker" => echoer(Path::new(&args[0]), true),
+        "victim" => victim(Path::new(&args[0]), args[1].parse().unwrap()),
         _ => unreachable!(),
     }
 }
@@ -85,10 +144,11 @@ fn writer(bus: &Path, seed: u64) {
     let mut rng = Rng(seed | 1);
     say("ready");
     let mac = ifc.mac().0;
+    let body = body_max(ifc.max_frame_len()) as u64;
     let mut seq = 0u64;
     loop {
         for _ in 0..rng.below(40) {
-            let len = rng.below(1400) as usize;
+            let len = rng.below(body) as usize;
             ifc.send(&frame(mac, DATA, seq, len)).unwrap();
             seq += 1;
         }
@@ -100,16 +160,19 @@ fn writer(bus: &Path, seed: u64) {
 }
 
 /// Sends the same batch of 64 large checksummed frames as fast as it can,
-/// until killed: nearly all its time is spent copying inside the lock.
+/// until killed: nearly all its time is spent copying inside the lock (or,
+/// on an extended bus, waiting for the registered readers).
 fn copier(bus: &Path) {
     let ifc = Interface::attach(bus).unwrap();
     let mac = ifc.mac().0;
+    // 989 to 1,482 bytes of body on a version-3 bus, to 8,886 on ours.
+    let top = body_max(ifc.max_frame_len()) + 84;
     // Addressed to a MAC nobody has: the promiscuous checker checks every
     // one; the echoer and the test process pass them over without copying
     // them, so that they keep up with the probes.
     let batch: Vec<Vec<u8>> = (0..64u64)
         .map(|k| {
-            let mut f = frame(mac, DATA, k, 1000 + (k as usize * 31) % 470);
+            let mut f = frame(mac, DATA, k, top * 2 / 3 + (k as usize * 31) % (top / 3));
             f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
             f
         })
@@ -167,20 +230,123 @@ fn echoer(bus: &Path, checker: bool) {
     ));
 }
 
+/// A registered (lossless) reader that sees every frame (promiscuous) and
+/// checks it, until killed: says `ready` once registered, and `corrupt`
+/// for each corrupt frame (read from its pipe after its death). Between
+/// batches it holds the bus lock on purpose half the time, as the writer
+/// does, so that some kills find it holding the lock: a reader copies
+/// frames out under the lock, but too briefly for a kill at a random
+/// moment to land there often.
+fn victim(bus: &Path, seed: u64) {
+    let ifc = Interface::attach(bus).unwrap();
+    let raw = Bus::open(bus, &OpenOptions::new()).unwrap();
+    let mut rng = Rng(seed | 1);
+    ifc.set_promiscuous(true);
+    let _ = ifc.try_recv().unwrap();
+    assert!(
+        ifc.is_registered(),
+        "no free reader slot: dead readers kept theirs"
+    );
+    say("ready");
+    let check_one = |f: shmif::Frame| {
+        if let Err(e) = check(&f.data) {
+            say(&format!("corrupt {e}"));
+        }
+    };
+    loop {
+        for _ in 0..rng.below(64) {
+            let Some(f) = ifc.try_recv().unwrap() else {
+                break;
+            };
+            check_one(f);
+        }
+        if rng.below(2) == 0 {
+            let _g = raw.lock();
+            std::thread::sleep(Duration::from_micros(rng.below(5000)));
+        } else if let Some(f) = ifc.recv_timeout(Duration::from_millis(1)).unwrap() {
+            check_one(f);
+        }
+    }
+}
+
+/// Starts a child of `role` and waits until it is ready.
+fn start(role: &str, args: &[String]) -> Kid {
+    let mut k = Kid::spawn("chaos_child", role, args);
+    k.expect("ready");
+    k
+}
+
+/// SIGKILLs `k` and reaps it; whether it died holding the bus lock.
+fn kill(bus: &Path, k: &mut Kid) -> bool {
+    k.child.kill().unwrap();
+    let pid = k.child.id();
+    k.child.wait().unwrap();
+    held_by(bus, pid)
+}
+
 /// Starts a child of `role`, lets it run for `pause` once it is ready, and
 /// SIGKILLs it; whether it died holding the bus lock.
 fn kill_one(bus: &Path, role: &str, args: &[String], pause: Duration) -> bool {
-    let mut w = Kid::spawn("chaos_child", role, args);
-    w.expect("ready");
+    let mut w = start(role, args);
     std::thread::sleep(pause);
-    w.child.kill().unwrap();
-    w.child.wait().unwrap();
-    lock_word(bus) == 1
+    kill(bus, &mut w)
+}
+
+/// The first `n` bytes of the bus file.
+fn head(bus: &Path, n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    std::fs::File::open(bus)
+        .unwrap()
+        .read_exact_at(&mut b, 0)
+        .unwrap();
+    b
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_ne_bytes(b[off..off + 4].try_into().unwrap())
 }
 
 fn lock_word(bus: &Path) -> u32 {
-    let b = std::fs::read(bus).unwrap();
-    u32::from_ne_bytes(b[24..28].try_into().unwrap())
+    u32_at(&head(bus, 32), 24)
+}
+
+/// Whether process `pid` (dead, unreaped or not) holds the bus lock: the
+/// lock word is set and the holder tag in the spare word is its.
+fn held_by(bus: &Path, pid: u32) -> bool {
+    let h = head(bus, 32);
+    u32_at(&h, 24) == 1 && u32_at(&h, 28) == holder_tag(pid)
+}
+
+/// Waits up to 2 s until `done()`; how long it took, `None` if it never was.
+fn until(mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        if done() {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    None
+}
+
+/// The owners of the reader slots of an extended bus in use (owner set or
+/// mask bit set), as (slot, owner tag).
+fn reader_slots(bus: &Path) -> Vec<(usize, u32)> {
+    let h = head(bus, READER_TABLE + READER_SLOTS * READER_SLOT_LEN);
+    let mask = u64::from_ne_bytes(
+        h[ext_field::READER_MASK..ext_field::READER_MASK + 8]
+            .try_into()
+            .unwrap(),
+    );
+    (0..READER_SLOTS)
+        .map(|i| {
+            (
+                i,
+                u32_at(&h, READER_TABLE + i * READER_SLOT_LEN + slot::OWNER),
+            )
+        })
+        .filter(|&(i, owner)| owner != 0 || mask & (1 << i) != 0)
+        .collect()
 }
 
 /// Sends probe `seq` (again every `resend`, if given) and waits up to 1 s
@@ -221,19 +387,22 @@ fn probe(me: &Interface, seq: u64, resend: Option<Duration>) -> (bool, u64, u64)
 
 #[test]
 fn survivors_keep_talking_while_writers_are_killed() {
-    let rounds: usize = std::env::var("SHMIF_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("chaos: {rounds} rounds, seed {seed}");
+    writers_killed(Kind::V3, rounds(1));
+}
+
+#[test]
+fn survivors_keep_talking_while_writers_are_killed_on_an_extended_bus() {
+    writers_killed(Kind::Extended, rounds(4));
+}
+
+fn writers_killed(kind: Kind, rounds: usize) {
+    let seed = seed();
+    eprintln!("chaos ({kind:?}): {rounds} rounds, seed {seed}");
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
-    let bus = dir.path().join("bus");
+    let bus = new_bus(kind, dir.path());
     let me = Interface::attach(&bus).unwrap();
+    assert_eq!(me.is_extended(), kind == Kind::Extended);
     let busarg = bus.display().to_string();
     let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
     echoer.expect("ready");
@@ -258,7 +427,7 @@ fn survivors_keep_talking_while_writers_are_killed() {
     let tally = echoer.expect("tally");
     let c = me.counters();
     eprintln!(
-        "chaos: {rounds} kills, {in_lock} while holding the lock; slowest recovery {worst:?}; \
+        "chaos ({kind:?}): {rounds} kills, {in_lock} while holding the lock; slowest recovery {worst:?}; \
          test process: {good_here} good, {corrupt_here} corrupt, takeovers {}, resets {}, overruns {}; echoer: {tally}",
         c.lock_takeovers, c.ring_resets, c.overruns
     );
@@ -275,18 +444,19 @@ fn survivors_keep_talking_while_writers_are_killed() {
 
 #[test]
 fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
-    let rounds: usize = std::env::var("SHMIF_CHAOS_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200)
-        / 2;
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("chaos mid-copy: {rounds} rounds, seed {seed}");
+    mid_copy(Kind::V3, rounds(2));
+}
+
+#[test]
+fn survivors_keep_talking_while_writers_are_killed_mid_copy_on_an_extended_bus() {
+    mid_copy(Kind::Extended, rounds(4));
+}
+
+fn mid_copy(kind: Kind, rounds: usize) {
+    let seed = seed();
+    eprintln!("chaos mid-copy ({kind:?}): {rounds} rounds, seed {seed}");
     let dir = tempfile::tempdir().unwrap();
-    let bus = dir.path().join("bus");
+    let bus = new_bus(kind, dir.path());
     let me = Interface::attach(&bus).unwrap();
     let busarg = bus.display().to_string();
     let mut echoer = Kid::spawn("chaos_child", "echoer", std::slice::from_ref(&busarg));
@@ -321,10 +491,7 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
                     in_lock += 1;
                     // One recovery at a time: the next copier starts once
                     // the dead one's lock has been taken over and freed.
-                    let t = Instant::now();
-                    while lock_word(&bus) == 1 && t.elapsed() < Duration::from_secs(2) {
-                        std::thread::sleep(Duration::from_micros(500));
-                    }
+                    let _ = until(|| lock_word(&bus) != 1);
                 }
             }
             done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -352,14 +519,16 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
     let checked = checker.expect("tally");
     let c = me.counters();
     eprintln!(
-        "chaos mid-copy: {rounds} kills, {in_lock} inside the lock; {probes} probes, slowest {worst:?}; \
+        "chaos mid-copy ({kind:?}): {rounds} kills, {in_lock} inside the lock; {probes} probes, slowest {worst:?}; \
          test process: {corrupt_here} corrupt, takeovers {}, resets {}, repairs {}; echoer: {tally}; \
          checker: {checked}",
         c.lock_takeovers, c.ring_resets, c.ring_repairs
     );
     assert!(checked.contains("corrupt=0"), "checker: {checked}");
+    // Some 15 MB at least (the extended bus's frames are six times larger).
+    let least = if kind == Kind::V3 { 10_000 } else { 2_000 };
     assert!(
-        field(&checked, "good") > 10_000,
+        field(&checked, "good") > least,
         "the checker saw too little: {checked}"
     );
     assert_eq!(
@@ -370,5 +539,181 @@ fn survivors_keep_talking_while_writers_are_killed_mid_copy() {
     assert!(
         in_lock * 10 >= rounds,
         "only {in_lock} of {rounds} kills hit the lock: the test did not test mid-copy kills"
+    );
+}
+
+/// What the killer thread of the reader test tallies.
+#[derive(Debug, Default)]
+struct Kills {
+    readers: usize,
+    readers_in_lock: usize,
+    writers: usize,
+    writers_in_lock: usize,
+    /// The slowest time from a kill until the bus was whole again: the
+    /// dead reader's slot freed by the flooding writer (and the lock taken
+    /// over, if it died holding it), or a dead writer's lock freed.
+    slowest: Duration,
+    /// Kills after which that took over 1 s.
+    late: Vec<String>,
+    /// Corrupt frames the victims reported before they died.
+    corrupt: usize,
+}
+
+#[test]
+fn survivors_keep_talking_while_registered_readers_and_writers_are_killed_on_an_extended_bus() {
+    let rounds = rounds(4);
+    let seed = seed();
+    eprintln!("chaos readers: {rounds} rounds, seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+    let bus = new_bus(Kind::Extended, dir.path());
+    let me = Interface::attach(&bus).unwrap();
+    let busarg = bus.display().to_string();
+    let mut echoer = start("echoer", std::slice::from_ref(&busarg));
+    let mut checker = start("checker", std::slice::from_ref(&busarg));
+    // Registered from the first receive on: three readers writers wait for.
+    assert!(me.try_recv().unwrap().is_none() && me.is_registered());
+    let survivors = [
+        holder_tag(std::process::id()),
+        holder_tag(echoer.child.id()),
+        holder_tag(checker.child.id()),
+    ];
+
+    // The killer: each round a copier floods the bus (one is started if
+    // none runs) while a victim, a registered reader, copies every frame
+    // out; one of the two is killed at a random moment: the victim two
+    // times in three. A dead victim holds every writer back once they are
+    // a ring ahead of it, until a writer finds it gone.
+    struct Stop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abort = Stop(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+        false,
+    )));
+    let killer = {
+        let (busarg, bus, done) = (busarg.clone(), bus.clone(), done.clone());
+        let abort = abort.0.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(seed | 1);
+            let mut k = Kills::default();
+            let one = std::slice::from_ref(&busarg);
+            let (mut copier, mut victim): (Option<Kid>, Option<Kid>) = (None, None);
+            for round in 0..rounds {
+                if abort.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let c = copier.get_or_insert_with(|| start("copier", one));
+                let v = victim.get_or_insert_with(|| {
+                    start("victim", &[busarg.clone(), rng.below(u64::MAX).to_string()])
+                });
+                std::thread::sleep(Duration::from_micros(200 + rng.below(5_000)));
+                // The last round kills a reader, with a writer alive to
+                // find it dead.
+                let reader = round + 1 == rounds || rng.below(3) != 0;
+                let t = Instant::now();
+                if reader {
+                    let pid = v.child.id();
+                    let tag = holder_tag(pid);
+                    let in_lock = kill(&bus, v);
+                    while let Some(line) = v.next() {
+                        if line.starts_with("corrupt") {
+                            eprintln!("victim: {line}");
+                            k.corrupt += 1;
+                        }
+                    }
+                    victim = None;
+                    k.readers += 1;
+                    k.readers_in_lock += usize::from(in_lock);
+                    // Whole again once the flooding writer dropped the
+                    // dead reader (and, first, took over its lock).
+                    let freed = until(|| {
+                        !held_by(&bus, pid) && reader_slots(&bus).iter().all(|&(_, o)| o != tag)
+                    });
+                    if freed.is_none() {
+                        k.late
+                            .push(format!("reader kill {round}: slot or lock kept"));
+                    }
+                } else {
+                    let pid = c.child.id();
+                    let in_lock = kill(&bus, c);
+                    copier = None;
+                    k.writers += 1;
+                    k.writers_in_lock += usize::from(in_lock);
+                    if in_lock && until(|| !held_by(&bus, pid)).is_none() {
+                        k.late.push(format!("writer kill {round}: lock kept"));
+                    }
+                }
+                let took = t.elapsed();
+                k.slowest = k.slowest.max(took);
+                if took > Duration::from_secs(1) {
+                    k.late
+                        .push(format!("round {round}: whole again after {took:?}"));
+                }
+            }
+            drop(copier);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            k
+        })
+    };
+    let (mut probes, mut worst, mut good_here, mut corrupt_here) = (0u64, Duration::ZERO, 0, 0);
+    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+        // Probes may be overrun: a reader waiting to send is excused from
+        // holding writers back meanwhile. They are repeated until answered.
+        let start = Instant::now();
+        let (answered, good, corrupt) = probe(&me, probes, Some(Duration::from_millis(10)));
+        good_here += good;
+        corrupt_here += corrupt;
+        worst = worst.max(start.elapsed());
+        assert!(answered, "probe {probes}: no echo within 1 s (seed {seed})");
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let k = killer.join().unwrap();
+    drop(abort);
+    // Every dead reader's slot was freed: only the survivors hold one.
+    let mut owners: Vec<u32> = reader_slots(&bus).into_iter().map(|(_, o)| o).collect();
+    owners.sort_unstable();
+    let mut want = survivors.to_vec();
+    want.sort_unstable();
+    assert_eq!(owners, want, "reader slots in use after the test");
+    echoer.stdin.take();
+    checker.stdin.take();
+    let tally = echoer.expect("tally");
+    let checked = checker.expect("tally");
+    let c = me.counters();
+    eprintln!(
+        "chaos readers: {} reader kills ({} inside the lock), {} writer kills ({} inside the lock); \
+         slowest recovery after a kill {:?}; {probes} probes, slowest {worst:?}; \
+         test process: {good_here} good, {corrupt_here} corrupt, takeovers {}, resets {}, overruns {}; \
+         echoer: {tally}; checker: {checked}; victims: {} corrupt",
+        k.readers, k.readers_in_lock, k.writers, k.writers_in_lock, k.slowest,
+        c.lock_takeovers, c.ring_resets, c.overruns, k.corrupt
+    );
+    assert!(
+        k.late.is_empty(),
+        "not whole again within 1 s: {:?}",
+        k.late
+    );
+    assert_eq!(k.corrupt, 0, "corrupt frames delivered to a victim");
+    assert_eq!(
+        corrupt_here, 0,
+        "corrupt frames delivered to the test process"
+    );
+    assert!(tally.contains("corrupt=0"), "echoer: {tally}");
+    assert!(checked.contains("corrupt=0"), "checker: {checked}");
+    assert!(
+        field(&checked, "good") > 10_000,
+        "the checker saw too little: {checked}"
+    );
+    assert!(
+        k.readers * 2 >= rounds && k.writers * 6 >= rounds,
+        "too few kills of each: {k:?}"
+    );
+    assert!(
+        k.readers_in_lock * 6 >= k.readers,
+        "too few readers were killed inside the lock: {k:?}"
     );
 }
