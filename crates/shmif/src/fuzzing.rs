@@ -8,6 +8,10 @@
 
 use crate::dump::Dump;
 use crate::ring::{self, Control, Geometry, Reader, Step};
+use crate::wire::ext::{
+    ExtHeader, ExtHeaderRepr, ReaderSlot, SlotFlags, EXT_HEADER_LEN, READER_SLOTS, READER_SLOT_LEN,
+    READER_TABLE,
+};
 use crate::wire::{FrameHeaderRepr, BUS_HEADER_LEN, BUS_SIZE, FRAME_HEADER_LEN, MAX_FRAME_LEN};
 
 fn u32_at(d: &[u8], off: usize) -> u32 {
@@ -144,4 +148,249 @@ pub fn bus_image(data: &[u8]) {
         }
     }
     let _ = ring::check_chain(g, region, &ctl);
+}
+
+/// The longest ring [`ext_image`] pads to its full size (larger rings are
+/// walked over the bytes given, which read as unchanged past their end).
+const EXT_RING_CAP: usize = 2 << 20;
+
+/// Every accessor of an extended header view over `len` bytes and of each
+/// reader slot it holds (their values are whatever the bytes say; none may
+/// panic).
+fn touch_ext_views(h: &ExtHeader<&[u8]>, len: usize) {
+    let _ = (
+        h.magic(),
+        h.generation(),
+        h.first(),
+        h.last(),
+        h.lock(),
+        h.holder(),
+        h.format(),
+        h.header_len(),
+        h.ring_size(),
+        h.max_frame(),
+        h.frame_header_len(),
+        h.reader_slots(),
+        h.reader_slot_len(),
+        h.reader_table(),
+        h.flags(),
+        h.data_seq(),
+        h.data_sleepers(),
+        h.fd_waiters(),
+    );
+    for i in 0..READER_SLOTS + 2 {
+        match h.reader(i) {
+            Some(s) => {
+                assert!(i < READER_SLOTS, "a slot past the table");
+                let _ = (s.owner(), s.position(), s.heartbeat(), s.left_behind());
+                let _ = s.flags().is_active();
+            }
+            None => assert!(
+                i >= READER_SLOTS || len < READER_TABLE + (i + 1) * READER_SLOT_LEN,
+                "slot {i} is in the buffer but not given"
+            ),
+        }
+    }
+}
+
+/// A dump walk over `image` that parsed: frames within the geometry's
+/// limit, the walk finishing.
+fn walk_dump(d: &Dump<'_>) {
+    let _ = d.header_line();
+    let max = d.geometry().max_frame();
+    for f in d.frames() {
+        match f {
+            Ok(f) => {
+                assert!(f.data.len() <= max, "dump frame over the limit");
+                let _ = f.line();
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Reader steps over a ring: no frame over the geometry's limit.
+fn read_some<R: ring::Region + ?Sized>(
+    g: Geometry,
+    region: &R,
+    ctl: &Control,
+    mut reader: Reader,
+    buf: &mut [u8],
+    steps: usize,
+) {
+    for k in 0..steps {
+        let step = if k % 2 == 0 {
+            reader.step(g, region, ctl, buf)
+        } else {
+            reader.step_filtered(g, region, ctl, buf, |h, peek| {
+                assert!(peek.len() <= ring::PEEK_LEN && peek.len() <= h.len as usize);
+                peek.first().is_some_and(|b| b & 1 == 0)
+            })
+        };
+        match step {
+            Step::Frame { header, .. } | Step::Passed { header, .. } => {
+                assert!(header.len <= g.max_frame_len, "a frame over the limit")
+            }
+            _ => break,
+        }
+    }
+}
+
+/// An extended bus (`EXTENDED-FORMAT.md`) built from `data`: its first
+/// 8192 bytes (zero-padded) are the header and the reader table, the rest
+/// the start of the ring (zero-padded to the ring size the header claims,
+/// up to 2 MiB; a larger ring is walked over the bytes given). Runs every
+/// pure reader of the format over it: the header and reader-slot views
+/// with each accessor, `ExtHeaderRepr::parse` with and without a file
+/// size, `Dump::parse` and its walk (over `data` itself and over the image
+/// the header describes), and at the header's geometry the ring reader
+/// (from the newest position and from the positions in the reader table),
+/// the chain checks, an append and a reset.
+///
+/// Checks: views give every slot in the buffer and none past the table; a
+/// header refused without a file size is refused with one; one accepted
+/// is accepted at its own file size, describes a shape
+/// [`ExtHeaderRepr::new`] makes, and round-trips through
+/// [`ExtHeaderRepr::to_bytes`]; the dump of its image parses with the
+/// same header and geometry; no frame over the header's limit is
+/// delivered; a consistent ring is writable and stays consistent after an
+/// append; a failed append writes nothing; a reset ring is consistent,
+/// writable and readable.
+pub fn ext_image(data: &[u8]) {
+    // The views and the dump over the bytes as given, whatever their length.
+    if let Ok(h) = ExtHeader::new_checked(data) {
+        touch_ext_views(&h, data.len());
+        let _ = ExtHeaderRepr::parse(&h, Some(data.len() as u64));
+    }
+    if let Ok(s) = ReaderSlot::new_checked(data) {
+        let _ = (s.owner(), s.flags(), s.position(), s.heartbeat());
+        let _ = s.left_behind();
+    }
+    if let Ok(d) = Dump::parse(data) {
+        walk_dump(&d);
+    }
+
+    let mut header = vec![0u8; EXT_HEADER_LEN];
+    let n = data.len().min(EXT_HEADER_LEN);
+    header[..n].copy_from_slice(&data[..n]);
+    let h = ExtHeader::new_checked(&header[..]).expect("a whole header is long enough");
+    touch_ext_views(&h, header.len());
+    let r = match ExtHeaderRepr::parse(&h, None) {
+        Ok(r) => r,
+        Err(_) => {
+            // A file size only adds a check.
+            for size in [data.len() as u64, 1 << 20, u64::MAX] {
+                assert!(
+                    ExtHeaderRepr::parse(&h, Some(size)).is_err(),
+                    "refused without a file size, accepted with {size}"
+                );
+            }
+            return;
+        }
+    };
+    let file_size = r.file_size();
+    assert_eq!(ExtHeaderRepr::parse(&h, Some(file_size)), Ok(r));
+    assert!(ExtHeaderRepr::parse(&h, Some(file_size + 4096)).is_err());
+    assert!(r.first <= r.ring_size && r.last < r.ring_size);
+    let shape = ExtHeaderRepr::new(file_size, r.max_frame).expect("a valid shape");
+    assert_eq!(
+        (shape.ring_size, shape.max_frame),
+        (r.ring_size, r.max_frame)
+    );
+    let again = r.to_bytes();
+    let back = ExtHeader::new_checked(&again[..]).expect("to_bytes is a whole header");
+    assert_eq!(ExtHeaderRepr::parse(&back, Some(file_size)), Ok(r));
+    let g = Geometry::new(r.ring_size, r.max_frame).expect("a valid ring is large");
+    assert!(
+        g.fits(r.max_frame as usize),
+        "the limit fits in half the ring"
+    );
+
+    // The image: the header, then the ring.
+    let ring_size = r.ring_size as usize;
+    let given = data.get(EXT_HEADER_LEN..).unwrap_or(&[]);
+    let full = ring_size <= EXT_RING_CAP;
+    let mut image = header;
+    image.extend_from_slice(&given[..given.len().min(ring_size)]);
+    if full {
+        image.resize(EXT_HEADER_LEN + ring_size, 0);
+        let d = Dump::parse(&image).expect("a valid header and its ring");
+        assert_eq!(d.extended(), Some(&r));
+        assert_eq!(d.geometry(), g);
+        walk_dump(&d);
+    }
+    let (header, region) = image.split_at_mut(EXT_HEADER_LEN);
+    let h = ExtHeader::new_checked(&header[..]).expect("a whole header is long enough");
+    let ctl = Control {
+        gen: r.generation,
+        first: r.first,
+        last: r.last,
+    };
+    let mut buf = vec![0u8; g.max_frame()];
+    if let Ok(reader) = Reader::at_end(g, &region[..], &ctl) {
+        read_some(g, &region[..], &ctl, reader, &mut buf, 64);
+    }
+    // From the oldest frame, and from where each registered reader says it is.
+    read_some(
+        g,
+        &region[..],
+        &ctl,
+        Reader::new(r.first, r.generation),
+        &mut buf,
+        1024,
+    );
+    for i in 0..READER_SLOTS {
+        let Some(s) = h.reader(i) else { break };
+        if s.owner() == 0 && s.position() == 0 {
+            continue;
+        }
+        let pos = s.position();
+        let size = u64::from(r.ring_size);
+        let reader = Reader::new((pos % size) as u32, pos / size).with_resync(
+            if s.flags().0 & SlotFlags::STALLED != 0 {
+                ring::Resync::OldestThenNewest
+            } else {
+                ring::Resync::Oldest
+            },
+        );
+        read_some(g, &region[..], &ctl, reader, &mut buf, 256);
+    }
+    let consistent = ring::check_chain(g, &region[..], &ctl).is_ok();
+    let writable = ring::check_writable(g, &region[..], &ctl).is_ok();
+    assert!(!consistent || writable, "a consistent ring is writable");
+
+    // An append and a reset at this geometry.
+    let mut ctl2 = ctl;
+    let len = 14 + (u32_at(header, 200) % (r.max_frame - 13)) as usize;
+    let payload = vec![0x5a; len];
+    let fh = FrameHeaderRepr {
+        len: len as u32,
+        ..Default::default()
+    };
+    let before = region.to_vec();
+    match ring::append(g, region, &mut ctl2, &fh, &payload) {
+        Ok(_) => {
+            if consistent && full {
+                assert!(
+                    ring::check_chain(g, &region[..], &ctl2).is_ok(),
+                    "append broke a consistent ring"
+                );
+            }
+        }
+        Err(_) => assert!(
+            region[..] == before[..],
+            "a failed append wrote to the ring"
+        ),
+    }
+    let fresh = ring::reset(g, region, &ctl2);
+    assert!(
+        ring::check_chain(g, &region[..], &fresh).is_ok(),
+        "a reset ring is inconsistent"
+    );
+    assert!(
+        ring::check_writable(g, &region[..], &fresh).is_ok(),
+        "a reset ring is not writable"
+    );
+    let mut rd = Reader::at_end(g, &region[..], &fresh).expect("a reset ring is readable");
+    assert_eq!(rd.step(g, &region[..], &fresh, &mut buf), Step::Empty);
 }
