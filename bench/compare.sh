@@ -4,6 +4,8 @@
 #   shmif  - `shmif tap` in each namespace, bridged over one shmif bus
 #   vde    - VDE: `vde_switch` with a `vde_plug2tap` in each namespace
 #   veth   - a bare veth pair (the upper bound: no user space at all)
+#   jumbo  - `shmif tap --mtu 65000` in each namespace over one extended
+#            bus (`shmif create`, 64 MiB, 65,549-byte frames)
 # and the ratios between them.
 #
 # Run as root:   bash bench/compare.sh      (builds `shmif` if needed)
@@ -86,10 +88,11 @@ wait_dev() {
     die "device $2 did not appear in namespace $1"
 }
 
-# address DEV_A DEV_B NET: addresses NET.1 and NET.2, links up, MTU 1500.
+# address DEV_A DEV_B NET [MTU]: addresses NET.1 and NET.2, links up,
+# MTU 1500 unless given.
 address() {
-    ip -n "$NS_A" link set "$1" mtu 1500 up
-    ip -n "$NS_B" link set "$2" mtu 1500 up
+    ip -n "$NS_A" link set "$1" mtu "${4:-1500}" up
+    ip -n "$NS_B" link set "$2" mtu "${4:-1500}" up
     ip -n "$NS_A" addr add "$3.1/24" dev "$1"
     ip -n "$NS_B" addr add "$3.2/24" dev "$2"
     # Until the first ping gets through (ARP, links up).
@@ -157,17 +160,33 @@ address veth-a veth-b 10.231.3
 measure veth 10.231.3
 stop_all
 
+# (d) shmif on an extended bus with jumbo frames: a TAP of MTU 65000 in
+# each namespace.
+fresh_namespaces
+"$SHMIF" create "$WORK/xbus" --size 64M --max-frame 65549 >/dev/null 2>&1
+"$SHMIF" tap "$WORK/xbus" --tap shx-a --mtu 65000 --netns "$NS_A" >"$WORK/tapx-a.log" 2>&1 &
+PIDS+=($!)
+"$SHMIF" tap "$WORK/xbus" --tap shx-b --mtu 65000 --netns "$NS_B" >"$WORK/tapx-b.log" 2>&1 &
+PIDS+=($!)
+wait_dev "$NS_A" shx-a
+wait_dev "$NS_B" shx-b
+address shx-a shx-b 10.231.4 65000
+measure jumbo 10.231.4
+stop_all
+
 python3 - "$WORK/results" <<'PY'
 import json, os, sys
 r = {l.split()[0]: [float(x) for x in l.split()[1:]] for l in open(sys.argv[1])}
-s, v, e = r["shmif"], r["vde"], r["veth"]
+s, v, e, j = r["shmif"], r["vde"], r["veth"], r["jumbo"]
 print()
 print(f"{'':8}{'ping p50 µs':>12}{'ping p99 µs':>12}{'TCP Gbit/s':>12}")
-for k in ("shmif", "vde", "veth"):
+for k in ("shmif", "vde", "veth", "jumbo"):
     print(f"{k:8}{r[k][0]:>12.1f}{r[k][1]:>12.1f}{r[k][2]:>12.3f}")
 print()
 print(f"shmif / vde : TCP {s[2] / v[2]:.2f}x, ping p50 {s[0] / v[0]:.2f}x")
 print(f"shmif / veth: TCP {s[2] / e[2]:.2f}x, ping p50 {s[0] / e[0]:.2f}x")
+print(f"jumbo / veth: TCP {j[2] / e[2]:.2f}x, ping p50 {j[0] / e[0]:.2f}x (extended bus, MTU 65000)")
+print(f"jumbo / shmif: TCP {j[2] / s[2]:.2f}x")
 if os.environ.get("JSON") == "1":
     print(json.dumps({k: {"ping_p50_us": x[0], "ping_p99_us": x[1], "tcp_gbit_per_sec": x[2]} for k, x in r.items()}))
 PY
