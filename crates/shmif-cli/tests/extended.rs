@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     create_extended, finish, shmif, shmif_create, show, spawn_piped, text, Proc, Stream, BROADCAST,
-    SHMIF,
+    SERVER, SHMIF,
 };
 use std::io::Write;
 use std::path::Path;
@@ -212,22 +212,7 @@ fn two_hosts_exchange_tcp_in_64k_frames_verified() {
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
     create_extended(&bus, "64M", "65549");
-    let mut server = Proc::shmif(
-        "host",
-        &bus,
-        &[
-            "--ip",
-            "10.0.0.1/24",
-            "--ip6",
-            "fd00::1/64",
-            "--tcp-sink",
-            "9000",
-            "--tcp-echo",
-            "7",
-        ],
-        Stream::Lines,
-        Stream::Inherit,
-    );
+    let mut server = Proc::shmif("host", &bus, &SERVER, Stream::Lines, Stream::Inherit);
     server.out().expect(|l| l.contains(" up on "), LIMIT);
     // A ping that needs jumbo frames.
     let o = shmif(&[

@@ -87,7 +87,9 @@ impl Switch {
 impl Drop for Switch {
     fn drop(&mut self) {
         if let Switch::Vde(pid) = self {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
         }
     }
 }

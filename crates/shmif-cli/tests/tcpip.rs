@@ -4,22 +4,10 @@
 
 mod common;
 
-use common::{assert_fails_saying, shmif, show, Proc, Stream};
+use common::{assert_fails_saying, shmif, show, Proc, Stream, SERVER};
 use std::path::Path;
 use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
-
-/// A host's addresses and services: the server of the tests.
-const SERVER: [&str; 8] = [
-    "--ip",
-    "10.0.0.1/24",
-    "--ip6",
-    "fd00::1/64",
-    "--tcp-sink",
-    "9000",
-    "--tcp-echo",
-    "7",
-];
 
 /// Starts `shmif host BUS ARGS` (its stdout lines on a channel) and waits
 /// until it is up. Dropping it stops the host (SIGTERM first, so that it

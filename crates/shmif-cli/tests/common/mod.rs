@@ -450,6 +450,19 @@ pub fn gunzip(path: &Path) -> Vec<u8> {
     out
 }
 
+/// A `shmif host`'s addresses and services: the server of the TCP tests
+/// (10.0.0.1 and fd00::1, a sink on 9000, an echo on 7).
+pub const SERVER: [&str; 8] = [
+    "--ip",
+    "10.0.0.1/24",
+    "--ip6",
+    "fd00::1/64",
+    "--tcp-sink",
+    "9000",
+    "--tcp-echo",
+    "7",
+];
+
 /// A TCP receiver: accepts one connection, hashes everything until EOF,
 /// prints `<bytes> <sha256>`.
 pub const TCP_SERVER: &str = r#"

@@ -147,6 +147,11 @@ fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// A floor's round trips on one placement, if it was measured there.
+fn floor_at(floors: &[(Placement, latency::Rtts)], p: Placement) -> Option<&latency::Rtts> {
+    floors.iter().find(|(q, _)| *q == p).map(|(_, r)| r)
+}
+
 /// Everything measured, for the tables, the JSON and the plot.
 pub(super) struct Report {
     pub(super) rows: Vec<Row>,
@@ -179,16 +184,13 @@ impl Report {
             .map_or(f64::NAN, |(_, _, r)| r.p50())
     }
     fn wake_of(&self, p: Placement) -> Option<&latency::Rtts> {
-        self.wake.iter().find(|(q, _)| *q == p).map(|(_, r)| r)
+        floor_at(&self.wake, p)
     }
     fn wake_p50(&self, p: Placement) -> f64 {
         self.wake_of(p).map_or(f64::NAN, |w| w.p50())
     }
     fn futex_p50(&self, p: Placement) -> f64 {
-        self.futex
-            .iter()
-            .find(|(q, _)| *q == p)
-            .map_or(f64::NAN, |(_, r)| r.p50())
+        floor_at(&self.futex, p).map_or(f64::NAN, |f| f.p50())
     }
 
     /// The report as one JSON object (`--json`, `--save-json`).
@@ -369,7 +371,7 @@ impl Report {
                     r.p50(),
                     r.p99()
                 );
-                if let Some((_, f)) = self.futex.iter().find(|(q, _)| q == p) {
+                if let Some(f) = floor_at(&self.futex, *p) {
                     let _ = writeln!(
                         s,
                         "{:<26} {:<9} {:>8.2} {:>8.2}   (blocking_extended_futex: {:.2}x this)",
