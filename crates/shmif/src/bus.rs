@@ -1020,6 +1020,154 @@ impl Bus {
         }
     }
 
+    /// Publishes a registered reader's new position after a batch read
+    /// without the lock ([`Bus::in_good_standing`] held for it), and its
+    /// liveness. Unlike [`Bus::publish_reader`] it never clears `STALLED`:
+    /// a writer that set it meanwhile has stopped waiting for this reader,
+    /// and only a position checked under the lock may make it wait again.
+    pub(crate) fn publish_position(&self, i: usize, pos: u64) {
+        use crate::wire::ext::slot;
+        self.slot_u64(i, slot::POSITION)
+            .store(pos, Ordering::Release);
+        self.slot_u64(i, slot::HEARTBEAT)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether registered reader `i` is still one that writers wait for
+    /// (its own slot, `ACTIVE`, not `STALLED`), as seen *after* everything
+    /// it read from the ring so far: if it is, no writer overwrote the
+    /// bytes it read since its last position checked under the lock. (A
+    /// writer marks a reader `STALLED`, or any reader before a repair,
+    /// and fences, before it writes over unread bytes; the acquire fence
+    /// here pairs with that one.)
+    pub(crate) fn in_good_standing(&self, i: usize) -> bool {
+        use crate::wire::ext::{slot, SlotFlags};
+        std::sync::atomic::fence(Ordering::Acquire);
+        self.slot_u32(i, slot::FLAGS).load(Ordering::Relaxed) == SlotFlags::ACTIVE
+            && self.slot_u32(i, slot::OWNER).load(Ordering::Relaxed) == my_holder_tag().max(1)
+    }
+
+    /// The ring, for a registered reader to read a window of published
+    /// frames without the lock ([`crate::ring::Reader::step_window`]);
+    /// what it reads is checked with [`Bus::in_good_standing`] before use.
+    pub(crate) fn window_data(&self) -> impl crate::ring::Region + '_ {
+        self.map.data()
+    }
+
+    /// A writer's note, after publishing a frame, of where the next one
+    /// goes (linear): the extended header's cursor hint. Nothing on a
+    /// version-3 bus.
+    pub(crate) fn publish_cursor(&self, cursor: u64) {
+        if self.extended {
+            self.map
+                .header_u64(crate::wire::ext::field::CURSOR)
+                .store(cursor, Ordering::Release);
+        }
+    }
+
+    /// How long a writer waits for a registered reader that makes no
+    /// progress before it leaves it behind ([`OpenOptions::reader_stall`]).
+    pub(crate) fn reader_stall(&self) -> Duration {
+        self.reader_stall
+    }
+
+    /// Whether someone holds the bus lock now (a peek, no claim).
+    pub(crate) fn lock_is_held(&self) -> bool {
+        self.map.lock_word().load(Ordering::Relaxed) != 0
+    }
+
+    /// The cursor hint, if it promises frames after linear position `pos`
+    /// and no further than one ring on (a registered reader's window,
+    /// without the lock); `None` otherwise, and always on a version-3 bus.
+    pub(crate) fn cursor_after(&self, pos: u64) -> Option<u64> {
+        if !self.extended {
+            return None;
+        }
+        let c = self
+            .map
+            .header_u64(crate::wire::ext::field::CURSOR)
+            .load(Ordering::Acquire);
+        (c > pos && c - pos <= u64::from(self.geometry.size)).then_some(c)
+    }
+
+    /// Whether a writer sleeps on the extended bus's space futex, waiting
+    /// for a registered reader to move on (one load, no system call).
+    pub(crate) fn space_sleepers(&self) -> bool {
+        self.extended && {
+            std::sync::atomic::fence(Ordering::SeqCst);
+            self.map
+                .header_u32(crate::wire::ext::field::SPACE_SLEEPERS)
+                .load(Ordering::SeqCst)
+                != 0
+        }
+    }
+
+    /// Wakes the writers asleep on the space futex (after this reader
+    /// published a position they may be waiting for).
+    pub(crate) fn wake_space_sleepers(&self) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.extended {
+            let seq = self.map.header_u32(crate::wire::ext::field::SPACE_SEQ);
+            seq.fetch_add(1, Ordering::SeqCst);
+            let _ = rustix::thread::futex::wake(
+                seq,
+                rustix::thread::futex::Flags::empty(),
+                i32::MAX as u32,
+            );
+        }
+    }
+
+    /// A writer's sleep while registered readers hold the space it needs:
+    /// on the space futex until a reader wakes it or `timeout` passes,
+    /// unless `ready` (called after counting itself as a sleeper, so that a
+    /// reader publishing after the check sees the count) says the space is
+    /// there already. Without futexes: sleeps for `timeout`, at most 50 µs.
+    pub(crate) fn space_sleep(&self, timeout: Duration, ready: impl FnOnce() -> bool) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if self.extended {
+            use crate::wire::ext::field;
+            let sleepers = self.map.header_u32(field::SPACE_SLEEPERS);
+            let seq = self.map.header_u32(field::SPACE_SEQ);
+            sleepers.fetch_add(1, Ordering::SeqCst);
+            let seen = seq.load(Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            if !ready() {
+                let ts = rustix::time::Timespec {
+                    tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+                    tv_nsec: i64::from(timeout.subsec_nanos()),
+                };
+                let _ = rustix::thread::futex::wait(
+                    seq,
+                    rustix::thread::futex::Flags::empty(),
+                    seen,
+                    Some(&ts),
+                );
+            }
+            sleepers.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if !ready() {
+            std::thread::sleep(timeout.min(Duration::from_micros(50)));
+        }
+    }
+
+    /// Before a repair writes over the ring: every registered reader is
+    /// marked `STALLED` (and the mark fenced), so that one reading a window
+    /// without the lock discards what it read and resynchronises.
+    pub(crate) fn leave_all_readers_behind(&self) {
+        use crate::wire::ext::{slot, SlotFlags, READER_SLOTS};
+        if !self.extended {
+            return;
+        }
+        for i in 0..READER_SLOTS {
+            if self.slot_u32(i, slot::OWNER).load(Ordering::Acquire) != 0 {
+                self.slot_u32(i, slot::FLAGS)
+                    .fetch_or(SlotFlags::STALLED, Ordering::AcqRel);
+            }
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
     /// Marks a registered reader as one writers need not wait for, until it
     /// publishes a position again (a writer that waits for space does not
     /// read meanwhile: two peers each waiting for the other would
@@ -1071,6 +1219,10 @@ impl Bus {
             let pos = self.slot_u64(i, slot::POSITION).load(Ordering::Acquire);
             least = Some(least.map_or(pos, |l| l.min(pos)));
         }
+        // The flags were read before this writer's frame bytes are written:
+        // a reader it judged stalled that reads a window without the lock
+        // sees the mark if it sees any of those bytes (`in_good_standing`).
+        std::sync::atomic::fence(Ordering::Release);
         least.map(|l| {
             l.saturating_add(u64::from(self.geometry.size))
                 .saturating_sub(crate::wire::FRAME_HEADER_LEN as u64 + 1)
@@ -1140,6 +1292,10 @@ impl Bus {
                     Ordering::AcqRel,
                     Ordering::Relaxed,
                 );
+                // Before any write over its unread bytes: pairs with the
+                // acquire fence of `in_good_standing` in a reader that is
+                // reading a window without the lock.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 watch.seen[i] = None;
             }
         }
@@ -1274,8 +1430,12 @@ impl BusGuard<'_> {
     }
 
     fn reset_ring(&self, data: &mut crate::mapping::SharedData<'_>, ctl: &Control) {
+        self.bus.leave_all_readers_behind();
         let fresh = crate::ring::reset(self.bus.geometry, data, ctl);
         self.set_control(&fresh);
+        if let Ok(c) = crate::ring::cursor(self.bus.geometry, data, &fresh) {
+            self.bus.publish_cursor(c);
+        }
         self.bus.repairs.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -231,6 +231,24 @@ pub fn header_at<R: Region + ?Sized>(
     Ok(h)
 }
 
+/// The writers' cursor as a linear position (generation × ring size +
+/// offset): where the next frame goes, the end of everything published.
+/// What a registered reader may read up to ([`Reader::step_window`]).
+pub fn cursor<R: Region + ?Sized>(
+    geom: Geometry,
+    region: &R,
+    ctl: &Control,
+) -> Result<u64, Corrupt> {
+    check_control(geom, ctl)?;
+    let end = next_offset(geom, region, ctl.last)?;
+    // A newest frame that reaches the end of the ring was a wrap: its end
+    // (offset 0 or a little past it) is in the current generation.
+    Ok(ctl
+        .gen
+        .wrapping_mul(u64::from(geom.size))
+        .wrapping_add(u64::from(end)))
+}
+
 /// `shmif_nextpktoff`: the offset right after the frame whose header is at
 /// `off`.
 pub fn next_offset<R: Region + ?Sized>(
@@ -742,6 +760,82 @@ impl Reader {
         }
     }
 
+    /// The reader's linear position: generation × ring size + offset of
+    /// the next header to read (what a registered reader publishes).
+    pub fn position(&self, geom: Geometry) -> u64 {
+        self.devgen
+            .wrapping_mul(u64::from(geom.size))
+            .wrapping_add(u64::from(self.next))
+    }
+
+    /// One step over a *window*: the ring bytes from this reader's position
+    /// up to linear position `end`, which the caller knows to be published
+    /// frames that no writer overwrites while it reads (a registered,
+    /// lossless reader of an extended bus: `EXTENDED-FORMAT.md`). No
+    /// control words are read, so no lock is needed; the caller checks
+    /// afterwards that its standing held (else it discards what it copied,
+    /// restores the reader and steps under the lock).
+    ///
+    /// [`Step::Empty`] at or past `end`; [`Step::Corrupt`] (the reader
+    /// unmoved) if the header there is impossible or its frame would end
+    /// past `end`; otherwise as [`Reader::step_filtered`], never with an
+    /// overrun.
+    pub fn step_window<R: Region + ?Sized>(
+        &mut self,
+        geom: Geometry,
+        region: &R,
+        end: u64,
+        buf: &mut [u8],
+        accept: impl FnOnce(&FrameHeaderRepr, &[u8]) -> bool,
+    ) -> Step {
+        let size = geom.size;
+        let at = self.position(geom);
+        if at >= end {
+            return Step::Empty;
+        }
+        if self.next >= size {
+            return Step::Corrupt(Corrupt::Offset {
+                field: "reader position",
+                value: self.next,
+            });
+        }
+        let header = match header_at(geom, region, self.next) {
+            Ok(h) => h,
+            Err(e) => return Step::Corrupt(e),
+        };
+        let len = header.len as usize;
+        let span = (FRAME_HEADER_LEN + len) as u64;
+        if at.checked_add(span).is_none_or(|e| e > end) {
+            return Step::Corrupt(Corrupt::Chain { at: self.next });
+        }
+        let pay = advance(size, self.next, FRAME_HEADER_LEN as u32);
+        let mut peek = [0u8; PEEK_LEN];
+        let peek = &mut peek[..len.min(PEEK_LEN)];
+        read_wrapped(geom, region, pay, peek);
+        let copied = accept(&header, peek);
+        if copied {
+            let n = len.min(buf.len());
+            read_wrapped(geom, region, pay, &mut buf[..n]);
+        }
+        // Linear arithmetic is the ring's own rule (reaching the end is a
+        // wrap, for writers and readers alike), so the next position is
+        // exactly `at + span`.
+        let next = at + span;
+        self.next = u32::try_from(next % u64::from(size)).unwrap_or(0);
+        self.devgen = next / u64::from(size);
+        if copied {
+            Step::Frame {
+                header,
+                overrun: None,
+            }
+        } else {
+            Step::Passed {
+                header,
+                overrun: None,
+            }
+        }
+    }
+
     /// Moves the reader on to the newest frame (see
     /// [`Resync::OldestThenNewest`]) and returns the ring bytes skipped (0
     /// if it is there already or cannot tell, and then it stays).
@@ -984,5 +1078,80 @@ mod tests {
             last: 24,
         };
         assert!(check_writable(G, &ring, &same).is_err());
+    }
+
+    #[test]
+    fn a_window_step_reads_what_a_locked_step_reads_across_wraps() {
+        let mut ring = vec![0u8; 4096];
+        let mut ctl = Control::fresh(G);
+        let mut locked = Reader::at_end(G, &ring, &ctl).unwrap();
+        let mut window = locked;
+        let (mut a, mut b) = ([0u8; MAX_FRAME_LEN], [0u8; MAX_FRAME_LEN]);
+        // Frames of many lengths, so that headers and payloads wrap at
+        // every kind of place; each read by both readers at once.
+        for n in 0..200usize {
+            let len = 14 + (n * 37) % 300;
+            let payload: Vec<u8> = (0..len).map(|k| (n + k) as u8).collect();
+            append(G, &mut ring, &mut ctl, &hdr(len, 5), &payload).unwrap();
+            let end = cursor(G, &ring, &ctl).unwrap();
+            let x = locked.step(G, &ring, &ctl, &mut a);
+            let y = window.step_window(G, &ring, end, &mut b, |_, _| true);
+            match (x, y) {
+                (
+                    Step::Frame {
+                        header: h1,
+                        overrun: None,
+                    },
+                    Step::Frame {
+                        header: h2,
+                        overrun: None,
+                    },
+                ) => {
+                    assert_eq!(h1, h2);
+                    assert_eq!(&a[..len], &payload[..]);
+                    assert_eq!(&b[..len], &payload[..]);
+                }
+                other => panic!("frame {n}: {other:?}"),
+            }
+            assert_eq!(window, locked, "frame {n}");
+            assert_eq!(window.position(G), end, "frame {n}: read up to the cursor");
+            assert_eq!(
+                window.step_window(G, &ring, end, &mut b, |_, _| true),
+                Step::Empty
+            );
+        }
+        assert!(ctl.gen >= 5, "the ring wrapped several times");
+    }
+
+    #[test]
+    fn a_window_step_refuses_a_frame_past_the_window_or_an_impossible_header() {
+        let mut ring = vec![0u8; 4096];
+        let mut ctl = Control::fresh(G);
+        let start = Reader::at_end(G, &ring, &ctl).unwrap();
+        append(G, &mut ring, &mut ctl, &hdr(100, 5), &[1u8; 100]).unwrap();
+        let end = cursor(G, &ring, &ctl).unwrap();
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        // A window that ends inside the frame: nothing is read.
+        let mut r = start;
+        assert!(matches!(
+            r.step_window(G, &ring, end - 1, &mut buf, |_, _| true),
+            Step::Corrupt(Corrupt::Chain { .. })
+        ));
+        assert_eq!(r, start, "unmoved");
+        // A header claiming more than the frame limit.
+        ring[start.next as usize..start.next as usize + 4]
+            .copy_from_slice(&(G.max_frame_len + 1).to_ne_bytes());
+        assert!(matches!(
+            r.step_window(G, &ring, end + 5000, &mut buf, |_, _| true),
+            Step::Corrupt(Corrupt::Length { .. })
+        ));
+        assert_eq!(r, start, "unmoved");
+        // A declined frame is passed over where it lies.
+        ring[start.next as usize..start.next as usize + 4].copy_from_slice(&100u32.to_ne_bytes());
+        assert!(matches!(
+            r.step_window(G, &ring, end, &mut buf, |_, _| false),
+            Step::Passed { .. }
+        ));
+        assert_eq!(r.position(G), end);
     }
 }

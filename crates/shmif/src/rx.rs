@@ -88,6 +88,15 @@ pub(crate) struct RxCore {
     /// The ring's `gen` and `last` when it was last found empty: a waiter
     /// spinning on the header knows something new came when they change.
     quiet: Option<(u64, u32)>,
+    /// For a registered reader of an extended bus: the writers' cursor
+    /// (linear) when it last looked under the lock. Everything between its
+    /// position and this is published, and safe from writers while it
+    /// stays in good standing: it reads there without the lock.
+    window: Option<u64>,
+    /// The position at which this reader last woke writers waiting for
+    /// space (it wakes them again only after a good stretch more, or when
+    /// it has read everything).
+    writers_woken_at: u64,
     tally: Tally,
 }
 
@@ -103,6 +112,8 @@ impl RxCore {
             head: 0,
             count: 0,
             quiet: None,
+            window: None,
+            writers_woken_at: 0,
             tally: Tally::default(),
         }
     }
@@ -110,10 +121,48 @@ impl RxCore {
     /// The reader's linear position: generation × ring size + offset of
     /// the next header to read (what a registered reader publishes).
     pub(crate) fn position(&self) -> u64 {
+        self.reader.position(self.geom)
+    }
+
+    /// The reader as it stands, to go back to if a batch read without the
+    /// lock turns out unusable ([`RxCore::refill_window`]).
+    pub(crate) fn mark(&self) -> Reader {
         self.reader
-            .devgen
-            .wrapping_mul(u64::from(self.geom.size))
-            .wrapping_add(u64::from(self.reader.next))
+    }
+
+    /// Forgets the batch and puts the reader back where [`RxCore::mark`]
+    /// found it (frames copied without the lock while writers had stopped
+    /// waiting for this reader may be torn: they are never delivered).
+    pub(crate) fn rewind(&mut self, mark: Reader) {
+        self.reader = mark;
+        self.head = 0;
+        self.count = 0;
+        self.tally = Tally::default();
+    }
+
+    /// The end of the window this reader may read without the lock, if
+    /// it has one and is not at its end yet.
+    pub(crate) fn window(&self) -> Option<u64> {
+        self.window.filter(|&end| self.position() < end)
+    }
+
+    /// Sets (or with `None` closes) the lock-free window.
+    pub(crate) fn set_window(&mut self, end: Option<u64>) {
+        self.window = end;
+    }
+
+    /// Whether this reader should wake writers asleep for space now: once
+    /// it has moved an eighth of the ring since it last did, or when it has
+    /// read everything (`caught_up`). Notes the wake-up when it says yes.
+    pub(crate) fn wake_writers_now(&mut self, caught_up: bool) -> bool {
+        let pos = self.position();
+        let stretch = u64::from(self.geom.size) / 8;
+        if caught_up || pos.wrapping_sub(self.writers_woken_at) >= stretch {
+            self.writers_woken_at = pos;
+            true
+        } else {
+            false
+        }
     }
 
     /// The header as of the last time the ring was found empty.
@@ -195,6 +244,59 @@ impl RxCore {
                     self.quiet = Some((ctl.gen, ctl.last));
                     self.tally.malformed += 1;
                     return (steps, true);
+                }
+            }
+        }
+        (steps, false)
+    }
+
+    /// Without the bus lock: copies out up to [`RX_BATCH`] frames that
+    /// pass `filter`, from the reader's position up to linear position
+    /// `end`, which the caller knows is published and safe from writers
+    /// (see [`crate::ring::Reader::step_window`]). Call only once the batch
+    /// is empty. Returns how many entries it looked at, and whether the
+    /// window is used up or held something impossible (then the caller
+    /// goes back to reading under the lock).
+    pub(crate) fn refill_window<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        end: u64,
+        filter: &Filter,
+    ) -> (usize, bool) {
+        debug_assert_eq!(self.count, 0);
+        self.head = 0;
+        let max = self.geom.max_frame();
+        let mut steps = 0;
+        while self.count < RX_BATCH && steps < STEPS_PER_HOLD {
+            steps += 1;
+            let mut verdict = Verdict::Deliver;
+            let slot = &mut self.slots[self.count * max..(self.count + 1) * max];
+            let step = self
+                .reader
+                .step_window(self.geom, region, end, slot, |h, peek| {
+                    verdict = filter.verdict(h, peek);
+                    verdict == Verdict::Deliver
+                });
+            match step {
+                Step::Empty => return (steps, true),
+                Step::Corrupt(_) => {
+                    // Not what a window can hold: read under the lock,
+                    // where the ring's own checks decide what it is.
+                    self.window = None;
+                    return (steps, true);
+                }
+                Step::Frame { header, .. } => {
+                    self.meta[self.count] = header;
+                    self.count += 1;
+                }
+                Step::Passed { .. } => {
+                    let t = &mut self.tally;
+                    match verdict {
+                        Verdict::Runt => t.malformed += 1,
+                        Verdict::Own => t.rx_own += 1,
+                        Verdict::OtherMac => t.rx_filtered += 1,
+                        Verdict::Placeholder | Verdict::Deliver => {}
+                    }
                 }
             }
         }

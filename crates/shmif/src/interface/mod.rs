@@ -595,12 +595,7 @@ impl Interface {
             // write (None: nobody to wait for), and where it writes now.
             // (Not this interface's own reader: it reads when it can.)
             let limit = link.bus.write_limit(self.slot());
-            let mut end = match limit {
-                Some(_) => ring::next_offset(geom, &data, ctl.last).map_or(0, |off| {
-                    ctl.gen.wrapping_mul(size).wrapping_add(u64::from(off))
-                }),
-                None => 0,
-            };
+            let mut end = ring::cursor(geom, &data, &ctl).unwrap_or(0);
             while let Some(f) = frames.peek().copied() {
                 let need = (crate::wire::FRAME_HEADER_LEN + f.len()) as u64;
                 if let Some(limit) = limit {
@@ -642,6 +637,7 @@ impl Interface {
                                 .gen
                                 .wrapping_mul(size)
                                 .wrapping_add((u64::from(a.at) + need) % size);
+                            link.bus.publish_cursor(end);
                             break;
                         }
                         Err(_) if attempt == 0 => {
@@ -698,10 +694,17 @@ impl Interface {
             round += 1;
             if round < 64 {
                 std::hint::spin_loop();
-            } else if start.elapsed() < std::time::Duration::from_millis(1) {
+            } else if start.elapsed() < std::time::Duration::from_micros(50) {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
+                // Asleep until a reader that moved on a good stretch (or
+                // read everything) wakes the space futex; the timeout (10
+                // ms, or a quarter of the stall bound) keeps the judging of
+                // stalled and dead readers going.
+                let slot = self.slot();
+                let nap = std::time::Duration::from_millis(10).min(link.bus.reader_stall() / 4);
+                link.bus
+                    .space_sleep(nap, || link.bus.write_limit(slot).is_none_or(|l| l >= end));
             }
         }
     }

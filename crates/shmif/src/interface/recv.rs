@@ -72,9 +72,60 @@ impl Interface {
             if steps >= MAX_STEPS_PER_CALL {
                 return Ok(None);
             }
+            // A registered reader of an extended bus reads the frames
+            // published when it last looked under the lock without taking
+            // it again: writers do not overwrite them while it is in good
+            // standing, which it checks after copying (a batch read after
+            // a writer gave up waiting for it is thrown away, and the
+            // locked path below resynchronises and counts the loss).
+            // The writers' cursor hint extends the window without the lock
+            // while frames keep coming.
+            if slot.is_some() && core.window().is_none() {
+                core.set_window(link.bus.cursor_after(core.position()));
+            }
+            if let (Some(i), Some(end)) = (slot, core.window()) {
+                let mark = core.mark();
+                let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
+                if link.bus.in_good_standing(i) {
+                    link.bus.publish_position(i, core.position());
+                    self.counters.absorb(core.take_tally());
+                    if link.bus.space_sleepers() && core.wake_writers_now(false) {
+                        link.bus.wake_space_sleepers();
+                    }
+                    link.bus.check_mapping()?;
+                    steps += n;
+                    if !core.is_empty() || core.window().is_some() {
+                        continue;
+                    }
+                    // The window is used up (or ended in something
+                    // impossible): look under the lock for more.
+                } else {
+                    core.rewind(mark);
+                }
+                core.set_window(None);
+            }
+            // Caught up with a writer that holds the lock to write more: it
+            // publishes each frame's end in the cursor hint, so watch that
+            // rather than queue for the lock behind its whole batch.
+            if slot.is_some() {
+                let mut spins = 0u32;
+                while spins < 4096 && link.bus.lock_is_held() {
+                    if let Some(end) = link.bus.cursor_after(core.position()) {
+                        core.set_window(Some(end));
+                        break;
+                    }
+                    std::hint::spin_loop();
+                    spins += 1;
+                }
+                if core.window().is_some() {
+                    continue;
+                }
+            }
             let (n, done) = {
                 let g = link.bus.acquire();
-                let r = core.refill(&g.data(), &g.control(), &filter);
+                let ctl = g.control();
+                let data = g.data();
+                let r = core.refill(&data, &ctl, &filter);
                 // Under the lock, so that the position is valid (resynced
                 // after any overrun) when writers next look at it.
                 match slot {
@@ -82,11 +133,19 @@ impl Interface {
                     Some(i) => link.bus.publish_reader(i, core.position()),
                     None => self.maybe_register(&link, core.position()),
                 }
+                // What this reader may read next without the lock.
+                core.set_window(match self.slot() {
+                    Some(_) => crate::ring::cursor(g.geometry(), &data, &ctl).ok(),
+                    None => None,
+                });
                 r
             };
             self.counters.absorb(core.take_tally());
             link.bus.check_mapping()?;
             steps += n;
+            if slot.is_some() && link.bus.space_sleepers() && core.wake_writers_now(done) {
+                link.bus.wake_space_sleepers();
+            }
             if done && core.is_empty() {
                 return Ok(None);
             }

@@ -75,6 +75,13 @@ pub mod field {
     /// writer look only at the slots in use (it checks each slot's own
     /// owner and flags before trusting it).
     pub const READER_MASK: usize = 72;
+    /// u64: the writers' cursor as a linear position (generation × ring
+    /// size + offset of the next frame), stored (release) by a writer after
+    /// each frame it publishes: a hint that lets a registered reader see
+    /// new frames without the lock. A reader trusts it only between its
+    /// own position and one ring further; anything else sends it to the
+    /// control words under the lock.
+    pub const CURSOR: usize = 80;
     /// u32 futex word: readers sleep on it for new frames; a writer adds 1
     /// after publishing frames, when [`DATA_SLEEPERS`] is not 0.
     pub const DATA_SEQ: usize = 128;
