@@ -20,7 +20,7 @@ fn pattern_word(word: u64) -> [u8; 8] {
 /// pattern there; stops early when `piece` returns false.
 #[inline(always)]
 fn pattern_pieces(offset: u64, len: usize, mut piece: impl FnMut(usize, &[u8]) -> bool) {
-    let head = ((8 - offset % 8) % 8).min(len as u64) as usize;
+    let head = head_len(offset, len);
     if head > 0 {
         let at = (offset % 8) as usize;
         if !piece(0, &pattern_word(offset / 8)[at..at + head]) {
@@ -39,8 +39,35 @@ fn pattern_pieces(offset: u64, len: usize, mut piece: impl FnMut(usize, &[u8]) -
     }
 }
 
+/// Words handled per block by the whole-word loops below: enough for the
+/// compiler to vectorise the multiply and compare, small enough that a
+/// mismatch is found again quickly.
+const BLOCK_WORDS: usize = 32;
+
+/// Splits `len` bytes at stream offset `offset` into a head up to the first
+/// word boundary and the rest (whose first byte starts a word).
+fn head_len(offset: u64, len: usize) -> usize {
+    ((8 - offset % 8) % 8).min(len as u64) as usize
+}
+
 /// Fills `buf` with the test pattern from stream offset `offset`.
 pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
+    let (len, head) = (buf.len(), head_len(offset, buf.len()));
+    let (first, body) = buf.split_at_mut(head);
+    fill_pieces(offset, first);
+    let mut word = (offset + head as u64) / 8;
+    let mut words = body.chunks_exact_mut(8);
+    for c in &mut words {
+        c.copy_from_slice(&pattern_word(word));
+        word = word.wrapping_add(1);
+    }
+    let tail = words.into_remainder();
+    let at = offset + (len - tail.len()) as u64;
+    fill_pieces(at, tail);
+}
+
+/// [`pattern_fill`] piece by piece (for the partial words at either end).
+fn fill_pieces(offset: u64, buf: &mut [u8]) {
     pattern_pieces(offset, buf.len(), |i, want| {
         buf[i..i + want.len()].copy_from_slice(want);
         true
@@ -50,6 +77,32 @@ pub fn pattern_fill(offset: u64, buf: &mut [u8]) {
 /// Checks `buf` against the test pattern from stream offset `offset`;
 /// returns the stream offset of the first byte that differs.
 pub fn pattern_check(offset: u64, buf: &[u8]) -> Option<u64> {
+    let head = head_len(offset, buf.len());
+    let (first, body) = buf.split_at(head);
+    if let Some(bad) = check_pieces(offset, first) {
+        return Some(bad);
+    }
+    // Whole words, a block at a time: one branch per block.
+    let mut at = offset + head as u64;
+    let mut blocks = body.chunks_exact(8 * BLOCK_WORDS);
+    for block in &mut blocks {
+        let word = at / 8;
+        let mut diff = 0u64;
+        for (j, c) in block.chunks_exact(8).enumerate() {
+            let got = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            diff |= got ^ word.wrapping_add(j as u64).wrapping_mul(PATTERN_MUL);
+        }
+        if diff != 0 {
+            return check_pieces(at, block);
+        }
+        at += block.len() as u64;
+    }
+    check_pieces(at, blocks.remainder())
+}
+
+/// [`pattern_check`] piece by piece (the partial words, and a block found
+/// to differ somewhere).
+fn check_pieces(offset: u64, buf: &[u8]) -> Option<u64> {
     let mut bad = None;
     pattern_pieces(offset, buf.len(), |i, want| {
         let got = &buf[i..i + want.len()];
@@ -118,6 +171,23 @@ mod tests {
             b[bad] ^= 0x40;
             assert_eq!(pattern_check(0, &b), Some(bad as u64));
             assert_eq!(pattern_check(3, &b[3..]), (bad >= 3).then_some(bad as u64));
+        }
+        // Long buffers go a block of words at a time: damage inside a
+        // block, at its edges and in the tail, from odd starts too.
+        let mut long = vec![0u8; 5000];
+        pattern_fill(5, &mut long);
+        let mut again = vec![0u8; 5000];
+        fill_pieces(5, &mut again);
+        assert_eq!(long, again, "word loop and piece walk agree");
+        assert_eq!(pattern_check(5, &long), None);
+        for bad in [0usize, 2, 3, 258, 259, 600, 2051, 4990, 4999] {
+            let mut b = long.clone();
+            b[bad] ^= 1;
+            assert_eq!(
+                pattern_check(5, &b),
+                Some(5 + bad as u64),
+                "damage at {bad}"
+            );
         }
         // A shifted stream does not match.
         assert!(pattern_check(1, &whole[..64]).is_some());
