@@ -45,8 +45,10 @@ pub struct Args {
     #[arg(long)]
     pub expect_echo: bool,
     /// Size of the socket's send and receive buffers, in KiB.
-    #[arg(long, default_value_t = net::stack::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
-    pub tcp_buffer: usize,
+    /// [default: 512; on an extended bus, 32 of its largest frames if
+    /// that is more (2 MiB with 64 KiB frames)]
+    #[arg(long, value_name = "KIB")]
+    pub tcp_buffer: Option<usize>,
     /// Give up after this many seconds without progress.
     #[arg(short = 'W', long, default_value_t = 10.0, value_name = "SECONDS")]
     pub timeout: f64,

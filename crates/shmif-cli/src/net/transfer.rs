@@ -41,7 +41,7 @@ pub struct TcpSendOptions {
     /// Fail unless the server sends the whole stream back.
     pub expect_echo: bool,
     /// The socket's send and receive buffer size, in KiB.
-    pub tcp_buffer: usize,
+    pub tcp_buffer: Option<usize>,
     /// Give up after this long without progress.
     pub timeout: Duration,
     /// Report as one JSON object on stdout instead of text lines.
@@ -137,7 +137,8 @@ impl TcpSender {
         local_port: u16,
         context: &str,
     ) -> Result<TcpSender> {
-        let handle = stack.sockets.add(tcp_socket(opts.tcp_buffer));
+        let kib = crate::net::stack::tcp_buffer_kib(opts.tcp_buffer, &stack.shmif);
+        let handle = stack.sockets.add(tcp_socket(kib));
         let s = stack.sockets.get_mut::<tcp::Socket>(handle);
         if let Err(e) = s.connect(stack.ip.context(), IpEndpoint::from(opts.dest), local_port) {
             stack.sockets.remove(handle);

@@ -80,8 +80,10 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub backlog: u16,
     /// Size of each TCP socket's send and receive buffer, in KiB.
-    #[arg(long, default_value_t = net::stack::DEFAULT_TCP_BUFFER_KIB, value_name = "KIB")]
-    pub tcp_buffer: usize,
+    /// [default: 512; on an extended bus, 32 of its largest frames if
+    /// that is more (2 MiB with 64 KiB frames)]
+    #[arg(long, value_name = "KIB")]
+    pub tcp_buffer: Option<usize>,
     /// What to do once up, in command-line order.
     #[command(flatten)]
     pub actions: Actions,

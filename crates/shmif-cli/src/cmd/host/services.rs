@@ -241,6 +241,7 @@ impl Services {
     /// Opens every TCP (`--backlog` sockets per port) and UDP service on
     /// `stack`.
     pub fn open(args: &Args, stack: &mut Stack) -> Result<Services> {
+        let tcp_buffer = crate::net::stack::tcp_buffer_kib(args.tcp_buffer, &stack.shmif);
         let mut tcp = Vec::new();
         for (service, ports) in [
             (Service::Sink, &args.tcp_sink),
@@ -251,7 +252,7 @@ impl Services {
                     anyhow::bail!("--tcp-{}: port 0 cannot be served", name(service));
                 }
                 for _ in 0..args.backlog {
-                    let s = listening_socket(args.tcp_buffer, port)?;
+                    let s = listening_socket(tcp_buffer, port)?;
                     let handle = stack.sockets.add(s);
                     tcp.push(TcpSlot {
                         service,
@@ -288,7 +289,7 @@ impl Services {
             tcp,
             udp,
             closing: Closing::default(),
-            tcp_buffer: args.tcp_buffer,
+            tcp_buffer,
             described,
         })
     }
