@@ -239,6 +239,45 @@ fn read_some<R: ring::Region + ?Sized>(
     }
 }
 
+/// Window steps (a registered reader without the lock) from `reader` up to
+/// linear position `end`: no frame over the limit, the position only moves
+/// forward and never past `end`, and a refused step leaves it unmoved.
+fn read_window<R: ring::Region + ?Sized>(
+    g: Geometry,
+    region: &R,
+    end: u64,
+    mut reader: Reader,
+    buf: &mut [u8],
+    steps: usize,
+) {
+    for k in 0..steps {
+        let before = reader;
+        let at = reader.position(g);
+        match reader.step_window(g, region, end, buf, |h, peek| {
+            assert!(peek.len() <= ring::PEEK_LEN && peek.len() <= h.len as usize);
+            k % 3 != 0
+        }) {
+            Step::Frame { header, overrun } | Step::Passed { header, overrun } => {
+                assert!(header.len <= g.max_frame_len, "a frame over the limit");
+                assert!(overrun.is_none(), "a window step never overruns");
+                let now = reader.position(g);
+                assert!(
+                    now > at && now <= end,
+                    "window position {at} -> {now}, end {end}"
+                );
+            }
+            Step::Empty => {
+                assert_eq!(reader, before);
+                break;
+            }
+            Step::Corrupt(_) => {
+                assert_eq!(reader, before, "a refused window step moved the reader");
+                break;
+            }
+        }
+    }
+}
+
 /// An extended bus (`EXTENDED-FORMAT.md`) built from `data`: its first
 /// 8192 bytes (zero-padded) are the header and the reader table, the rest
 /// the start of the ring (zero-padded to the ring size the header claims,
@@ -247,7 +286,8 @@ fn read_some<R: ring::Region + ?Sized>(
 /// with each accessor, `ExtHeaderRepr::parse` with and without a file
 /// size, `Dump::parse` and its walk (over `data` itself and over the image
 /// the header describes), and at the header's geometry the ring reader
-/// (from the newest position and from the positions in the reader table),
+/// (from the newest position and from the positions in the reader table,
+/// under the lock and as a window up to the cursor hint and the cursor),
 /// the chain checks, an append and a reset.
 ///
 /// Checks: views give every slot in the buffer and none past the table; a
@@ -357,6 +397,18 @@ pub fn ext_image(data: &[u8]) {
             },
         );
         read_some(g, &region[..], &ctl, reader, &mut buf, 32);
+        // And without the lock, up to the cursor hint and up to the
+        // cursor the control words give, as a registered reader would.
+        let hint = u64::from_ne_bytes(
+            header[crate::wire::ext::field::CURSOR..crate::wire::ext::field::CURSOR + 8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let plain = Reader::new((pos % size) as u32, pos / size);
+        read_window(g, &region[..], hint, plain, &mut buf, 32);
+        if let Ok(end) = ring::cursor(g, &region[..], &ctl) {
+            read_window(g, &region[..], end, plain, &mut buf, 32);
+        }
     }
     // The chain walk takes a step per 24 bytes of ring up to `last`: on a
     // ring of up to 1 GiB given only its first bytes (zeros past them:
