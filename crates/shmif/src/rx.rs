@@ -79,9 +79,16 @@ pub(crate) struct Tally {
 pub(crate) struct RxCore {
     geom: Geometry,
     reader: Reader,
-    /// Frames copied out in one hold of the lock, `RX_BATCH` slots of
-    /// `geom.max_frame()` bytes: `slots[head..head + count]` (by index).
+    /// Frames copied out in one hold of the lock, packed one after the
+    /// other (each at a 64-byte boundary): frame `i` of the batch is at
+    /// `at[i]`. Packed rather than at a stride of the frame limit, which on
+    /// a jumbo bus (65,549) put every small frame of a batch in the same
+    /// cache sets.
     slots: Box<[u8]>,
+    /// Where each frame of the batch starts in `slots`.
+    at: [usize; RX_BATCH],
+    /// Where the next frame copied into `slots` goes.
+    fill: usize,
     meta: [FrameHeaderRepr; RX_BATCH],
     head: usize,
     count: usize,
@@ -107,7 +114,9 @@ impl RxCore {
         RxCore {
             geom,
             reader: reader.with_resync(Resync::OldestThenNewest),
-            slots: vec![0u8; RX_BATCH * geom.max_frame()].into_boxed_slice(),
+            slots: vec![0u8; RX_BATCH * geom.max_frame().next_multiple_of(64)].into_boxed_slice(),
+            at: [0; RX_BATCH],
+            fill: 0,
             meta: [FrameHeaderRepr::default(); RX_BATCH],
             head: 0,
             count: 0,
@@ -137,6 +146,7 @@ impl RxCore {
         self.reader = mark;
         self.head = 0;
         self.count = 0;
+        self.fill = 0;
         self.tally = Tally::default();
     }
 
@@ -189,8 +199,8 @@ impl RxCore {
         self.head += 1;
         self.count -= 1;
         let h = self.meta[i];
-        let max = self.geom.max_frame();
-        Some((h, &self.slots[i * max..i * max + h.len as usize]))
+        let at = self.at[i];
+        Some((h, &self.slots[at..at + h.len as usize]))
     }
 
     /// With the bus lock held: copies out up to [`RX_BATCH`] frames that
@@ -206,12 +216,13 @@ impl RxCore {
     ) -> (usize, bool) {
         debug_assert_eq!(self.count, 0);
         self.head = 0;
+        self.fill = 0;
         let max = self.geom.max_frame();
         let mut steps = 0;
         while self.count < RX_BATCH && steps < STEPS_PER_HOLD {
             steps += 1;
             let mut verdict = Verdict::Deliver;
-            let slot = &mut self.slots[self.count * max..(self.count + 1) * max];
+            let slot = &mut self.slots[self.fill..self.fill + max];
             let step = self
                 .reader
                 .step_filtered(self.geom, region, ctl, slot, |h, peek| {
@@ -226,6 +237,8 @@ impl RxCore {
                 Step::Frame { header, overrun } => {
                     self.count_overrun(overrun);
                     self.meta[self.count] = header;
+                    self.at[self.count] = self.fill;
+                    self.fill += (header.len as usize).next_multiple_of(64);
                     self.count += 1;
                 }
                 Step::Passed { overrun, .. } => {
@@ -265,12 +278,13 @@ impl RxCore {
     ) -> (usize, bool) {
         debug_assert_eq!(self.count, 0);
         self.head = 0;
+        self.fill = 0;
         let max = self.geom.max_frame();
         let mut steps = 0;
         while self.count < RX_BATCH && steps < STEPS_PER_HOLD {
             steps += 1;
             let mut verdict = Verdict::Deliver;
-            let slot = &mut self.slots[self.count * max..(self.count + 1) * max];
+            let slot = &mut self.slots[self.fill..self.fill + max];
             let step = self
                 .reader
                 .step_window(self.geom, region, end, slot, |h, peek| {
@@ -287,6 +301,8 @@ impl RxCore {
                 }
                 Step::Frame { header, .. } => {
                     self.meta[self.count] = header;
+                    self.at[self.count] = self.fill;
+                    self.fill += (header.len as usize).next_multiple_of(64);
                     self.count += 1;
                 }
                 Step::Passed { .. } => {
@@ -301,6 +317,50 @@ impl RxCore {
             }
         }
         (steps, false)
+    }
+
+    /// Without the bus lock, with the batch empty: the next frame of the
+    /// window up to `end` that passes `filter`, copied straight into the
+    /// caller's `buf` (a shorter `buf` gets the start of the frame), looking
+    /// at no more than [`STEPS_PER_HOLD`] entries. `None`: nothing more in
+    /// the window (closed if it held something impossible). As with
+    /// [`RxCore::refill_window`], the caller checks its standing before it
+    /// trusts the copy, and rewinds if it must.
+    pub(crate) fn take_from_window<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        end: u64,
+        filter: &Filter,
+        buf: &mut [u8],
+    ) -> Option<FrameHeaderRepr> {
+        debug_assert_eq!(self.count, 0);
+        for _ in 0..STEPS_PER_HOLD {
+            let mut verdict = Verdict::Deliver;
+            let step = self
+                .reader
+                .step_window(self.geom, region, end, buf, |h, peek| {
+                    verdict = filter.verdict(h, peek);
+                    verdict == Verdict::Deliver
+                });
+            match step {
+                Step::Empty => return None,
+                Step::Corrupt(_) => {
+                    self.window = None;
+                    return None;
+                }
+                Step::Frame { header, .. } => return Some(header),
+                Step::Passed { .. } => {
+                    let t = &mut self.tally;
+                    match verdict {
+                        Verdict::Runt => t.malformed += 1,
+                        Verdict::Own => t.rx_own += 1,
+                        Verdict::OtherMac => t.rx_filtered += 1,
+                        Verdict::Placeholder | Verdict::Deliver => {}
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn count_overrun(&mut self, overrun: Option<crate::ring::Overrun>) {

@@ -8,6 +8,11 @@ mod common;
 
 use common::{field, role, say, Kid};
 use shmif::{Bus, Interface, MacAddr, OpenOptions};
+
+/// What the reader checks of a frame.
+struct Frame {
+    data: Vec<u8>,
+}
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -41,6 +46,7 @@ fn child_entry() {
             Path::new(&args[0]),
             args[1] == "lossy",
             args[2].parse().ok(),
+            args.get(3).is_some_and(|a| a == "into"),
         ),
         other => panic!("unknown role {other}"),
     }
@@ -52,7 +58,11 @@ fn child_entry() {
 /// before it receives any): outside the bus lock, so that the writer is
 /// held back only by the reader protocol. (A process stopped while it
 /// holds the lock stops the bus, as with any lock: see DESIGN.md.)
-fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>) {
+///
+/// With `into`, frames are taken with `try_recv_into` (which a registered
+/// reader serves straight from the ring into the buffer) and waited for
+/// with `wait_for_wakeup`; otherwise with `recv_timeout`.
+fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
     let i = Interface::new();
     i.set_lossy(lossy);
     i.set_link(bus).unwrap();
@@ -73,7 +83,25 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>) {
         stop();
     }
     let (mut got, mut next, mut missed, mut bad) = (0u64, 0u32, 0u64, 0u64);
-    while let Some(f) = i.recv_timeout(Duration::from_secs(30)).unwrap() {
+    let mut room = vec![0u8; i.max_frame_len()];
+    let mut next_frame = || -> Option<Vec<u8>> {
+        if !into {
+            return i
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap()
+                .map(|f| f.data);
+        }
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(r) = i.try_recv_into(&mut room).unwrap() {
+                return Some(room[..r.len].to_vec());
+            }
+            let left = until.checked_duration_since(Instant::now())?;
+            i.wait_for_wakeup(Some(left)).unwrap();
+        }
+    };
+    while let Some(data) = next_frame() {
+        let f = Frame { data };
         let seq = u32::from_le_bytes(f.data[14..18].try_into().unwrap());
         if seq == END {
             break;
@@ -110,6 +138,10 @@ fn new_bus_of(dir: &Path, size: u64) -> std::path::PathBuf {
 }
 
 fn start_reader(bus: &Path, lossy: bool, stop_at: Option<u32>) -> Kid {
+    start_reader_with(bus, lossy, stop_at, false)
+}
+
+fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) -> Kid {
     let mut k = Kid::spawn(
         "child_entry",
         "reader",
@@ -117,6 +149,7 @@ fn start_reader(bus: &Path, lossy: bool, stop_at: Option<u32>) -> Kid {
             bus.to_str().unwrap().into(),
             if lossy { "lossy" } else { "lossless" }.into(),
             stop_at.map_or("none".into(), |s| s.to_string()),
+            if into { "into" } else { "recv" }.into(),
         ],
     );
     k.expect("ready");
@@ -239,9 +272,20 @@ fn a_reader_stopped_past_the_stall_bound_is_left_behind_and_counts_what_it_misse
 /// is whole (every byte checked), and what it missed is counted exactly.
 #[test]
 fn a_reader_overrun_while_it_copies_without_the_lock_never_delivers_a_torn_frame() {
+    overrun_while_copying(false);
+}
+
+/// The same, the reader taking frames with `try_recv_into`, which copies a
+/// frame straight from the ring into the caller's buffer.
+#[test]
+fn a_reader_overrun_while_it_copies_into_its_buffer_never_gets_a_torn_frame() {
+    overrun_while_copying(true);
+}
+
+fn overrun_while_copying(into: bool) {
     let dir = tempfile::tempdir().unwrap();
     let bus = new_bus_of(dir.path(), MIB);
-    let mut r = start_reader(&bus, false, None);
+    let mut r = start_reader_with(&bus, false, None, into);
     let w = writer(&bus, Duration::from_millis(2));
     let pid = rustix::process::Pid::from_child(&r.child);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
