@@ -597,6 +597,41 @@ pub enum Step {
     Corrupt(Corrupt),
 }
 
+impl Step {
+    /// [`Step::Frame`] if the frame was copied, else [`Step::Passed`].
+    fn delivered(copied: bool, header: FrameHeaderRepr, overrun: Option<Overrun>) -> Step {
+        if copied {
+            Step::Frame { header, overrun }
+        } else {
+            Step::Passed { header, overrun }
+        }
+    }
+}
+
+/// Shows `accept` the frame's header and its first [`PEEK_LEN`] payload
+/// bytes (at ring offset `pay`), and copies the payload into `buf` (as
+/// much as fits) if it accepts: what both kinds of reader step do with a
+/// frame once they know where it is. Returns whether it copied.
+fn offer<R: Region + ?Sized>(
+    geom: Geometry,
+    region: &R,
+    pay: u32,
+    header: &FrameHeaderRepr,
+    buf: &mut [u8],
+    accept: impl FnOnce(&FrameHeaderRepr, &[u8]) -> bool,
+) -> bool {
+    let len = header.len as usize;
+    let mut peek = [0u8; PEEK_LEN];
+    let peek = &mut peek[..len.min(PEEK_LEN)];
+    read_wrapped(geom, region, pay, peek);
+    let copied = accept(header, peek);
+    if copied {
+        let n = len.min(buf.len());
+        read_wrapped(geom, region, pay, &mut buf[..n]);
+    }
+    copied
+}
+
 /// How many leading bytes of a frame [`Reader::step_filtered`] shows its
 /// `accept` test: the Ethernet header (destination, source, EtherType).
 pub const PEEK_LEN: usize = 14;
@@ -735,15 +770,7 @@ impl Reader {
         };
         let mut raw = [0u8; FRAME_HEADER_LEN];
         let (pay, hdr_wrapped) = read_wrapped(geom, region, self.next, &mut raw);
-        let len = header.len as usize;
-        let mut peek = [0u8; PEEK_LEN];
-        let peek = &mut peek[..len.min(PEEK_LEN)];
-        read_wrapped(geom, region, pay, peek);
-        let copied = accept(&header, peek);
-        if copied {
-            let n = len.min(buf.len());
-            read_wrapped(geom, region, pay, &mut buf[..n]);
-        }
+        let copied = offer(geom, region, pay, &header, buf, accept);
         self.next = advance(size, pay, header.len);
         if hdr_wrapped || (self.next < pay && header.len > 0) {
             self.devgen = self.devgen.wrapping_add(1);
@@ -753,11 +780,7 @@ impl Reader {
                 o.skipped = self.skip_to_newest(size, ctl, end);
             }
         }
-        if copied {
-            Step::Frame { header, overrun }
-        } else {
-            Step::Passed { header, overrun }
-        }
+        Step::delivered(copied, header, overrun)
     }
 
     /// The reader's linear position: generation × ring size + offset of
@@ -809,31 +832,14 @@ impl Reader {
             return Step::Corrupt(Corrupt::Chain { at: self.next });
         }
         let pay = advance(size, self.next, FRAME_HEADER_LEN as u32);
-        let mut peek = [0u8; PEEK_LEN];
-        let peek = &mut peek[..len.min(PEEK_LEN)];
-        read_wrapped(geom, region, pay, peek);
-        let copied = accept(&header, peek);
-        if copied {
-            let n = len.min(buf.len());
-            read_wrapped(geom, region, pay, &mut buf[..n]);
-        }
+        let copied = offer(geom, region, pay, &header, buf, accept);
         // Linear arithmetic is the ring's own rule (reaching the end is a
         // wrap, for writers and readers alike), so the next position is
         // exactly `at + span`.
         let next = at + span;
         self.next = u32::try_from(next % u64::from(size)).unwrap_or(0);
         self.devgen = next / u64::from(size);
-        if copied {
-            Step::Frame {
-                header,
-                overrun: None,
-            }
-        } else {
-            Step::Passed {
-                header,
-                overrun: None,
-            }
-        }
+        Step::delivered(copied, header, None)
     }
 
     /// Moves the reader on to the newest frame (see

@@ -236,20 +236,11 @@ impl RxCore {
                 }
                 Step::Frame { header, overrun } => {
                     self.count_overrun(overrun);
-                    self.meta[self.count] = header;
-                    self.at[self.count] = self.fill;
-                    self.fill += (header.len as usize).next_multiple_of(64);
-                    self.count += 1;
+                    self.push(header);
                 }
                 Step::Passed { overrun, .. } => {
                     self.count_overrun(overrun);
-                    let t = &mut self.tally;
-                    match verdict {
-                        Verdict::Runt => t.malformed += 1,
-                        Verdict::Own => t.rx_own += 1,
-                        Verdict::OtherMac => t.rx_filtered += 1,
-                        Verdict::Placeholder | Verdict::Deliver => {}
-                    }
+                    self.count_passed(verdict);
                 }
                 Step::Corrupt(_) => {
                     // Nothing readable until a writer repairs the ring: a
@@ -300,19 +291,10 @@ impl RxCore {
                     return (steps, true);
                 }
                 Step::Frame { header, .. } => {
-                    self.meta[self.count] = header;
-                    self.at[self.count] = self.fill;
-                    self.fill += (header.len as usize).next_multiple_of(64);
-                    self.count += 1;
+                    self.push(header);
                 }
                 Step::Passed { .. } => {
-                    let t = &mut self.tally;
-                    match verdict {
-                        Verdict::Runt => t.malformed += 1,
-                        Verdict::Own => t.rx_own += 1,
-                        Verdict::OtherMac => t.rx_filtered += 1,
-                        Verdict::Placeholder | Verdict::Deliver => {}
-                    }
+                    self.count_passed(verdict);
                 }
             }
         }
@@ -350,17 +332,30 @@ impl RxCore {
                 }
                 Step::Frame { header, .. } => return Some(header),
                 Step::Passed { .. } => {
-                    let t = &mut self.tally;
-                    match verdict {
-                        Verdict::Runt => t.malformed += 1,
-                        Verdict::Own => t.rx_own += 1,
-                        Verdict::OtherMac => t.rx_filtered += 1,
-                        Verdict::Placeholder | Verdict::Deliver => {}
-                    }
+                    self.count_passed(verdict);
                 }
             }
         }
         None
+    }
+
+    /// Adds the frame just copied to `slots[fill..]` to the batch.
+    fn push(&mut self, header: FrameHeaderRepr) {
+        self.meta[self.count] = header;
+        self.at[self.count] = self.fill;
+        self.fill += (header.len as usize).next_multiple_of(64);
+        self.count += 1;
+    }
+
+    /// Counts a frame passed over, by why the filter declined it.
+    fn count_passed(&mut self, verdict: Verdict) {
+        let t = &mut self.tally;
+        match verdict {
+            Verdict::Runt => t.malformed += 1,
+            Verdict::Own => t.rx_own += 1,
+            Verdict::OtherMac => t.rx_filtered += 1,
+            Verdict::Placeholder | Verdict::Deliver => {}
+        }
     }
 
     fn count_overrun(&mut self, overrun: Option<crate::ring::Overrun>) {

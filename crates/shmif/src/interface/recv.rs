@@ -1,14 +1,26 @@
 //! Receiving: the calls over the sans-IO receive core ([`crate::rx`]).
 
+use super::Link;
 use super::{bump, lock, Frame, Interface, Received};
 use crate::error::Error;
-use crate::rx::Filter;
+use crate::ring::Reader;
+use crate::rx::{Filter, RxCore};
 use std::time::{Duration, Instant};
 
 /// How many ring entries one receive call looks at before giving up (they
 /// may all be for other interfaces, or a hostile peer may have made the
 /// chain a cycle). A full ring of minimum-size frames is about 27,000.
 const MAX_STEPS_PER_CALL: usize = 65_536;
+
+/// The end of a registered reader's window: the one it has, else the one
+/// the writers' cursor hint opens (`None`: nothing to read without the
+/// lock).
+fn open_window(link: &Link, core: &mut RxCore) -> Option<u64> {
+    if core.window().is_none() {
+        core.set_window(link.bus.cursor_after(core.position()));
+    }
+    core.window()
+}
 
 impl Interface {
     fn filter(&self) -> Filter {
@@ -53,25 +65,14 @@ impl Interface {
         if !core.is_empty() {
             return Ok(None);
         }
-        if core.window().is_none() {
-            core.set_window(link.bus.cursor_after(core.position()));
-        }
-        let Some(end) = core.window() else {
+        let Some(end) = open_window(&link, core) else {
             return Ok(None);
         };
         let mark = core.mark();
         let got = core.take_from_window(&link.bus.window_data(), end, &self.filter(), buf);
-        if !link.bus.in_good_standing(i) {
-            core.rewind(mark);
-            core.set_window(None);
+        if !self.settle_window(&link, core, i, mark)? {
             return Ok(None);
         }
-        link.bus.publish_position(i, core.position());
-        self.counters.absorb(core.take_tally());
-        if link.bus.space_sleepers() && core.wake_writers_now(false) {
-            link.bus.wake_space_sleepers();
-        }
-        link.bus.check_mapping()?;
         Ok(got.map(|header| {
             let len = header.len as usize;
             bump(&self.counters.rx_frames, 1);
@@ -83,6 +84,33 @@ impl Interface {
                 sender: header.sender,
             }
         }))
+    }
+
+    /// After a read from the window without the lock (the reader was at
+    /// `mark` before it): if reader slot `i` is still in good standing, the
+    /// read stands: its position is published, its counts kept and writers
+    /// waiting for space woken when due; `true`. Otherwise whatever it
+    /// copied is forgotten, the reader goes back to `mark` and its window
+    /// is closed (the locked path resynchronises it); `false`.
+    fn settle_window(
+        &self,
+        link: &Link,
+        core: &mut RxCore,
+        i: usize,
+        mark: Reader,
+    ) -> Result<bool, Error> {
+        if !link.bus.in_good_standing(i) {
+            core.rewind(mark);
+            core.set_window(None);
+            return Ok(false);
+        }
+        link.bus.publish_position(i, core.position());
+        self.counters.absorb(core.take_tally());
+        if link.bus.space_sleepers() && core.wake_writers_now(false) {
+            link.bus.wake_space_sleepers();
+        }
+        link.bus.check_mapping()?;
+        Ok(true)
     }
 
     /// Receives the next frame for this interface without blocking and
@@ -133,29 +161,19 @@ impl Interface {
             // locked path below resynchronises and counts the loss).
             // The writers' cursor hint extends the window without the lock
             // while frames keep coming.
-            if slot.is_some() && core.window().is_none() {
-                core.set_window(link.bus.cursor_after(core.position()));
-            }
-            if let (Some(i), Some(end)) = (slot, core.window()) {
+            let window = slot.and_then(|i| Some((i, open_window(&link, core)?)));
+            if let Some((i, end)) = window {
                 let mark = core.mark();
                 let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
-                if link.bus.in_good_standing(i) {
-                    link.bus.publish_position(i, core.position());
-                    self.counters.absorb(core.take_tally());
-                    if link.bus.space_sleepers() && core.wake_writers_now(false) {
-                        link.bus.wake_space_sleepers();
-                    }
-                    link.bus.check_mapping()?;
+                if self.settle_window(&link, core, i, mark)? {
                     steps += n;
                     if !core.is_empty() || core.window().is_some() {
                         continue;
                     }
                     // The window is used up (or ended in something
                     // impossible): look under the lock for more.
-                } else {
-                    core.rewind(mark);
+                    core.set_window(None);
                 }
-                core.set_window(None);
             }
             // Caught up with a writer that holds the lock to write more: it
             // publishes each frame's end in the cursor hint, so watch that
