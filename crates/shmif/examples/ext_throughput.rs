@@ -26,7 +26,11 @@ fn main() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let path = dir.path().join("bus");
     if !v3 {
-        Bus::create(&path, 64 << 20, 65_549, &OpenOptions::new()).unwrap();
+        let mib: u64 = std::env::var("RING_MIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Bus::create(&path, mib << 20, 65_549, &OpenOptions::new()).unwrap();
     }
     let w = Interface::attach(&path).unwrap();
     let mut kids: Vec<_> = (0..readers)

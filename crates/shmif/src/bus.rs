@@ -295,7 +295,7 @@ impl Found {
             Found::Empty | Found::V3 => Geometry::V3,
             // A validated header's size is at least 1 MiB less 8 KiB,
             // far above Geometry::MIN_SIZE.
-            Found::Extended(h) => Geometry::new(h.ring_size, h.max_frame).unwrap_or(Geometry::V3),
+            Found::Extended(h) => Geometry::of_extended(&h).unwrap_or(Geometry::V3),
         }
     }
 }

@@ -84,7 +84,7 @@ impl<'a> Dump<'a> {
             let e = ExtHeader::new_checked(image)
                 .and_then(|e| ExtHeaderRepr::parse(&e, Some(image.len() as u64)))
                 .map_err(|e| DumpError::NotABus(format!("extended bus: {e}")))?;
-            let geometry = Geometry::new(e.ring_size, e.max_frame)
+            let geometry = Geometry::of_extended(&e)
                 .ok_or_else(|| DumpError::NotABus("extended bus: ring too small".into()))?;
             return Ok(Dump {
                 data: &image[EXT_HEADER_LEN..],
@@ -227,6 +227,25 @@ impl Iterator for Frames<'_> {
             self.budget -= 1;
             let at = self.cur;
             self.last_header = Some(at);
+            if self.geometry.skips {
+                // An extended bus's lap that ended early: on at offset 0.
+                match crate::ring::entry_at(self.geometry, self.data, at) {
+                    Ok(crate::ring::Entry::Skip { .. }) if at == self.last => {
+                        self.done = true;
+                        return None;
+                    }
+                    Ok(crate::ring::Entry::Skip { .. }) => {
+                        self.cur = 0;
+                        self.bonus = false;
+                        continue;
+                    }
+                    Err(e @ Corrupt::Skip { .. }) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                    _ => {}
+                }
+            }
             let mut raw = [0u8; FRAME_HEADER_LEN];
             let (pay, wrapped) = read_wrapped(self.geometry, self.data, at, &mut raw[..self.hlen]);
             if wrapped {

@@ -23,17 +23,24 @@ fn u32_at(d: &[u8], off: usize) -> u32 {
 }
 
 /// Ring operations on a small ring whose contents, control words and
-/// reader position all come from `data`: reads, a chain check, appends and
-/// a reset. Checks: delivered frames are at most 1514 bytes; an append to a
-/// consistent ring leaves it consistent (on rings big enough for NetBSD's
-/// own precondition, frames under half the ring); a reset ring is
-/// consistent and readable.
+/// reader position all come from `data`: reads, a chain check, appends
+/// (some of them skip records, on the rings whose geometry allows them)
+/// and a reset. Checks: delivered frames are at most 1514 bytes; an append
+/// to a consistent ring leaves it consistent (on rings big enough for
+/// NetBSD's own precondition, frames under half the ring); a failed append
+/// writes nothing; a reset ring is consistent and readable.
 pub fn ring_ops(data: &[u8]) {
     if data.len() < 24 {
         return;
     }
     let size = 64 + (u32_at(data, 0) % 8192) as usize;
     let g = Geometry::with_size(size as u32).expect("at least 64 bytes");
+    // Half the inputs on a ring that may hold skip records.
+    let g = if u32_at(data, 0) & 0x4000_0000 != 0 {
+        g.with_skips()
+    } else {
+        g
+    };
     let mut region = vec![0u8; size];
     let body = &data[24..];
     let n = body.len().min(size);
@@ -51,6 +58,10 @@ pub fn ring_ops(data: &[u8]) {
         gen: u64::from(raw(4) & 0xff),
         first: pick(raw(8)),
         last: pick(raw(12)),
+        // Skip records' words: whatever the bytes say (they only shape
+        // loss counts).
+        skipped: u64::from(raw(16) >> 8),
+        last_skip: u64::from(raw(20)),
     };
     let mut reader = Reader::new(pick(raw(16)), u64::from(raw(20) & 0xff));
     if raw(0) & 0x8000_0000 != 0 {
@@ -78,8 +89,19 @@ pub fn ring_ops(data: &[u8]) {
             ..Default::default()
         };
         let before = region.clone();
-        match ring::append(g, &mut region[..], &mut ctl2, &h, &payload) {
-            Ok(_) => {
+        let skip = g.skips && raw(4 + k as usize) & 0x100 != 0;
+        let done = if skip {
+            ring::append_skip(g, &mut region[..], &mut ctl2, |_| {})
+        } else {
+            ring::append(g, &mut region[..], &mut ctl2, &h, &payload)
+        };
+        match done {
+            Ok(a) => {
+                if skip {
+                    assert!(a.wrapped && ctl2.last == a.at, "a skip record ends the lap");
+                    let end = ring::cursor(g, &region[..], &ctl2).expect("a skip is readable");
+                    assert_eq!(end % size as u64, 0, "the next lap starts at offset 0");
+                }
                 if consistent && size >= 2 * (FRAME_HEADER_LEN + MAX_FRAME_LEN) + 2 {
                     assert!(
                         ring::check_chain(g, &region[..], &ctl2).is_ok(),
@@ -128,6 +150,7 @@ pub fn bus_image(data: &[u8]) {
         gen: u64::from(u32_at(&image, 8)),
         first: u32_at(&image, 16),
         last: u32_at(&image, 20),
+        ..Control::default()
     };
     let mut buf = [0u8; MAX_FRAME_LEN];
     let g = Geometry::V3;
@@ -267,7 +290,11 @@ fn read_window<R: ring::Region + ?Sized>(
                 );
             }
             Step::Empty => {
-                assert_eq!(reader, before);
+                // Unmoved, or moved over a skip record that ends the window.
+                assert!(
+                    reader == before || reader.position(g) == end,
+                    "an empty window step moved the reader elsewhere"
+                );
                 break;
             }
             Step::Corrupt(_) => {
@@ -343,7 +370,7 @@ pub fn ext_image(data: &[u8]) {
     let again = r.to_bytes();
     let back = ExtHeader::new_checked(&again[..]).expect("to_bytes is a whole header");
     assert_eq!(ExtHeaderRepr::parse(&back, Some(file_size)), Ok(r));
-    let g = Geometry::new(r.ring_size, r.max_frame).expect("a valid ring is large");
+    let g = Geometry::of_extended(&r).expect("a valid ring is large");
     assert!(
         g.fits(r.max_frame as usize),
         "the limit fits in half the ring"
@@ -364,10 +391,13 @@ pub fn ext_image(data: &[u8]) {
     }
     let (header, region) = image.split_at_mut(EXT_HEADER_LEN);
     let h = ExtHeader::new_checked(&header[..]).expect("a whole header is long enough");
+    let word = |off: usize| u64::from_ne_bytes(header[off..off + 8].try_into().unwrap_or([0; 8]));
     let ctl = Control {
         gen: r.generation,
         first: r.first,
         last: r.last,
+        skipped: word(crate::wire::ext::field::SKIPPED),
+        last_skip: word(crate::wire::ext::field::LAST_SKIP),
     };
     let mut buf = vec![0u8; g.max_frame()];
     if let Ok(reader) = Reader::at_end(g, &region[..], &ctl) {
@@ -440,6 +470,29 @@ pub fn ext_image(data: &[u8]) {
             region[..] == before[..],
             "a failed append wrote to the ring"
         ),
+    }
+    // A lap ended early (where the flags allow it), then a frame at 0.
+    let before = region.to_vec();
+    let ctl3 = ctl2;
+    match ring::append_skip(g, region, &mut ctl2, |_| {}) {
+        Ok(_) => {
+            assert!(g.skips, "a skip record on a ring that allows none");
+            let consistent = consistent && full && ring::check_chain(g, &region[..], &ctl3).is_ok();
+            if consistent {
+                assert!(
+                    ring::check_chain(g, &region[..], &ctl2).is_ok(),
+                    "a skip record broke a consistent ring"
+                );
+            }
+            if ring::append(g, region, &mut ctl2, &fh, &payload).is_ok() && consistent {
+                assert_eq!(ctl2.last, 0, "the frame after a skip record is at 0");
+                assert!(
+                    ring::check_chain(g, &region[..], &ctl2).is_ok(),
+                    "a frame after a skip record broke a consistent ring"
+                );
+            }
+        }
+        Err(_) => assert!(region[..] == before[..], "a failed skip wrote to the ring"),
     }
     let fresh = ring::reset(g, region, &ctl2);
     assert!(

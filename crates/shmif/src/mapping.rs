@@ -346,11 +346,19 @@ impl Mapping {
     /// Loads `gen`, `first` and `last`. Call with the bus lock held, whose
     /// acquire ordering makes the last holder's stores visible.
     pub(crate) fn load_control(&self) -> Control {
-        Control {
+        let mut c = Control {
             gen: self.u64_word(field::GEN).load(Ordering::Relaxed),
             first: self.u32_word(field::FIRST).load(Ordering::Relaxed),
             last: self.u32_word(field::LAST).load(Ordering::Relaxed),
+            ..Control::default()
+        };
+        if self.layout.header > crate::wire::BUS_HEADER_LEN {
+            // An extended bus: the skip records' words (EXTENDED-FORMAT.md).
+            use crate::wire::ext::field as ext;
+            c.skipped = self.u64_word(ext::SKIPPED).load(Ordering::Relaxed);
+            c.last_skip = self.u64_word(ext::LAST_SKIP).load(Ordering::Relaxed);
         }
+        c
     }
 
     /// Stores `gen`, `first` and `last`, after the frame bytes they
@@ -365,6 +373,13 @@ impl Mapping {
         self.u32_word(field::FIRST)
             .store(c.first, Ordering::Release);
         self.u32_word(field::LAST).store(c.last, Ordering::Release);
+        if self.layout.header > crate::wire::BUS_HEADER_LEN {
+            use crate::wire::ext::field as ext;
+            self.u64_word(ext::SKIPPED)
+                .store(c.skipped, Ordering::Release);
+            self.u64_word(ext::LAST_SKIP)
+                .store(c.last_skip, Ordering::Release);
+        }
     }
 
     /// Stores `first` alone, before a frame copy overwrites what it

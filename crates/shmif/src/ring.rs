@@ -26,6 +26,10 @@ pub struct Geometry {
     /// Longest frame payload (Ethernet frame without FCS) in bytes; a
     /// header claiming more is corruption.
     pub max_frame_len: u32,
+    /// Whether the ring may hold skip records ([`Entry::Skip`]): only an
+    /// extended bus that says so in its header. On any other ring a
+    /// header's padding word means nothing, as on NetBSD's.
+    pub skips: bool,
 }
 
 impl Default for Geometry {
@@ -44,6 +48,7 @@ impl Geometry {
     pub const V3: Geometry = Geometry {
         size: DATA_SIZE,
         max_frame_len: MAX_FRAME_LEN as u32,
+        skips: false,
     };
 
     /// A ring of `size` bytes carrying frames of at most `max_frame_len`
@@ -56,7 +61,25 @@ impl Geometry {
         Some(Geometry {
             size,
             max_frame_len,
+            skips: false,
         })
+    }
+
+    /// The geometry an extended bus's validated header describes (skip
+    /// records allowed where its flags say so); `None` for a ring under
+    /// [`Geometry::MIN_SIZE`].
+    pub fn of_extended(h: &crate::wire::ext::ExtHeaderRepr) -> Option<Geometry> {
+        let g = Geometry::new(h.ring_size, h.max_frame)?;
+        Some(if h.skips { g.with_skips() } else { g })
+    }
+
+    /// This geometry on a ring that may hold skip records (an extended
+    /// bus with [`crate::wire::ext::EXT_FLAG_SKIPS`]).
+    pub const fn with_skips(self) -> Geometry {
+        Geometry {
+            skips: true,
+            ..self
+        }
     }
 
     /// A ring of `size` bytes with the version-3 frame limit (1514).
@@ -115,8 +138,10 @@ impl Region for Vec<u8> {
     }
 }
 
-/// The ring's shared state: the bus header's `gen`, `first` and `last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The ring's shared state: the bus header's `gen`, `first` and `last`,
+/// and on a ring with skip records the two words that keep loss counts
+/// exact across them (0 on every other ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Control {
     /// How many times writers have wrapped past the end of the ring.
     pub gen: u64,
@@ -124,6 +149,14 @@ pub struct Control {
     pub first: u32,
     /// Offset of the newest frame's header.
     pub last: u32,
+    /// Ring bytes passed over by every skip record ever written (header
+    /// and length of each): subtracted from a lapped reader's distance,
+    /// which counts positions, so that its loss counts frames' bytes only.
+    pub skipped: u64,
+    /// Linear position of the newest skip record's header (when
+    /// `skipped` is not 0): the only skip record a reader resynchronised
+    /// to the oldest frame can find still ahead of it.
+    pub last_skip: u64,
 }
 
 impl Control {
@@ -133,7 +166,20 @@ impl Control {
             gen: 0,
             first: geom.size,
             last: 0,
+            ..Control::default()
         }
+    }
+
+    /// Of `skipped`, the bytes that lie before linear position `at`, for
+    /// an `at` no older than one ring before the writers' cursor (where
+    /// only the newest skip record can lie at or past it: a lap holds at
+    /// most one, at its end).
+    fn skipped_before(&self, size: u32, at: u128) -> u64 {
+        if self.skipped == 0 || u128::from(self.last_skip) < at {
+            return self.skipped;
+        }
+        let span = u64::from(size) - self.last_skip % u64::from(size.max(1));
+        self.skipped.saturating_sub(span)
     }
 }
 
@@ -159,6 +205,15 @@ pub enum Corrupt {
         len: u32,
         /// The geometry's frame limit.
         max: u32,
+    },
+    /// A skip record that does not run from a header inside the ring
+    /// (past offset 0) to the ring's end exactly.
+    #[error("skip record at ring offset {at:#x} of length {len} does not end at the ring's end")]
+    Skip {
+        /// Offset of the record's header.
+        at: u32,
+        /// The length it claims.
+        len: u32,
     },
     /// Following the frame chain did not land where it must, or did not
     /// terminate.
@@ -206,12 +261,60 @@ pub fn read_wrapped<R: Region + ?Sized>(
     (len - chunk, wrapped)
 }
 
-/// Reads the frame header at `off`, rejecting impossible lengths.
-pub fn header_at<R: Region + ?Sized>(
+/// The padding word (bytes 12..16 of an entry's header) that makes the
+/// entry a skip record on a ring whose geometry allows them: the bytes
+/// `SKIP` in little-endian order.
+pub const SKIP_MARK: u32 = u32::from_le_bytes(*b"SKIP");
+
+/// What an entry of the ring is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// A frame: its header, then `len` payload bytes.
+    Frame(FrameHeaderRepr),
+    /// A skip record (extended buses only): a writer ended the lap early,
+    /// so that the ring's working set stays small while readers keep up.
+    /// Its `len` bytes after the header are not data: they run to the end
+    /// of the ring exactly, so the next entry is at offset 0 of the next
+    /// generation. Readers pass over it; nobody delivers it.
+    Skip {
+        /// Bytes after the header up to the ring's end.
+        len: u32,
+    },
+}
+
+impl Entry {
+    /// Ring bytes the entry takes, its header included.
+    pub fn span(&self) -> u32 {
+        let len = match self {
+            Entry::Frame(h) => h.len,
+            Entry::Skip { len } => *len,
+        };
+        (FRAME_HEADER_LEN as u32).saturating_add(len)
+    }
+}
+
+/// The 24 bytes of the skip record at ring offset `at` (from there to the
+/// ring's end).
+fn skip_header(geom: Geometry, at: u32) -> [u8; FRAME_HEADER_LEN] {
+    let len = geom.size.saturating_sub(at + FRAME_HEADER_LEN as u32);
+    let mut raw = FrameHeaderRepr {
+        len,
+        ..FrameHeaderRepr::default()
+    }
+    .to_bytes();
+    raw[12..16].copy_from_slice(&SKIP_MARK.to_ne_bytes());
+    raw
+}
+
+/// Reads the entry at `off`: a frame (its length checked against the
+/// frame limit) or, where the geometry allows them, a skip record (which
+/// must start past offset 0 with its whole header in the ring and end at
+/// the ring's end exactly).
+pub fn entry_at<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
     off: u32,
-) -> Result<FrameHeaderRepr, Corrupt> {
+) -> Result<Entry, Corrupt> {
     if off > geom.size {
         return Err(Corrupt::Offset {
             field: "frame offset",
@@ -221,6 +324,14 @@ pub fn header_at<R: Region + ?Sized>(
     let mut raw = [0u8; FRAME_HEADER_LEN];
     read_wrapped(geom, region, off, &mut raw);
     let h = FrameHeaderRepr::from_bytes(&raw);
+    if geom.skips && raw[12..16] == SKIP_MARK.to_ne_bytes() {
+        let at = off % geom.size.max(1);
+        let end = u64::from(at) + FRAME_HEADER_LEN as u64 + u64::from(h.len);
+        if at == 0 || end != u64::from(geom.size) {
+            return Err(Corrupt::Skip { at, len: h.len });
+        }
+        return Ok(Entry::Skip { len: h.len });
+    }
     if h.len > geom.max_frame_len {
         return Err(Corrupt::Length {
             at: off,
@@ -228,7 +339,20 @@ pub fn header_at<R: Region + ?Sized>(
             max: geom.max_frame_len,
         });
     }
-    Ok(h)
+    Ok(Entry::Frame(h))
+}
+
+/// Reads the frame header at `off`, rejecting impossible lengths (and a
+/// skip record, which is not a frame: [`entry_at`] reads either).
+pub fn header_at<R: Region + ?Sized>(
+    geom: Geometry,
+    region: &R,
+    off: u32,
+) -> Result<FrameHeaderRepr, Corrupt> {
+    match entry_at(geom, region, off)? {
+        Entry::Frame(h) => Ok(h),
+        Entry::Skip { len } => Err(Corrupt::Skip { at: off, len }),
+    }
 }
 
 /// The writers' cursor as a linear position (generation × ring size +
@@ -249,15 +373,15 @@ pub fn cursor<R: Region + ?Sized>(
         .wrapping_add(u64::from(end)))
 }
 
-/// `shmif_nextpktoff`: the offset right after the frame whose header is at
-/// `off`.
+/// `shmif_nextpktoff`: the offset right after the entry (a frame or a
+/// skip record) whose header is at `off`.
 pub fn next_offset<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
     off: u32,
 ) -> Result<u32, Corrupt> {
-    let h = header_at(geom, region, off)?;
-    Ok(advance(geom.size, off, FRAME_HEADER_LEN as u32 + h.len))
+    let e = entry_at(geom, region, off)?;
+    Ok(advance(geom.size, off, e.span()))
 }
 
 /// Checks that `first` and `last` lie in the ring.
@@ -457,6 +581,46 @@ pub fn append_with<R: Region + ?Sized, F: FnOnce(u32)>(
     Ok(Appended { at, wrapped })
 }
 
+/// Ends the lap early: appends a skip record from the end of the newest
+/// entry to the end of the ring, evicting what that span held (as a frame
+/// reaching the end would) and bumping `gen`, so that the next frame goes
+/// at offset 0. `publish_first` is called as in [`append_with`]. Refused
+/// (nothing written) where the geometry has no skip records, or where the
+/// newest entry ends at offset 0 or within a header of the ring's end
+/// (there is nothing to skip, or no room for the record's header).
+pub fn append_skip<R: Region + ?Sized, F: FnOnce(u32)>(
+    geom: Geometry,
+    region: &mut R,
+    ctl: &mut Control,
+    publish_first: F,
+) -> Result<Appended, Corrupt> {
+    let size = geom.size;
+    check_control(geom, ctl)?;
+    let at = next_offset(geom, &*region, ctl.last)?;
+    if !geom.skips || at == 0 || at > size.saturating_sub(FRAME_HEADER_LEN as u32) {
+        return Err(Corrupt::Skip { at, len: 0 });
+    }
+    let raw = skip_header(geom, at);
+    // The record claims everything up to the end of the ring: evict as a
+    // write of all of it would, the extra byte of a piece that reaches
+    // the end included (it evicts the entry at offset 0 of a ring never
+    // lapped). The walk reads the entries as they are, before the
+    // record's header replaces whatever began at `at`.
+    let mut first = ctl.first;
+    evict(geom, &*region, &mut first, at, size - at + 1)?;
+    publish_first(first);
+    region.write(at, &raw);
+    ctl.first = first;
+    ctl.last = at;
+    ctl.skipped = ctl.skipped.wrapping_add(u64::from(size - at));
+    ctl.last_skip = ctl
+        .gen
+        .wrapping_mul(u64::from(size))
+        .wrapping_add(u64::from(at));
+    ctl.gen = ctl.gen.wrapping_add(1);
+    Ok(Appended { at, wrapped: true })
+}
+
 /// Checks that the ring is consistent: following the frame chain from
 /// `first` (from offset 0 while nothing was evicted) lands exactly on `last`,
 /// every header on the way and at `last` claims a possible length, the
@@ -481,8 +645,8 @@ pub fn check_chain<R: Region + ?Sized>(
     let mut off = start;
     let mut travelled: u64 = 0;
     loop {
-        let h = header_at(geom, region, off)?;
-        travelled += FRAME_HEADER_LEN as u64 + u64::from(h.len);
+        let span = entry_at(geom, region, off)?.span();
+        travelled += u64::from(span);
         // Everything from `first` to the end of the newest frame must fit
         // in one lap, or the newest frame overwrote the oldest.
         if travelled > u64::from(size) {
@@ -491,7 +655,7 @@ pub fn check_chain<R: Region + ?Sized>(
         if off == ctl.last {
             return Ok(());
         }
-        off = advance(size, off, FRAME_HEADER_LEN as u32 + h.len);
+        off = advance(size, off, span);
     }
 }
 
@@ -509,6 +673,7 @@ pub fn reset<R: Region + ?Sized>(_geom: Geometry, region: &mut R, ctl: &Control)
         gen: ctl.gen.wrapping_add(2),
         first: 0,
         last: FRAME_HEADER_LEN as u32,
+        ..*ctl
     }
 }
 
@@ -546,6 +711,11 @@ pub struct Reader {
     pub devgen: u64,
     /// What to do after an overrun.
     pub resync: Resync,
+    /// Bytes of skip records before the reader's position (the bus's
+    /// [`Control::skipped`] as of there), so that what it loses to an
+    /// overrun counts frames' bytes only. 0 for a reader made with
+    /// [`Reader::new`] (exact on a ring with no skip records).
+    pub skipped: u64,
 }
 
 /// What a reader lost to an overrun: writers lapped it and overwrote frames
@@ -643,6 +813,7 @@ impl Reader {
             next,
             devgen,
             resync: Resync::Oldest,
+            skipped: 0,
         }
     }
 
@@ -654,7 +825,10 @@ impl Reader {
         ctl: &Control,
     ) -> Result<Self, Corrupt> {
         check_control(geom, ctl)?;
-        Ok(Reader::new(next_offset(geom, region, ctl.last)?, ctl.gen))
+        let mut r = Reader::new(next_offset(geom, region, ctl.last)?, ctl.gen);
+        // Every skip record so far lies before the end.
+        r.skipped = ctl.skipped;
+        Ok(r)
     }
 
     /// This reader with another overrun policy.
@@ -745,13 +919,19 @@ impl Reader {
             // times size plus offset) however far behind the reader was;
             // only a generation moved on by a reset, or by a hostile peer,
             // makes the distance meaningless, and it is then left unknown.
+            // Skip records in between are not frames: their bytes are not
+            // part of the loss.
             let old = Self::linear(size, self.next, self.devgen);
             let new = Self::linear(size, next, devgen);
+            let skipped = ctl.skipped_before(size, new);
             let bytes_lost = if new >= old && ctl.gen.wrapping_sub(self.devgen) < (1 << 32) {
-                u64::try_from(new - old).ok()
+                u64::try_from(new - old)
+                    .ok()
+                    .and_then(|d| d.checked_sub(skipped.checked_sub(self.skipped)?))
             } else {
                 None
             };
+            self.skipped = skipped;
             overrun = Some(Overrun {
                 bytes_lost,
                 skipped: 0,
@@ -759,8 +939,33 @@ impl Reader {
             self.next = next;
             self.devgen = devgen;
         }
-        let header = match header_at(geom, region, self.next) {
-            Ok(h) => h,
+        let mut entry = entry_at(geom, region, self.next);
+        if let Ok(Entry::Skip { .. }) = entry {
+            // A lap that ended early: what follows is at offset 0 of the
+            // next generation (a skip record never follows a skip record:
+            // none starts at 0).
+            let at = self.next;
+            self.skipped = self.skipped.wrapping_add(u64::from(size - at));
+            self.next = 0;
+            self.devgen = self.devgen.wrapping_add(1);
+            if self.devgen == ctl.gen && self.next == end {
+                // Nothing after it yet. (A reader resynchronised onto a
+                // skip record always has frames after it: the record is
+                // never both the oldest and the newest entry.)
+                return match overrun {
+                    None => Step::Empty,
+                    Some(_) => Step::Corrupt(Corrupt::Chain { at }),
+                };
+            }
+            entry = entry_at(geom, region, 0);
+        }
+        let header = match entry {
+            Ok(Entry::Frame(h)) => h,
+            Ok(Entry::Skip { len }) => {
+                self.next = end;
+                self.devgen = ctl.gen;
+                return Step::Corrupt(Corrupt::Skip { at: 0, len });
+            }
             Err(e) => {
                 // Skip to the end of the newest frame, which was checked above.
                 self.next = end;
@@ -812,7 +1017,7 @@ impl Reader {
         accept: impl FnOnce(&FrameHeaderRepr, &[u8]) -> bool,
     ) -> Step {
         let size = geom.size;
-        let at = self.position(geom);
+        let mut at = self.position(geom);
         if at >= end {
             return Step::Empty;
         }
@@ -822,14 +1027,40 @@ impl Reader {
                 value: self.next,
             });
         }
-        let header = match header_at(geom, region, self.next) {
-            Ok(h) => h,
-            Err(e) => return Step::Corrupt(e),
+        let unmoved = *self;
+        let mut entry = entry_at(geom, region, self.next);
+        if let Ok(Entry::Skip { len }) = entry {
+            // The lap ended early; the record must lie in the window too.
+            let span = FRAME_HEADER_LEN as u64 + u64::from(len);
+            if at.checked_add(span).is_none_or(|e| e > end) {
+                return Step::Corrupt(Corrupt::Chain { at: self.next });
+            }
+            at += span;
+            self.skipped = self.skipped.wrapping_add(span);
+            self.next = 0;
+            self.devgen = at / u64::from(size);
+            if at >= end {
+                return Step::Empty;
+            }
+            entry = entry_at(geom, region, 0);
+        }
+        let header = match entry {
+            Ok(Entry::Frame(h)) => h,
+            Ok(Entry::Skip { len }) => {
+                *self = unmoved;
+                return Step::Corrupt(Corrupt::Skip { at: 0, len });
+            }
+            Err(e) => {
+                *self = unmoved;
+                return Step::Corrupt(e);
+            }
         };
         let len = header.len as usize;
         let span = (FRAME_HEADER_LEN + len) as u64;
         if at.checked_add(span).is_none_or(|e| e > end) {
-            return Step::Corrupt(Corrupt::Chain { at: self.next });
+            let at = self.next;
+            *self = unmoved;
+            return Step::Corrupt(Corrupt::Chain { at });
         }
         let pay = advance(size, self.next, FRAME_HEADER_LEN as u32);
         let copied = offer(geom, region, pay, &header, buf, accept);
@@ -855,10 +1086,14 @@ impl Reader {
         let from = Self::linear(size, self.next, self.devgen);
         let to = Self::linear(size, ctl.last, devgen);
         match u64::try_from(to.wrapping_sub(from)) {
-            Ok(skipped) if to > from && u128::from(skipped) < u128::from(size) => {
+            Ok(dropped) if to > from && u128::from(dropped) < u128::from(size) => {
+                // A skip record on the way is not a frame dropped.
+                let skipped = ctl.skipped_before(size, to);
+                let records = skipped.saturating_sub(self.skipped).min(dropped);
                 self.next = ctl.last;
                 self.devgen = devgen;
-                skipped
+                self.skipped = skipped;
+                dropped - records
             }
             _ => 0,
         }
@@ -1072,6 +1307,7 @@ mod tests {
             gen: 0,
             first: 5000,
             last: 0,
+            ..Control::default()
         };
         let mut r = Reader::new(0, 0);
         let mut buf = [0u8; 64];
@@ -1082,6 +1318,7 @@ mod tests {
             gen: 1,
             first: 24,
             last: 24,
+            ..Control::default()
         };
         assert!(check_writable(G, &ring, &same).is_err());
     }
@@ -1159,5 +1396,260 @@ mod tests {
             Step::Passed { .. }
         ));
         assert_eq!(r.position(G), end);
+    }
+
+    /// An 8 KiB ring that may hold skip records.
+    const GS: Geometry = match Geometry::with_size(8192) {
+        Some(g) => g.with_skips(),
+        None => panic!(),
+    };
+
+    /// Appends frame number `k` (its number as the sender, 60 to 209
+    /// bytes); returns the ring bytes it takes.
+    fn append_numbered(ring: &mut Vec<u8>, ctl: &mut Control, k: u64) -> u64 {
+        let len = 60 + (k as usize * 37) % 150;
+        append(GS, ring, ctl, &hdr(len, k), &vec![k as u8; len]).unwrap();
+        (FRAME_HEADER_LEN + len) as u64
+    }
+
+    /// Reads everything up to the cursor, under the lock and as a window;
+    /// returns the senders, checking that no overrun happened.
+    fn drain(ring: &[u8], ctl: &Control, locked: &mut Reader, window: &mut Reader) -> Vec<u64> {
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let mut got = Vec::new();
+        loop {
+            match locked.step(GS, ring, ctl, &mut buf) {
+                Step::Frame {
+                    header,
+                    overrun: None,
+                } => {
+                    assert!(buf[..header.len as usize]
+                        .iter()
+                        .all(|&b| b == header.sender as u8));
+                    got.push(header.sender);
+                }
+                Step::Empty => break,
+                s => panic!("{s:?}"),
+            }
+        }
+        let end = cursor(GS, ring, ctl).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            match window.step_window(GS, ring, end, &mut buf, |_, _| true) {
+                Step::Frame { header, .. } => seen.push(header.sender),
+                Step::Empty => break,
+                s => panic!("{s:?}"),
+            }
+        }
+        assert_eq!(got, seen, "the window reads what the lock reads");
+        assert_eq!(locked.position(GS), end);
+        assert_eq!(window.position(GS), end);
+        assert_eq!(locked.skipped, ctl.skipped, "skip records passed, counted");
+        assert_eq!(window.skipped, ctl.skipped);
+        got
+    }
+
+    #[test]
+    fn a_skip_record_ends_the_lap_and_both_kinds_of_reader_follow_it() {
+        let mut ring = vec![0u8; 8192];
+        let mut ctl = Control::fresh(GS);
+        let mut locked = Reader::at_end(GS, &ring, &ctl).unwrap();
+        let mut window = locked;
+        let (mut k, mut got) = (0u64, Vec::new());
+        for lap in 0..40u32 {
+            // A lap of 2,000 to 3,500 bytes, then a skip record, then a
+            // few frames of the next lap.
+            let stop = 2000 + (lap * 397) % 1500;
+            while next_offset(GS, &ring, ctl.last).unwrap() < stop {
+                append_numbered(&mut ring, &mut ctl, k);
+                k += 1;
+            }
+            // The readers keep up: what follows the skip record overwrites
+            // the start of this lap.
+            got.extend(drain(&ring, &ctl, &mut locked, &mut window));
+            let (gen, skipped) = (ctl.gen, ctl.skipped);
+            let at = next_offset(GS, &ring, ctl.last).unwrap();
+            let a = append_skip(GS, &mut ring, &mut ctl, |_| {}).unwrap();
+            assert_eq!((a.at, a.wrapped), (at, true));
+            assert_eq!(ctl.gen, gen + 1);
+            assert_eq!(ctl.skipped, skipped + u64::from(8192 - at));
+            assert_eq!(ctl.last_skip, gen * 8192 + u64::from(at));
+            assert_eq!(cursor(GS, &ring, &ctl).unwrap(), ctl.gen * 8192);
+            assert_eq!(
+                entry_at(GS, &ring, at),
+                Ok(Entry::Skip {
+                    len: 8192 - at - 24
+                })
+            );
+            check_chain(GS, &ring, &ctl).unwrap();
+            for _ in 0..lap % 3 {
+                append_numbered(&mut ring, &mut ctl, k);
+                k += 1;
+                check_chain(GS, &ring, &ctl).unwrap();
+            }
+            // Across the record: to what follows it, or to nothing yet.
+            got.extend(drain(&ring, &ctl, &mut locked, &mut window));
+        }
+        got.extend(drain(&ring, &ctl, &mut locked, &mut window));
+        assert_eq!(got, (0..k).collect::<Vec<_>>(), "every frame, in order");
+        // A skip record as the newest entry: a reader at the end is empty.
+        let mut ring2 = ring.clone();
+        let mut ctl2 = ctl;
+        // (Nothing to skip where a lap has just begun.)
+        if cursor(GS, &ring2, &ctl2).unwrap() % 8192 == 0 {
+            assert!(append_skip(GS, &mut ring2, &mut ctl2, |_| {}).is_err());
+            append_numbered(&mut ring2, &mut ctl2, k);
+            assert_eq!(drain(&ring2, &ctl2, &mut locked, &mut window), vec![k]);
+        }
+        append_skip(GS, &mut ring2, &mut ctl2, |_| {}).unwrap();
+        let mut r = Reader::at_end(GS, &ring2, &ctl2).unwrap();
+        assert_eq!((r.next, r.devgen), (0, ctl2.gen));
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        assert_eq!(r.step(GS, &ring2, &ctl2, &mut buf), Step::Empty);
+        assert_eq!(
+            drain(&ring2, &ctl2, &mut locked, &mut window),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn a_reader_lapped_across_skip_records_counts_only_frames_as_lost() {
+        for resync in [Resync::Oldest, Resync::OldestThenNewest] {
+            let mut ring = vec![0u8; 8192];
+            let mut ctl = Control::fresh(GS);
+            let mut r = Reader::at_end(GS, &ring, &ctl).unwrap().with_resync(resync);
+            // Ten laps, most of them ended early, while the reader sleeps.
+            let mut written = 0u64;
+            for (k, lap) in (0..).zip(0..10u32) {
+                let stop = if lap % 4 == 3 { 9000 } else { 2500 + lap * 300 };
+                let mut j = 0;
+                while next_offset(GS, &ring, ctl.last).unwrap() < stop.min(8000) && j < 200 {
+                    written += append_numbered(&mut ring, &mut ctl, k * 1000 + j);
+                    j += 1;
+                }
+                if lap % 4 != 3 {
+                    append_skip(GS, &mut ring, &mut ctl, |_| {}).unwrap();
+                }
+                check_chain(GS, &ring, &ctl).unwrap();
+            }
+            for j in 0..5 {
+                written += append_numbered(&mut ring, &mut ctl, 99_000 + j);
+            }
+            assert!(ctl.skipped > 8192, "several skip records were written");
+            // Every frame byte written since is either delivered or lost.
+            let (mut delivered, mut lost) = (0u64, 0u64);
+            let mut buf = [0u8; MAX_FRAME_LEN];
+            loop {
+                match r.step(GS, &ring, &ctl, &mut buf) {
+                    Step::Frame { header, overrun } => {
+                        delivered += (FRAME_HEADER_LEN + header.len as usize) as u64;
+                        if let Some(o) = overrun {
+                            lost += o.total_bytes().expect("the distance is known");
+                        }
+                    }
+                    Step::Empty => break,
+                    s => panic!("{s:?}"),
+                }
+            }
+            assert!(lost > 0, "{resync:?}");
+            assert_eq!(delivered + lost, written, "{resync:?}: exact to the byte");
+            assert_eq!(r.skipped, ctl.skipped, "{resync:?}");
+        }
+    }
+
+    #[test]
+    fn skip_records_exist_only_where_the_geometry_allows_them() {
+        let plain = Geometry::with_size(8192).unwrap();
+        let mut ring = vec![0u8; 8192];
+        let mut ctl = Control::fresh(plain);
+        append(plain, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        append(plain, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        let (before, c0) = (ring.clone(), ctl);
+        assert!(append_skip(plain, &mut ring, &mut ctl, |_| {}).is_err());
+        assert_eq!(
+            (ring == before, ctl),
+            (true, c0),
+            "refused, nothing written"
+        );
+        // The same bytes: a skip record where allowed, an oversized frame
+        // (corruption) on a ring of NetBSD's rules.
+        let mut ctl2 = ctl;
+        append_skip(GS, &mut ring, &mut ctl2, |_| {}).unwrap();
+        let at = ctl2.last;
+        assert_eq!(
+            entry_at(GS, &ring, at),
+            Ok(Entry::Skip {
+                len: 8192 - at - 24
+            })
+        );
+        assert!(matches!(
+            entry_at(plain, &ring, at),
+            Err(Corrupt::Length { .. })
+        ));
+        assert!(matches!(
+            header_at(GS, &ring, at),
+            Err(Corrupt::Skip { .. })
+        ));
+    }
+
+    #[test]
+    fn an_impossible_skip_record_is_corruption() {
+        let mut ring = vec![0u8; 8192];
+        let mut ctl = Control::fresh(GS);
+        let r0 = Reader::at_end(GS, &ring, &ctl).unwrap();
+        append(GS, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        append(GS, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        append_skip(GS, &mut ring, &mut ctl, |_| {}).unwrap();
+        let at = ctl.last as usize;
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        // One byte short of the ring's end.
+        ring[at..at + 4].copy_from_slice(&(8192 - at as u32 - 25).to_ne_bytes());
+        assert!(matches!(
+            entry_at(GS, &ring, at as u32),
+            Err(Corrupt::Skip { .. })
+        ));
+        assert!(check_chain(GS, &ring, &ctl).is_err());
+        assert!(check_writable(GS, &ring, &ctl).is_err());
+        // As the newest entry it makes the control words unusable.
+        let mut r = r0;
+        assert!(matches!(
+            r.step(GS, &ring, &ctl, &mut buf),
+            Step::Corrupt(_)
+        ));
+        // Inside the chain, a reader reaches it and stops there.
+        ring[at..at + 4].copy_from_slice(&(8192 - at as u32 - 24).to_ne_bytes());
+        let mut r = Reader::at_end(GS, &ring, &ctl).unwrap();
+        r.next = 24 + 24 + 1500;
+        r.devgen = 0;
+        append(GS, &mut ring, &mut ctl, &hdr(100, 2), &[2u8; 100]).unwrap();
+        check_chain(GS, &ring, &ctl).unwrap();
+        ring[at..at + 4].copy_from_slice(&(8192 - at as u32 - 23).to_ne_bytes());
+        assert!(matches!(
+            r.step(GS, &ring, &ctl, &mut buf),
+            Step::Frame { .. }
+        ));
+        assert!(matches!(
+            r.step(GS, &ring, &ctl, &mut buf),
+            Step::Corrupt(Corrupt::Skip { .. })
+        ));
+        let _ = r0;
+        // A skip record at offset 0 (it would skip a whole lap).
+        let mut ring = vec![0u8; 8192];
+        ring[0..4].copy_from_slice(&(8192u32 - 24).to_ne_bytes());
+        ring[12..16].copy_from_slice(&SKIP_MARK.to_ne_bytes());
+        assert!(matches!(
+            entry_at(GS, &ring, 0),
+            Err(Corrupt::Skip { at: 0, .. })
+        ));
+        assert!(matches!(
+            entry_at(GS, &ring, 8192),
+            Err(Corrupt::Skip { at: 0, .. })
+        ));
+        let mut w = Reader::new(0, 0);
+        assert!(matches!(
+            w.step_window(GS, &ring, 1 << 20, &mut buf, |_, _| true),
+            Step::Corrupt(_)
+        ));
+        assert_eq!(w, Reader::new(0, 0), "unmoved");
     }
 }

@@ -142,6 +142,137 @@ fn many_laps_of_a_large_ring_deliver_in_order_to_a_reader_that_keeps_up() {
     );
 }
 
+/// The header word of `width` bytes at `off` of the bus file.
+fn header_word(path: &std::path::Path, off: usize, width: usize) -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut b[..width], off as u64)
+        .unwrap();
+    match width {
+        4 => u64::from(u32::from_ne_bytes(b[..4].try_into().unwrap())),
+        _ => u64::from_ne_bytes(b),
+    }
+}
+
+/// Sends `n` frames of 1514 bytes numbered from `tag`, 32 per batch.
+/// Returns the next tag.
+fn pump(a: &Interface, to: MacAddr, tag: u32, n: u32) -> u32 {
+    let mut t = tag;
+    while t < tag + n {
+        let batch: Vec<Vec<u8>> = (t..(t + 32).min(tag + n))
+            .map(|k| frame(to, a.mac(), k, 1514))
+            .collect();
+        a.send_batch(batch.iter().map(|f| &f[..])).unwrap();
+        t += batch.len() as u32;
+    }
+    t
+}
+
+/// Reads everything there is, checking that it is frames `*next..` in order.
+fn read_all(b: &Interface, to: MacAddr, from: MacAddr, next: &mut u32) {
+    while let Some(f) = b.try_recv().unwrap() {
+        assert_eq!(f.data, frame(to, from, *next, 1514), "frame {next}");
+        *next += 1;
+    }
+}
+
+#[test]
+fn laps_end_early_while_registered_readers_keep_up_and_one_that_sleeps_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, 64 * MIB, 1514, &OpenOptions::new()).unwrap();
+    assert_eq!(
+        header_word(&path, field::FLAGS, 4),
+        u64::from(shmif::wire::ext::EXT_FLAG_SKIPS)
+    );
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert!(b.try_recv().unwrap().is_none());
+    assert!(b.is_registered());
+    // 100 MB while the reader keeps up: laps of about 4 MiB, not 64.
+    let (mut tag, mut next_b) = (0u32, 0u32);
+    while tag < 66_000 {
+        tag = pump(&a, b.mac(), tag, 320);
+        read_all(&b, b.mac(), a.mac(), &mut next_b);
+    }
+    assert_eq!(next_b, tag);
+    let laps = header_word(&path, field::GEN, 8);
+    let skipped = header_word(&path, field::SKIPPED, 8);
+    assert!(laps >= 12, "{laps} laps for 100 MB through a 64 MiB ring");
+    assert!(skipped > 0);
+    // The dump walks across the skip records to the newest frame.
+    let image = shmif::read_image(&path).unwrap();
+    let d = Dump::parse(&image).unwrap();
+    let frames: Vec<_> = d.frames().collect::<Result<_, _>>().unwrap();
+    assert!(frames.len() > 1000, "{}", frames.len());
+    let n = frames.len() as u32;
+    for (k, f) in frames.iter().enumerate() {
+        assert_eq!(f.data, frame(b.mac(), a.mac(), tag - n + k as u32, 1514));
+    }
+    // A second registered reader that reads nothing for 300 ms (its lag
+    // passes a hot lap: laps would run the whole ring again, but the lap
+    // begun ends early and the writer then reaches it and waits): it
+    // loses nothing.
+    let c = Interface::attach(&path).unwrap();
+    c.set_promiscuous(true);
+    assert!(c.try_recv().unwrap().is_none());
+    assert!(c.is_registered());
+    let from_c = tag;
+    std::thread::scope(|s| {
+        let lagging = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut next_c = from_c;
+            while next_c < from_c + 14_000 {
+                let f = c.recv_timeout(Duration::from_secs(5)).unwrap();
+                let f = f.unwrap_or_else(|| panic!("frame {next_c} never came"));
+                assert_eq!(
+                    f.data,
+                    frame(b.mac(), a.mac(), next_c, 1514),
+                    "frame {next_c}"
+                );
+                next_c += 1;
+            }
+        });
+        // 20 MiB, b keeping up.
+        while tag < from_c + 14_000 {
+            tag = pump(&a, b.mac(), tag, 320);
+            read_all(&b, b.mac(), a.mac(), &mut next_b);
+        }
+        lagging.join().unwrap();
+    });
+    assert_eq!(next_b, tag);
+    assert_eq!((b.counters().overruns, c.counters().overruns), (0, 0));
+}
+
+#[test]
+fn a_bus_without_the_skip_flag_never_gets_a_skip_record() {
+    // An extended bus made by an older build: flags 0.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, 16 * MIB, 1514, &OpenOptions::new()).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(&0u32.to_ne_bytes(), field::FLAGS as u64)
+        .unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert!(b.try_recv().unwrap().is_none());
+    assert!(b.is_registered());
+    let (mut tag, mut next_b) = (0u32, 0u32);
+    while tag < 33_000 {
+        tag = pump(&a, b.mac(), tag, 320);
+        read_all(&b, b.mac(), a.mac(), &mut next_b);
+    }
+    assert_eq!(next_b, tag);
+    assert_eq!(header_word(&path, field::SKIPPED, 8), 0);
+    let laps = header_word(&path, field::GEN, 8);
+    assert!((2..=4).contains(&laps), "{laps} laps of 16 MiB for 50 MB");
+    assert_eq!(header_word(&path, field::FLAGS, 4), 0, "left as it was");
+}
+
 #[test]
 fn a_bad_extended_header_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();

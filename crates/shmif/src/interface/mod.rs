@@ -599,6 +599,19 @@ impl Interface {
             while let Some(f) = frames.peek().copied() {
                 let need = (crate::wire::FRAME_HEADER_LEN + f.len()) as u64;
                 if let Some(limit) = limit {
+                    if ring_lap_ends_here(geom, end, limit) {
+                        // Every registered reader is close behind: start
+                        // the next lap at offset 0, where they read a
+                        // moment ago, so that the bytes written next are
+                        // still in the processors' caches.
+                        if ring::append_skip(geom, &mut data, &mut ctl, |first| g.set_first(first))
+                            .is_ok()
+                        {
+                            g.set_control(&ctl);
+                            end = ctl.gen.wrapping_mul(size);
+                            link.bus.publish_cursor(end);
+                        }
+                    }
                     if end.saturating_add(need) > limit {
                         // A registered reader has not read what this frame
                         // would overwrite: let go of the lock (it needs it
@@ -672,6 +685,36 @@ impl Interface {
     }
 }
 
+/// How far a lap of an extended bus runs while every registered reader
+/// keeps up: 4 MiB, or 64 of the bus's largest frames if that is more
+/// (`EXTENDED-FORMAT.md`, "Skip records"). `None` where laps never end
+/// early: a ring without skip records, or one under twice this size.
+pub(crate) fn hot_lap(geom: ring::Geometry) -> Option<u64> {
+    let span = (crate::wire::FRAME_HEADER_LEN + geom.max_frame()) as u64;
+    let hot = (4u64 << 20).max(64 * span);
+    (geom.skips && u64::from(geom.size) >= 2 * hot).then_some(hot)
+}
+
+/// Whether a writer at linear position `end`, allowed up to `limit` by the
+/// registered readers (their least position plus a ring, less a header
+/// and a byte: `Bus::write_limit`), ends the lap here with a skip record:
+/// it is a hot lap or more into the ring, the slowest active reader is
+/// less than a hot lap behind, and the skipped span is within the limit
+/// (it always is then; checked all the same).
+pub(crate) fn ring_lap_ends_here(geom: ring::Geometry, end: u64, limit: u64) -> bool {
+    let Some(hot) = hot_lap(geom) else {
+        return false;
+    };
+    let size = u64::from(geom.size);
+    let off = end % size;
+    let header = crate::wire::FRAME_HEADER_LEN as u64;
+    let least = limit.saturating_add(header + 1).saturating_sub(size);
+    off >= hot
+        && off + header <= size
+        && end.saturating_sub(least) <= hot
+        && end.saturating_add(size - off) <= limit
+}
+
 impl Interface {
     /// Waits, without the lock, until the registered readers let a write
     /// reach linear position `end`, or one holding it back is judged
@@ -730,6 +773,56 @@ mod tests {
         f.extend_from_slice(&[0x88, 0xb5, tag]);
         f.resize(60, 0);
         f
+    }
+
+    #[test]
+    fn a_lap_ends_early_only_a_hot_lap_in_with_every_reader_close_behind() {
+        const MIB: u64 = 1 << 20;
+        let g = ring::Geometry::new(64 * MIB as u32, 1514)
+            .unwrap()
+            .with_skips();
+        let size = u64::from(g.size);
+        let hot = hot_lap(g).unwrap();
+        assert_eq!(hot, 4 * MIB);
+        // The limit a reader at `least` allows (Bus::write_limit).
+        let limit = |least: u64| least + size - 25;
+        let lap = 7 * size;
+        assert!(
+            !ring_lap_ends_here(g, lap + hot - 1, limit(lap + hot - 1)),
+            "not a hot lap in"
+        );
+        assert!(
+            ring_lap_ends_here(g, lap + hot, limit(lap + hot)),
+            "caught up"
+        );
+        assert!(
+            ring_lap_ends_here(g, lap + hot + 100, limit(lap + 100)),
+            "a hot lap behind"
+        );
+        assert!(
+            !ring_lap_ends_here(g, lap + hot + 100, limit(lap + 99)),
+            "further behind"
+        );
+        assert!(
+            ring_lap_ends_here(g, lap + size - 24, limit(lap + size - 24)),
+            "a header's room"
+        );
+        assert!(
+            !ring_lap_ends_here(g, lap + size - 23, limit(lap + size - 23)),
+            "no room"
+        );
+        // Rings that never end laps early.
+        let plain = ring::Geometry::new(64 * MIB as u32, 1514).unwrap();
+        assert!(!ring_lap_ends_here(plain, lap + hot, limit(lap + hot)));
+        let small = ring::Geometry::new(8 * MIB as u32 - 1, 1514)
+            .unwrap()
+            .with_skips();
+        assert_eq!(hot_lap(small), None);
+        // Jumbo frames: a hot lap holds at least 64 of them.
+        let jumbo = ring::Geometry::new(64 * MIB as u32, 65_549)
+            .unwrap()
+            .with_skips();
+        assert_eq!(hot_lap(jumbo), Some(64 * (65_549 + 24)));
     }
 
     #[test]

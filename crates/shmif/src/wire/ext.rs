@@ -24,6 +24,14 @@ use super::{array, FRAME_HEADER_LEN, MIN_FRAME_LEN};
 pub const EXT_MAGIC: u32 = 0xca11_e7b5;
 /// The extended format's version, in [`field::FORMAT`].
 pub const EXT_FORMAT_VERSION: u32 = 1;
+
+/// Header flag: writers may end a lap early with a *skip record*
+/// ([`crate::ring::Entry::Skip`]), so that while every registered reader
+/// keeps up the ring's working set stays a few MiB (in the processors'
+/// caches) instead of the whole file. Set by `Bus::create`; a bus without
+/// it (made by an older build) never gets a skip record, and an older
+/// build refuses a bus with it ("unknown flags") instead of misreading one.
+pub const EXT_FLAG_SKIPS: u32 = 1;
 /// Bytes before the ring: the header proper (the first 4 KiB page) and the
 /// reader table (the second). The ring starts page-aligned after it.
 pub const EXT_HEADER_LEN: usize = 8192;
@@ -69,7 +77,8 @@ pub mod field {
     pub const READER_SLOT_LEN: usize = 56;
     /// u32: offset of the reader table ([`super::READER_TABLE`]).
     pub const READER_TABLE: usize = 60;
-    /// u32: flags; none defined, written 0, must read 0.
+    /// u32: flags: [`super::EXT_FLAG_SKIPS`] or 0; a reader refuses any
+    /// other bit.
     pub const FLAGS: usize = 64;
     /// u64: bit `i` set while reader slot `i` is owned: a hint that lets a
     /// writer look only at the slots in use (it checks each slot's own
@@ -82,6 +91,13 @@ pub mod field {
     /// own position and one ring further; anything else sends it to the
     /// control words under the lock.
     pub const CURSOR: usize = 80;
+    /// u64: ring bytes passed over by every skip record written so far
+    /// (each record's header and length), stored under the lock.
+    pub const SKIPPED: usize = 88;
+    /// u64: linear position (generation × ring size + offset) of the
+    /// newest skip record's header, stored under the lock; meaningful once
+    /// `skipped` is not 0.
+    pub const LAST_SKIP: usize = 96;
     /// u32 futex word: readers sleep on it for new frames; a writer adds 1
     /// after publishing frames, when [`DATA_SLEEPERS`] is not 0.
     pub const DATA_SEQ: usize = 128;
@@ -357,6 +373,8 @@ pub struct ExtHeaderRepr {
     pub last: u32,
     /// Lock word as found.
     pub lock: u32,
+    /// Whether the bus may hold skip records ([`EXT_FLAG_SKIPS`]).
+    pub skips: bool,
 }
 
 /// Whether `ring_size` (and, if known, the file size) is a valid ring size.
@@ -393,6 +411,7 @@ impl ExtHeaderRepr {
             first: ring_size,
             last: 0,
             lock: 0,
+            skips: true,
         })
     }
 
@@ -443,7 +462,7 @@ impl ExtHeaderRepr {
         if !max_frame_ok(h.max_frame(), ring_size) {
             return Err(ExtError::BadMaxFrame(h.max_frame()));
         }
-        if h.flags() != 0 {
+        if h.flags() & !EXT_FLAG_SKIPS != 0 {
             return Err(ExtError::BadFlags(h.flags()));
         }
         if h.first() > ring_size {
@@ -459,6 +478,7 @@ impl ExtHeaderRepr {
             first: h.first(),
             last: h.last(),
             lock: h.lock(),
+            skips: h.flags() & EXT_FLAG_SKIPS != 0,
         })
     }
 
@@ -492,6 +512,8 @@ impl ExtHeaderRepr {
             &(READER_SLOT_LEN as u32).to_ne_bytes(),
         );
         put(field::READER_TABLE, &(READER_TABLE as u32).to_ne_bytes());
+        let flags = if self.skips { EXT_FLAG_SKIPS } else { 0 };
+        put(field::FLAGS, &flags.to_ne_bytes());
         out
     }
 }
@@ -518,6 +540,12 @@ mod tests {
         assert_eq!(bytes[36..40], 8192u32.to_ne_bytes());
         assert_eq!(bytes[44..48], 65_549u32.to_ne_bytes());
         assert_eq!(bytes[60..64], 4096u32.to_ne_bytes());
+        // A new bus may hold skip records; one of an older build may not.
+        assert_eq!(bytes[64..68], EXT_FLAG_SKIPS.to_ne_bytes());
+        let mut old = bytes.clone();
+        old[64..68].copy_from_slice(&0u32.to_ne_bytes());
+        let h = ExtHeader::new_checked(&old[..]).unwrap();
+        assert!(!ExtHeaderRepr::parse(&h, Some(64 * MIB)).unwrap().skips);
         assert!(bytes[4096..].iter().all(|&b| b == 0), "empty reader table");
         for i in 0..READER_SLOTS {
             assert_eq!(h.reader(i).unwrap().owner(), 0);
@@ -585,7 +613,8 @@ mod tests {
             poke(field::MAX_FRAME, 70_000),
             Err(ExtError::BadMaxFrame(70_000))
         );
-        assert_eq!(poke(field::FLAGS, 1), Err(ExtError::BadFlags(1)));
+        assert_eq!(poke(field::FLAGS, 2), Err(ExtError::BadFlags(2)));
+        assert_eq!(poke(field::FLAGS, 3), Err(ExtError::BadFlags(3)));
         let ring = (2 * MIB - 8192) as u32;
         assert_eq!(
             poke(field::FIRST, ring + 1),
