@@ -264,12 +264,14 @@ fn two_hosts_exchange_tcp_in_64k_frames_verified() {
         "{report}"
     );
     // The frames on the bus were jumbo: the largest is the frame limit.
+    // (While both hosts keep up, laps end early after about 4 MiB: what
+    // the ring still holds is about 64 such frames, not 64 MiB of them.)
     let o = shmif(&["dump", bus_s]);
     let big = text(&o.stdout)
         .lines()
         .filter(|l| l.contains("length 0x1000d"))
         .count();
-    assert!(big > 100, "only {big} frames of 65549 bytes");
+    assert!(big >= 16, "only {big} frames of 65549 bytes");
 }
 
 /// `shmif send BUS --count N` of 1514-byte broadcast frames, with `extra`

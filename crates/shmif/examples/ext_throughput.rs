@@ -9,6 +9,9 @@
 //! ```
 //!
 //! With `v3` the same runs on a NetBSD (version-3) bus, lossy.
+//! `RING_MIB=N` makes the extended bus N MiB instead of 64 (the ring's
+//! working set against the processors' caches: `EXTENDED-FORMAT.md`,
+//! "Skip records").
 
 use shmif::{Bus, Interface, OpenOptions};
 use std::process::{Command, Stdio};
@@ -25,11 +28,11 @@ fn main() {
     let v3 = args.get(4).map(String::as_str) == Some("v3");
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let path = dir.path().join("bus");
+    let mib: u64 = std::env::var("RING_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     if !v3 {
-        let mib: u64 = std::env::var("RING_MIB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
         Bus::create(&path, mib << 20, 65_549, &OpenOptions::new()).unwrap();
     }
     let w = Interface::attach(&path).unwrap();
@@ -64,9 +67,9 @@ fn main() {
     end[14..22].copy_from_slice(&u64::MAX.to_le_bytes());
     w.send(&end).unwrap();
     let bus = if v3 {
-        "v3 1 MiB, lossy"
+        "v3 1 MiB, lossy".to_string()
     } else {
-        "extended 64 MiB, lossless"
+        format!("extended {mib} MiB, lossless")
     };
     println!(
         "{bus}: {size} B, 1 -> {readers}: writer {:.3} Mframes/s ({:.1} Gbit/s)",
