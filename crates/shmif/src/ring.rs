@@ -293,6 +293,14 @@ impl Entry {
     }
 }
 
+/// The lowest ring offset a skip record may start at: past the longest
+/// frame and two headers. The frame a lap starts with then never reaches
+/// the record that ended the lap before (the eviction walk would step
+/// from that record to offset 0, onto the frame being written).
+fn skip_floor(geom: Geometry) -> u64 {
+    u64::from(geom.max_frame_len.min(geom.size / 2)) + 2 * FRAME_HEADER_LEN as u64
+}
+
 /// The 24 bytes of the skip record at ring offset `at` (from there to the
 /// ring's end).
 fn skip_header(geom: Geometry, at: u32) -> [u8; FRAME_HEADER_LEN] {
@@ -327,7 +335,7 @@ pub fn entry_at<R: Region + ?Sized>(
     if geom.skips && raw[12..16] == SKIP_MARK.to_ne_bytes() {
         let at = off % geom.size.max(1);
         let end = u64::from(at) + FRAME_HEADER_LEN as u64 + u64::from(h.len);
-        if at == 0 || end != u64::from(geom.size) {
+        if u64::from(at) < skip_floor(geom) || end != u64::from(geom.size) {
             return Err(Corrupt::Skip { at, len: h.len });
         }
         return Ok(Entry::Skip { len: h.len });
@@ -597,7 +605,10 @@ pub fn append_skip<R: Region + ?Sized, F: FnOnce(u32)>(
     let size = geom.size;
     check_control(geom, ctl)?;
     let at = next_offset(geom, &*region, ctl.last)?;
-    if !geom.skips || at == 0 || at > size.saturating_sub(FRAME_HEADER_LEN as u32) {
+    if !geom.skips
+        || u64::from(at) < skip_floor(geom)
+        || at > size.saturating_sub(FRAME_HEADER_LEN as u32)
+    {
         return Err(Corrupt::Skip { at, len: 0 });
     }
     let raw = skip_header(geom, at);
@@ -1457,9 +1468,9 @@ mod tests {
         let mut window = locked;
         let (mut k, mut got) = (0u64, Vec::new());
         for lap in 0..40u32 {
-            // A lap of 2,000 to 3,500 bytes, then a skip record, then a
+            // A lap of 4,200 to 6,700 bytes, then a skip record, then a
             // few frames of the next lap.
-            let stop = 2000 + (lap * 397) % 1500;
+            let stop = 4200 + (lap * 397) % 2500;
             while next_offset(GS, &ring, ctl.last).unwrap() < stop {
                 append_numbered(&mut ring, &mut ctl, k);
                 k += 1;
@@ -1495,11 +1506,16 @@ mod tests {
         // A skip record as the newest entry: a reader at the end is empty.
         let mut ring2 = ring.clone();
         let mut ctl2 = ctl;
-        // (Nothing to skip where a lap has just begun.)
-        if cursor(GS, &ring2, &ctl2).unwrap() % 8192 == 0 {
+        // (Nothing to skip before the longest frame and two headers.)
+        let mut more = Vec::new();
+        while next_offset(GS, &ring2, ctl2.last).unwrap() < 1514 + 48 {
             assert!(append_skip(GS, &mut ring2, &mut ctl2, |_| {}).is_err());
-            append_numbered(&mut ring2, &mut ctl2, k);
-            assert_eq!(drain(&ring2, &ctl2, &mut locked, &mut window), vec![k]);
+            append_numbered(&mut ring2, &mut ctl2, k + more.len() as u64);
+            more.push(k + more.len() as u64);
+            assert_eq!(
+                drain(&ring2, &ctl2, &mut locked, &mut window),
+                vec![*more.last().unwrap()]
+            );
         }
         append_skip(GS, &mut ring2, &mut ctl2, |_| {}).unwrap();
         let mut r = Reader::at_end(GS, &ring2, &ctl2).unwrap();
@@ -1521,7 +1537,7 @@ mod tests {
             // Ten laps, most of them ended early, while the reader sleeps.
             let mut written = 0u64;
             for (k, lap) in (0..).zip(0..10u32) {
-                let stop = if lap % 4 == 3 { 9000 } else { 2500 + lap * 300 };
+                let stop = if lap % 4 == 3 { 9000 } else { 4300 + lap * 300 };
                 let mut j = 0;
                 while next_offset(GS, &ring, ctl.last).unwrap() < stop.min(8000) && j < 200 {
                     written += append_numbered(&mut ring, &mut ctl, k * 1000 + j);
@@ -1562,8 +1578,9 @@ mod tests {
         let plain = Geometry::with_size(8192).unwrap();
         let mut ring = vec![0u8; 8192];
         let mut ctl = Control::fresh(plain);
-        append(plain, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
-        append(plain, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        for _ in 0..3 {
+            append(plain, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        }
         let (before, c0) = (ring.clone(), ctl);
         assert!(append_skip(plain, &mut ring, &mut ctl, |_| {}).is_err());
         assert_eq!(
@@ -1597,8 +1614,9 @@ mod tests {
         let mut ring = vec![0u8; 8192];
         let mut ctl = Control::fresh(GS);
         let r0 = Reader::at_end(GS, &ring, &ctl).unwrap();
-        append(GS, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
-        append(GS, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        for _ in 0..3 {
+            append(GS, &mut ring, &mut ctl, &hdr(1500, 1), &[1u8; 1500]).unwrap();
+        }
         append_skip(GS, &mut ring, &mut ctl, |_| {}).unwrap();
         let at = ctl.last as usize;
         let mut buf = [0u8; MAX_FRAME_LEN];
@@ -1624,10 +1642,12 @@ mod tests {
         append(GS, &mut ring, &mut ctl, &hdr(100, 2), &[2u8; 100]).unwrap();
         check_chain(GS, &ring, &ctl).unwrap();
         ring[at..at + 4].copy_from_slice(&(8192 - at as u32 - 23).to_ne_bytes());
-        assert!(matches!(
-            r.step(GS, &ring, &ctl, &mut buf),
-            Step::Frame { .. }
-        ));
+        for _ in 0..2 {
+            assert!(matches!(
+                r.step(GS, &ring, &ctl, &mut buf),
+                Step::Frame { .. }
+            ));
+        }
         assert!(matches!(
             r.step(GS, &ring, &ctl, &mut buf),
             Step::Corrupt(Corrupt::Skip { .. })
