@@ -169,6 +169,17 @@ fn pump(a: &Interface, to: MacAddr, tag: u32, n: u32) -> u32 {
     t
 }
 
+/// Sends frames numbered from `tag` until `until`, 320 at a time, `b`
+/// reading and checking all there is after each 320. Returns the next tag.
+fn pump_keeping_up(a: &Interface, b: &Interface, tag: u32, until: u32, next_b: &mut u32) -> u32 {
+    let mut tag = tag;
+    while tag < until {
+        tag = pump(a, b.mac(), tag, 320);
+        read_all(b, b.mac(), a.mac(), next_b);
+    }
+    tag
+}
+
 /// Reads everything there is, checking that it is frames `*next..` in order.
 fn read_all(b: &Interface, to: MacAddr, from: MacAddr, next: &mut u32) {
     while let Some(f) = b.try_recv().unwrap() {
@@ -192,10 +203,7 @@ fn laps_end_early_while_registered_readers_keep_up_and_one_that_sleeps_loses_not
     assert!(b.is_registered());
     // 100 MB while the reader keeps up: laps of about 4 MiB, not 64.
     let (mut tag, mut next_b) = (0u32, 0u32);
-    while tag < 66_000 {
-        tag = pump(&a, b.mac(), tag, 320);
-        read_all(&b, b.mac(), a.mac(), &mut next_b);
-    }
+    tag = pump_keeping_up(&a, &b, tag, 66_000, &mut next_b);
     assert_eq!(next_b, tag);
     let laps = header_word(&path, field::GEN, 8);
     let skipped = header_word(&path, field::SKIPPED, 8);
@@ -235,10 +243,7 @@ fn laps_end_early_while_registered_readers_keep_up_and_one_that_sleeps_loses_not
             }
         });
         // 20 MiB, b keeping up.
-        while tag < from_c + 14_000 {
-            tag = pump(&a, b.mac(), tag, 320);
-            read_all(&b, b.mac(), a.mac(), &mut next_b);
-        }
+        tag = pump_keeping_up(&a, &b, tag, from_c + 14_000, &mut next_b);
         lagging.join().unwrap();
     });
     assert_eq!(next_b, tag);
@@ -262,10 +267,7 @@ fn a_bus_without_the_skip_flag_never_gets_a_skip_record() {
     assert!(b.try_recv().unwrap().is_none());
     assert!(b.is_registered());
     let (mut tag, mut next_b) = (0u32, 0u32);
-    while tag < 33_000 {
-        tag = pump(&a, b.mac(), tag, 320);
-        read_all(&b, b.mac(), a.mac(), &mut next_b);
-    }
+    tag = pump_keeping_up(&a, &b, tag, 33_000, &mut next_b);
     assert_eq!(next_b, tag);
     assert_eq!(header_word(&path, field::SKIPPED, 8), 0);
     let laps = header_word(&path, field::GEN, 8);
