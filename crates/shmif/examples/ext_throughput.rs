@@ -11,7 +11,8 @@
 //! With `v3` the same runs on a NetBSD (version-3) bus, lossy.
 //! `RING_MIB=N` makes the extended bus N MiB instead of 64 (the ring's
 //! working set against the processors' caches: `EXTENDED-FORMAT.md`,
-//! "Skip records").
+//! "Skip records"). `RX_COALESCE_US=N` sets the readers' receive
+//! coalescing nap (`Interface::set_rx_coalesce`; 0 turns it off).
 
 use shmif::{Bus, Interface, OpenOptions};
 use std::process::{Command, Stdio};
@@ -107,6 +108,12 @@ impl WaitRef for std::process::Child {
 
 fn reader(path: &str) {
     let r = Interface::attach(path).unwrap();
+    if let Some(us) = std::env::var("RX_COALESCE_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        r.set_rx_coalesce(Duration::from_micros(us));
+    }
     let _ = r.try_recv().unwrap(); // registers (extended bus)
     let mut got = 0u64;
     let mut buf = vec![0u8; r.max_frame_len()];
@@ -123,5 +130,6 @@ fn reader(path: &str) {
             }
         }
     }
+    eprintln!("naps {}", r.counters().rx_naps);
     println!("{got} {}", r.counters().overrun_bytes);
 }

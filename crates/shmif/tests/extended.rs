@@ -414,3 +414,83 @@ fn a_blocked_receive_wakes_through_the_futex_and_a_wakeup_fd_still_fires() {
         "uncounted when the interface goes"
     );
 }
+
+#[test]
+fn a_registered_reader_naps_after_a_burst_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, 4 * MIB, 1514, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert_eq!(b.rx_coalesce(), shmif::DEFAULT_RX_COALESCE);
+    assert!(b.try_recv().unwrap().is_none());
+    assert!(b.is_registered());
+    let naps = |i: &Interface| i.counters().rx_naps;
+    let short = Some(Duration::from_millis(2));
+    let mut next = 0;
+    // A burst: the wait after it naps first (and, nothing coming, times
+    // out all the same).
+    let tag = pump(&a, b.mac(), 0, shmif::RX_COALESCE_BURST as u32);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert!(!b.wait_for_wakeup(short).unwrap());
+    assert_eq!(naps(&b), 1);
+    // One frame (a request, an answer): no nap.
+    let tag = pump(&a, b.mac(), tag, 1);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert!(!b.wait_for_wakeup(short).unwrap());
+    assert_eq!(naps(&b), 1, "no nap after a single frame");
+    // Fewer frames than a burst: no nap either.
+    let tag = pump(&a, b.mac(), tag, shmif::RX_COALESCE_BURST as u32 - 1);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert!(!b.wait_for_wakeup(short).unwrap());
+    assert_eq!(naps(&b), 1);
+    // A frame sent while the reader naps (or sleeps after it) is seen.
+    let tag = pump(&a, b.mac(), tag, 40);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    let tag = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            std::thread::sleep(Duration::from_micros(20));
+            pump(&a, b.mac(), tag, 1)
+        });
+        assert!(b.wait_for_wakeup(Some(Duration::from_secs(5))).unwrap());
+        t.join().unwrap()
+    });
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert_eq!(next, tag, "the frame sent during the nap");
+    assert_eq!(naps(&b), 2);
+    // Turned off: a burst is followed by a plain sleep.
+    b.set_rx_coalesce(Duration::ZERO);
+    let tag = pump(&a, b.mac(), tag, 40);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert!(!b.wait_for_wakeup(short).unwrap());
+    assert_eq!(naps(&b), 2, "coalescing off");
+    b.set_rx_coalesce(shmif::DEFAULT_RX_COALESCE);
+    // A lossy reader never naps (writers do not wait for it: a nap could
+    // cost it frames).
+    let c = Interface::attach(&path).unwrap();
+    c.set_lossy(true);
+    c.set_promiscuous(true);
+    assert!(c.try_recv().unwrap().is_none());
+    assert!(!c.is_registered());
+    pump(&a, b.mac(), tag, 40);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    let mut got = 0;
+    while c.try_recv().unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!(got, 40);
+    assert!(!c.wait_for_wakeup(short).unwrap());
+    assert_eq!(naps(&c), 0, "a lossy reader");
+    // Nor does a reader of a NetBSD bus.
+    let v3 = dir.path().join("v3");
+    let a3 = Interface::attach(&v3).unwrap();
+    let b3 = Interface::attach(&v3).unwrap();
+    assert!(b3.try_recv().unwrap().is_none());
+    let mut next3 = 0;
+    pump(&a3, b3.mac(), 0, 40);
+    read_all(&b3, b3.mac(), a3.mac(), &mut next3);
+    assert_eq!(next3, 40);
+    // (The writes' file-change events are still queued: it returns at once.)
+    b3.wait_for_wakeup(short).unwrap();
+    assert_eq!(naps(&b3), 0, "a version-3 bus");
+}

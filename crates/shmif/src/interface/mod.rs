@@ -17,6 +17,8 @@
 mod recv;
 mod wake;
 
+pub use wake::{DEFAULT_RX_COALESCE, RX_COALESCE_BURST};
+
 use crate::bus::{Bus, OpenOptions};
 use crate::error::Error;
 use crate::ring::{self, Reader};
@@ -98,6 +100,9 @@ pub struct Counters {
     /// broken or hostile peer, a stray write into the file). A CLI reports
     /// a change of this count once per episode.
     pub ring_repairs: u64,
+    /// Times a wait napped after a burst instead of sleeping on the
+    /// extended bus's futex at once (see [`Interface::set_rx_coalesce`]).
+    pub rx_naps: u64,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +117,7 @@ struct AtomicCounters {
     overrun_bytes: AtomicU64,
     overruns_unmeasured: AtomicU64,
     malformed: AtomicU64,
+    rx_naps: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -190,6 +196,11 @@ pub struct Interface {
     /// This interface wrote a wake-up since it last waited: its own watch
     /// holds the event (see `wait_for_wakeup`).
     woke_own: AtomicBool,
+    /// How long a wait after a burst naps before sleeping on the futex, ns
+    /// (see [`Interface::set_rx_coalesce`]); 0: never.
+    coalesce_ns: AtomicU64,
+    /// `rx_frames` as of the last wait: how many frames a burst had.
+    rx_at_wait: AtomicU64,
     /// Receive without registering on an extended bus (writers then never
     /// wait for this interface; it may be overrun).
     lossy: AtomicBool,
@@ -265,6 +276,8 @@ impl Interface {
             spin_ns: AtomicU64::new(0),
             wake_delay_ns: Arc::new(AtomicU64::new(0)),
             woke_own: AtomicBool::new(false),
+            coalesce_ns: AtomicU64::new(wake::DEFAULT_RX_COALESCE.as_nanos() as u64),
+            rx_at_wait: AtomicU64::new(0),
             counters: AtomicCounters::default(),
             lossy: AtomicBool::new(false),
             reader_slot: AtomicUsize::new(NO_SLOT),
@@ -487,6 +500,7 @@ impl Interface {
             lock_takeovers: r.lock_takeovers,
             ring_resets: r.ring_resets,
             ring_repairs: r.ring_repairs,
+            rx_naps: g(&c.rx_naps),
         }
     }
 
