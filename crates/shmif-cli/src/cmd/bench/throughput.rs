@@ -100,6 +100,9 @@ impl Trial {
 /// The RFC 2544 search over the writer's pacing, without the trials
 /// themselves (pure, so that its decisions are tested on their own).
 ///
+/// How many unpaced trials a lossless row runs; it reports their median.
+pub const LOSSLESS_TRIALS: usize = 3;
+
 /// A lossless trial is a result at the rate it delivered, whether or not
 /// the writer reached the rate offered: when it did not, that trial says
 /// what the bus sustained with the writer going as fast as it could, and
@@ -311,8 +314,24 @@ pub fn measure(
         }
         Ok(t)
     };
-    let unpaced = run(0)?;
+    let mut unpaced = run(0)?;
     let mut trials = 1;
+    if mode == Mode::Lossless {
+        // A lossless trial is the result at whatever rate it reached, and
+        // one trial is a lottery on a shared machine (a reader put aside
+        // for milliseconds holds the writer back): the median of
+        // LOSSLESS_TRIALS, by what each reader got.
+        let mut all = vec![unpaced];
+        for _ in 1..LOSSLESS_TRIALS {
+            all.push(run(0)?);
+            trials += 1;
+        }
+        all.sort_by(|a, b| {
+            a.delivered_per_reader()
+                .total_cmp(&b.delivered_per_reader())
+        });
+        unpaced = all.swap_remove(all.len() / 2);
+    }
     let mut search = Search::new(&unpaced);
     if !search.done() {
         for _ in 0..plan.steps {
