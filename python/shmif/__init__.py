@@ -102,6 +102,11 @@ class Counters:
     lock_takeovers: int = 0
     #: Times it then found the ring inconsistent and reset it.
     ring_resets: int = 0
+    #: Times its mapping reset a ring it could not trust, for any reason
+    #: (the resets above, and repairs of impossible contents).
+    ring_repairs: int = 0
+    #: Times a wait napped after a burst (see ``Interface.rx_coalesce``).
+    rx_naps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -555,6 +555,23 @@ impl PyInterface {
         Ok(())
     }
 
+    /// On an extended bus, how long, in seconds, a registered reader naps
+    /// after a burst (16 frames or more since its last wait) before it
+    /// sleeps on the bus's futex, so that a streaming writer makes no
+    /// wake-up call per batch (settable; default 0.0001; 0 turns it off).
+    /// Never after a single frame, never for a lossy or NetBSD-bus reader.
+    #[getter]
+    fn get_rx_coalesce(&self) -> f64 {
+        self.iface.rx_coalesce().as_secs_f64()
+    }
+
+    #[setter]
+    fn set_rx_coalesce(&self, seconds: f64) -> PyResult<()> {
+        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        self.iface.set_rx_coalesce(d);
+        Ok(())
+    }
+
     /// The counters as a dict of ints (`shmif.Interface.counters` makes it
     /// a `shmif.Counters`).
     fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -572,6 +589,8 @@ impl PyInterface {
         d.set_item("malformed", c.malformed)?;
         d.set_item("lock_takeovers", c.lock_takeovers)?;
         d.set_item("ring_resets", c.ring_resets)?;
+        d.set_item("ring_repairs", c.ring_repairs)?;
+        d.set_item("rx_naps", c.rx_naps)?;
         Ok(d)
     }
 

@@ -370,6 +370,25 @@ def test_spin(pair):
         b.spin = -0.1
 
 
+def test_rx_coalesce(pair):
+    a, b = pair
+    assert b.rx_coalesce == 0.0001
+    b.rx_coalesce = 0
+    assert b.rx_coalesce == 0
+    b.rx_coalesce = 0.00025
+    assert b.rx_coalesce == 0.00025
+    with pytest.raises(ValueError):
+        b.rx_coalesce = -1
+    # A NetBSD bus: a burst is followed by no nap (a nap could cost frames).
+    for k in range(20):
+        a.send(frame(b.mac, a.mac, b"burst %d" % k))
+    assert len(b.recv_batch(max_frames=64, timeout=1)) == 20
+    b.wait(timeout=0.01)
+    c = b.counters
+    assert c.rx_naps == 0
+    assert c.ring_repairs == 0
+
+
 def test_wait(pair):
     a, b = pair
     b.clear_wakeups()
