@@ -458,12 +458,33 @@ fn a_registered_reader_naps_after_a_burst_and_only_then() {
     read_all(&b, b.mac(), a.mac(), &mut next);
     assert_eq!(next, tag, "the frame sent during the nap");
     assert_eq!(naps(&b), 2);
+    // A nap set longer than MAX_RX_COALESCE is cut to it: a frame sent
+    // 30 ms into the wait is seen then, not after the hour asked for.
+    b.set_rx_coalesce(Duration::from_secs(3600));
+    let tag = pump(&a, b.mac(), tag, 40);
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    let started = std::time::Instant::now();
+    let tag = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            pump(&a, b.mac(), tag, 1)
+        });
+        assert!(b.wait_for_wakeup(Some(Duration::from_secs(20))).unwrap());
+        t.join().unwrap()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "nap cut to 10 ms"
+    );
+    read_all(&b, b.mac(), a.mac(), &mut next);
+    assert_eq!(next, tag);
+    assert_eq!(naps(&b), 3);
     // Turned off: a burst is followed by a plain sleep.
     b.set_rx_coalesce(Duration::ZERO);
     let tag = pump(&a, b.mac(), tag, 40);
     read_all(&b, b.mac(), a.mac(), &mut next);
     assert!(!b.wait_for_wakeup(short).unwrap());
-    assert_eq!(naps(&b), 2, "coalescing off");
+    assert_eq!(naps(&b), 3, "coalescing off");
     b.set_rx_coalesce(shmif::DEFAULT_RX_COALESCE);
     // A lossy reader never naps (writers do not wait for it: a nap could
     // cost it frames).

@@ -17,7 +17,7 @@
 mod recv;
 mod wake;
 
-pub use wake::{DEFAULT_RX_COALESCE, RX_COALESCE_BURST};
+pub use wake::{DEFAULT_RX_COALESCE, MAX_RX_COALESCE, RX_COALESCE_BURST};
 
 use crate::bus::{Bus, OpenOptions};
 use crate::error::Error;

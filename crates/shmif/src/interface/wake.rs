@@ -140,7 +140,8 @@ impl Interface {
     /// and never after a single frame, so that request and answer
     /// exchanges see no delay. A frame sent during a nap waits at most the
     /// nap (plus the system's timer slack) for this reader.
-    /// [`DEFAULT_RX_COALESCE`] by default; `Duration::ZERO` turns it off.
+    /// [`DEFAULT_RX_COALESCE`] by default; `Duration::ZERO` turns it off;
+    /// longer naps are cut to [`MAX_RX_COALESCE`].
     pub fn set_rx_coalesce(&self, nap: Duration) {
         let ns = u64::try_from(nap.as_nanos()).unwrap_or(u64::MAX);
         self.coalesce_ns.store(ns, Ordering::Relaxed);
@@ -157,7 +158,8 @@ impl Interface {
     fn coalescing_nap(&self, link: &Link, timeout: Option<Duration>) -> Option<Duration> {
         let rx = self.counters.rx_frames.load(Ordering::Relaxed);
         let burst = rx.wrapping_sub(self.rx_at_wait.swap(rx, Ordering::Relaxed));
-        let nap = Duration::from_nanos(self.coalesce_ns.load(Ordering::Relaxed));
+        let nap =
+            Duration::from_nanos(self.coalesce_ns.load(Ordering::Relaxed)).min(MAX_RX_COALESCE);
         let nap = timeout.map_or(nap, |t| t.min(nap));
         (burst >= RX_COALESCE_BURST
             && !nap.is_zero()
@@ -181,6 +183,11 @@ impl Interface {
                 let start = Instant::now();
                 std::thread::sleep(nap);
                 timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+                if !self.is_up() {
+                    // Taken down during the nap (its wake-up came before
+                    // this wait could sleep on it).
+                    return Err(Error::Down);
+                }
                 // Whatever came meanwhile is taken at once (or, with no
                 // empty look to compare with, the caller looks).
                 let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
@@ -309,6 +316,10 @@ pub const RX_COALESCE_BURST: u64 = 16;
 /// streaming writer to fill a few hundred kilobytes, short next to the
 /// millisecond-scale stalls a lossless ring absorbs anyway.
 pub const DEFAULT_RX_COALESCE: Duration = Duration::from_micros(100);
+
+/// The longest nap [`Interface::set_rx_coalesce`] takes, whatever is set:
+/// a nap is not ended by a wake-up, nor by the interface going down.
+pub const MAX_RX_COALESCE: Duration = Duration::from_millis(10);
 
 /// Longest single futex sleep: a removed or replaced bus file is noticed
 /// within this (the futex path does not read the file watch's events).
