@@ -97,12 +97,12 @@ impl Trial {
     }
 }
 
-/// The RFC 2544 search over the writer's pacing, without the trials
-/// themselves (pure, so that its decisions are tested on their own).
-///
 /// How many unpaced trials a lossless row runs; it reports their median.
 pub const LOSSLESS_TRIALS: usize = 3;
 
+/// The RFC 2544 search over the writer's pacing, without the trials
+/// themselves (pure, so that its decisions are tested on their own).
+///
 /// A lossless trial is a result at the rate it delivered, whether or not
 /// the writer reached the rate offered: when it did not, that trial says
 /// what the bus sustained with the writer going as fast as it could, and
