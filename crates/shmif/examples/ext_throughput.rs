@@ -84,8 +84,9 @@ fn main() {
             .split_whitespace()
             .map(|x| x.parse::<u64>().unwrap_or(0));
         let (got, lost) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        let naps = it.next().unwrap_or(0);
         println!(
-            "  reader: {got} of {seq} frames ({:.3} Mframes/s delivered), {} lost, overrun bytes {lost}",
+            "  reader: {got} of {seq} frames ({:.3} Mframes/s delivered), {} lost, overrun bytes {lost}, {naps} naps",
             got as f64 / took / 1e6,
             seq - got
         );
@@ -130,6 +131,6 @@ fn reader(path: &str) {
             }
         }
     }
-    eprintln!("naps {}", r.counters().rx_naps);
-    println!("{got} {}", r.counters().overrun_bytes);
+    let c = r.counters();
+    println!("{got} {} {}", c.overrun_bytes, c.rx_naps);
 }

@@ -415,6 +415,25 @@ fn a_blocked_receive_wakes_through_the_futex_and_a_wakeup_fd_still_fires() {
     );
 }
 
+/// `b` waits (up to `secs`) while another thread sends it frame `tag`
+/// from `a` after `delay`; the wait must end seeing it. Returns the next tag.
+fn wait_for_one_sent_after(
+    a: &Interface,
+    b: &Interface,
+    tag: u32,
+    delay: Duration,
+    secs: u64,
+) -> u32 {
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            std::thread::sleep(delay);
+            pump(a, b.mac(), tag, 1)
+        });
+        assert!(b.wait_for_wakeup(Some(Duration::from_secs(secs))).unwrap());
+        t.join().unwrap()
+    })
+}
+
 #[test]
 fn a_registered_reader_naps_after_a_burst_and_only_then() {
     let dir = tempfile::tempdir().unwrap();
@@ -447,14 +466,7 @@ fn a_registered_reader_naps_after_a_burst_and_only_then() {
     // A frame sent while the reader naps (or sleeps after it) is seen.
     let tag = pump(&a, b.mac(), tag, 40);
     read_all(&b, b.mac(), a.mac(), &mut next);
-    let tag = std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            std::thread::sleep(Duration::from_micros(20));
-            pump(&a, b.mac(), tag, 1)
-        });
-        assert!(b.wait_for_wakeup(Some(Duration::from_secs(5))).unwrap());
-        t.join().unwrap()
-    });
+    let tag = wait_for_one_sent_after(&a, &b, tag, Duration::from_micros(20), 5);
     read_all(&b, b.mac(), a.mac(), &mut next);
     assert_eq!(next, tag, "the frame sent during the nap");
     assert_eq!(naps(&b), 2);
@@ -464,14 +476,7 @@ fn a_registered_reader_naps_after_a_burst_and_only_then() {
     let tag = pump(&a, b.mac(), tag, 40);
     read_all(&b, b.mac(), a.mac(), &mut next);
     let started = std::time::Instant::now();
-    let tag = std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(30));
-            pump(&a, b.mac(), tag, 1)
-        });
-        assert!(b.wait_for_wakeup(Some(Duration::from_secs(20))).unwrap());
-        t.join().unwrap()
-    });
+    let tag = wait_for_one_sent_after(&a, &b, tag, Duration::from_millis(30), 20);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "nap cut to 10 ms"

@@ -152,6 +152,14 @@ impl Interface {
         Duration::from_nanos(self.coalesce_ns.load(Ordering::Relaxed))
     }
 
+    /// Whether the ring's header moved since this interface last found it
+    /// empty; `None` while it has no such look to compare with.
+    fn ring_moved_since_quiet(&self, link: &Link) -> Option<bool> {
+        let q = lock(&self.rx).as_ref().and_then(|c| c.quiet())?;
+        let c = link.bus.peek_control();
+        Some((c.gen, c.last) != q)
+    }
+
     /// Whether this wait follows a burst and may nap first (see
     /// [`Interface::set_rx_coalesce`]), and for how long. Marks the start
     /// of the next burst either way.
@@ -190,9 +198,7 @@ impl Interface {
                 }
                 // Whatever came meanwhile is taken at once (or, with no
                 // empty look to compare with, the caller looks).
-                let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
-                let c = link.bus.peek_control();
-                if quiet.is_none_or(|q| (c.gen, c.last) != q) {
+                if self.ring_moved_since_quiet(&link).unwrap_or(true) {
                     return Ok(true);
                 }
                 if timeout == Some(Duration::ZERO) {
@@ -251,12 +257,8 @@ impl Interface {
             // identical events merge into it. Where nobody else wants the
             // processor the yield returns at once.
             std::thread::yield_now();
-            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
-            if let Some(q) = quiet {
-                let c = link.bus.peek_control();
-                if (c.gen, c.last) != q {
-                    return Ok(true);
-                }
+            if self.ring_moved_since_quiet(&link) == Some(true) {
+                return Ok(true);
             }
         }
         if link.bus.futex_wakeups()
