@@ -7,8 +7,11 @@
 //!   (smoltcp ignores both: an ARP request from 0.0.0.0 is not unicast, and
 //!   it would answer a solicitation from `::` to `::`), and notes which
 //!   neighbours it has heard from, so that a ping or a transfer to nobody
-//!   can say that nobody answered ARP or neighbour discovery.
+//!   can say that nobody answered ARP or neighbour discovery. It also
+//!   keeps the last TCP reset the stack sent, for an aborting transfer
+//!   ([`crate::net::reset`]).
 
+use super::reset;
 use shmif::{Interface, MacAddr};
 use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities};
 use smoltcp::wire::{
@@ -277,6 +280,8 @@ pub struct Guard {
     mac: EthernetAddress,
     addrs: Vec<IpAddress>,
     heard: HashSet<IpAddress>,
+    /// The last TCP reset the stack sent (see [`crate::net::reset`]).
+    last_reset: Option<Vec<u8>>,
 }
 
 impl Guard {
@@ -287,12 +292,27 @@ impl Guard {
             shmif,
             addrs,
             heard: HashSet::new(),
+            last_reset: None,
         }
     }
 
     /// Whether a frame from another interface has shown that it has `addr`.
     pub fn heard(&self, addr: IpAddress) -> bool {
         self.heard.contains(&addr)
+    }
+
+    /// The last TCP reset the stack sent since this was last asked, if
+    /// any: a transfer that aborts sends its companion
+    /// ([`crate::net::reset::one_before`]).
+    pub fn take_last_reset(&mut self) -> Option<Vec<u8>> {
+        self.last_reset.take()
+    }
+
+    /// Looks at a frame the stack sends: keeps it if it is a TCP reset.
+    fn note_sent(&mut self, frame: &[u8]) {
+        if reset::is_tcp_reset(frame) {
+            self.last_reset = Some(frame.to_vec());
+        }
     }
 
     /// Looks at a received frame: notes who has which address, answers a
@@ -337,7 +357,8 @@ impl Guard {
     }
 }
 
-/// A device that lets a [`Guard`] look at every frame before smoltcp.
+/// A device that lets a [`Guard`] look at every frame before smoltcp, and
+/// at every frame smoltcp sends.
 pub struct Guarded<'d, D> {
     /// The device underneath.
     pub dev: &'d mut D,
@@ -370,13 +391,40 @@ impl<R: phy::RxToken> phy::RxToken for GuardedRx<'_, R> {
     }
 }
 
+/// A frame to send, looked at by the guard (if it has one) once smoltcp
+/// has written it.
+pub struct GuardedTx<'a, T> {
+    inner: T,
+    guard: Option<&'a mut Guard>,
+}
+
+impl<T: phy::TxToken> phy::TxToken for GuardedTx<'_, T> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        let guard = self.guard;
+        self.inner.consume(len, |buf| {
+            let r = f(buf);
+            if let Some(g) = guard {
+                g.note_sent(buf);
+            }
+            r
+        })
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.inner.set_meta(meta);
+    }
+}
+
 impl<D: Device> Device for Guarded<'_, D> {
     type RxToken<'a>
         = GuardedRx<'a, D::RxToken<'a>>
     where
         Self: 'a;
     type TxToken<'a>
-        = D::TxToken<'a>
+        = GuardedTx<'a, D::TxToken<'a>>
     where
         Self: 'a;
 
@@ -385,17 +433,27 @@ impl<D: Device> Device for Guarded<'_, D> {
         timestamp: smoltcp::time::Instant,
     ) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let (rx, tx) = self.dev.receive(timestamp)?;
+        // The guard goes with the receive token. The transmit token beside
+        // it carries smoltcp's immediate answer to that frame, which is
+        // never an abort's reset, so it is not looked at.
         Some((
             GuardedRx {
                 inner: rx,
                 guard: &mut *self.guard,
             },
-            tx,
+            GuardedTx {
+                inner: tx,
+                guard: None,
+            },
         ))
     }
 
     fn transmit(&mut self, timestamp: smoltcp::time::Instant) -> Option<Self::TxToken<'_>> {
-        self.dev.transmit(timestamp)
+        let tx = self.dev.transmit(timestamp)?;
+        Some(GuardedTx {
+            inner: tx,
+            guard: Some(&mut *self.guard),
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

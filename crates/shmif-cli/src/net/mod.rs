@@ -9,13 +9,16 @@
 //!   `shmif host --tcp-send`);
 //! - [`pattern`]: the test pattern `tcp-send` sends and a sink checks;
 //! - [`dad`]: duplicate address detection (the probe a host makes before
-//!   it serves, the answers every stack gives for its own addresses).
+//!   it serves, the answers every stack gives for its own addresses);
+//! - [`reset`]: the second reset an aborted transfer sends, which a server
+//!   that lost frames of it still takes.
 
 pub mod activity;
 pub mod args;
 pub mod dad;
 pub mod pattern;
 pub mod ping;
+pub mod reset;
 pub mod stack;
 pub mod transfer;
 

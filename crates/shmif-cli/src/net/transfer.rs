@@ -1,7 +1,7 @@
 //! A TCP transfer of the test pattern on a stack: what `shmif tcp-send`
 //! does, and `shmif host --tcp-send`.
 
-use super::{args::check_family, pattern, stack::tcp_socket, Activity, Stack, Step};
+use super::{args::check_family, pattern, reset, stack::tcp_socket, Activity, Stack, Step};
 use crate::cli::output;
 use anyhow::{bail, Result};
 use smoltcp::iface::SocketHandle;
@@ -289,13 +289,22 @@ impl Activity for TcpSender {
             if !stack.shmif.is_up() {
                 let _ = stack.shmif.up();
             }
+            let _ = stack.guard.take_last_reset();
             stack.poll();
             let _ = stack.dev.flush();
             // That reset carries our next sequence number, which a server
-            // whose window is full takes for out of window and ignores.
+            // that lost frames of ours (a hole before it) and whose window
+            // is full takes for out of window and drops: the same reset
+            // one earlier is in its window (see `net::reset`).
+            if let Some(rst) = stack.guard.take_last_reset() {
+                if let Some(earlier) = reset::one_before(&rst) {
+                    let _ = stack.shmif.send(&earlier);
+                }
+            }
             // Linger a moment with the socket gone: every segment the
-            // server sends meanwhile (an ACK, a window update) is answered
-            // with a reset at exactly the sequence number it expects.
+            // server sends meanwhile (an ACK, a window update, a challenge
+            // ACK) is answered with a reset at exactly the sequence number
+            // it expects.
             stack.sockets.remove(self.handle);
             let until = Instant::now() + RESET_LINGER;
             loop {
@@ -379,5 +388,136 @@ impl Activity for TcpSender {
             eprintln!("{}: {f}", self.context);
         }
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::bus_opts::BusOpts;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+
+    fn bus_opts() -> BusOpts {
+        BusOpts {
+            mode: 0o600,
+            follow_symlinks: false,
+            stuck_lock_timeout: Duration::from_secs(2),
+            reader_stall: Duration::from_secs(1),
+        }
+    }
+
+    /// What the server thread is told and what it reports.
+    const RUN: u8 = 0;
+    const HOLD: u8 = 1;
+    const HELD: u8 = 2;
+    const RELEASE: u8 = 3;
+    const RUNNING_AGAIN: u8 = 4;
+
+    /// A sink's connection to a sender that lost frames to it (the server
+    /// missed some of the stream, so a hole sits before what the sender
+    /// has sent, and its window is full behind it) is still reset by the
+    /// sender's abort: the abort's own reset is out of the server's window
+    /// and dropped, but the server answers the probe, and that answer is
+    /// reset exactly.
+    #[test]
+    fn an_aborted_transfer_resets_a_server_that_lost_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let server_addr: IpCidr = "10.0.0.1/24".parse().unwrap();
+        let client_addr: IpCidr = "10.0.0.2/24".parse().unwrap();
+        let mut server = Stack::attach(&bus, &bus_opts(), None, &[server_addr]).unwrap();
+        let mut client = Stack::attach(&bus, &bus_opts(), None, &[client_addr]).unwrap();
+
+        // The server: a sink on port 9000 with no timeout of its own, run
+        // in a thread that can be told to miss frames (taken down and up
+        // again, its reader skips what was written meanwhile).
+        let mut listener = tcp_socket(16);
+        listener.listen(9000).unwrap();
+        let handle = server.sockets.add(listener);
+        let ctl = Arc::new(AtomicU8::new(RUN));
+        let ctl2 = ctl.clone();
+        let server_thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut was_established = false;
+            let mut buf = vec![0u8; 65536];
+            while Instant::now() < deadline {
+                match ctl2.load(Ordering::SeqCst) {
+                    HOLD => {
+                        server.shmif.down();
+                        ctl2.store(HELD, Ordering::SeqCst);
+                    }
+                    HELD => {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    RELEASE => {
+                        server.shmif.up().unwrap();
+                        ctl2.store(RUNNING_AGAIN, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+                server.poll();
+                let s = server.sockets.get_mut::<tcp::Socket>(handle);
+                while let Ok(n) = s.recv_slice(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if s.state() == tcp::State::Established {
+                    was_established = true;
+                } else if was_established {
+                    // Reset (or closed): what the sender's abort is for.
+                    return Some(s.state());
+                }
+                let _ = server.wait(Some(Duration::from_millis(2)));
+            }
+            None
+        });
+
+        let opts = TcpSendOptions {
+            dest: "10.0.0.1:9000".parse().unwrap(),
+            megabytes: 100.0,
+            expect_echo: false,
+            tcp_buffer: Some(16),
+            timeout: Duration::from_secs(10),
+            json: true,
+            progress: false,
+        };
+        let port = local_port(&client, 0, &[]);
+        let mut sender = TcpSender::start(&mut client, opts, port, "test").unwrap();
+        let drive =
+            |client: &mut Stack, sender: &mut TcpSender, until: &dyn Fn(&TcpSender) -> bool| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !until(sender) {
+                    assert!(Instant::now() < deadline, "the transfer made no progress");
+                    client.poll();
+                    if let Step::Idle(_) = sender.step(client) {
+                        let _ = client.wait(Some(Duration::from_millis(2)));
+                    }
+                }
+            };
+        // Some of the stream gets through.
+        drive(&mut client, &mut sender, &|s| s.sent > 200_000);
+        // Then the server misses what comes next: the sender fills the
+        // window it was given, and no ACK comes back.
+        ctl.store(HOLD, Ordering::SeqCst);
+        while ctl.load(Ordering::SeqCst) != HELD {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let until = Instant::now() + Duration::from_millis(50);
+        drive(&mut client, &mut sender, &|_| Instant::now() > until);
+        ctl.store(RELEASE, Ordering::SeqCst);
+        while ctl.load(Ordering::SeqCst) != RUNNING_AGAIN {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Interrupted (as by SIGINT): the abort.
+        sender.interrupt("interrupted");
+        assert!(!sender.finish(&mut client));
+        let ended = server_thread.join().unwrap();
+        assert!(
+            ended.is_some(),
+            "the server's connection was still open 10 s after the abort"
+        );
     }
 }
