@@ -171,6 +171,17 @@ fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
     }
 }
 
+/// A duration property's new value, in seconds: `what` names the property
+/// in the error; `math.inf` stands for "for ever" (`Duration::MAX`).
+fn parse_seconds(what: &str, seconds: f64) -> PyResult<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, not {seconds}"
+        )));
+    }
+    Ok(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+}
+
 fn parse_mac(obj: &Bound<'_, PyAny>) -> PyResult<shmif::MacAddr> {
     if let Ok(s) = obj.extract::<String>() {
         return s.parse::<shmif::MacAddr>().map_err(|_| {
@@ -529,7 +540,7 @@ impl PyInterface {
 
     #[setter]
     fn set_wake_delay(&self, seconds: f64) -> PyResult<()> {
-        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        let d = parse_seconds("wake_delay", seconds)?;
         self.iface.set_wake_delay(d);
         Ok(())
     }
@@ -550,7 +561,7 @@ impl PyInterface {
 
     #[setter]
     fn set_spin(&self, seconds: f64) -> PyResult<()> {
-        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        let d = parse_seconds("spin", seconds)?;
         self.iface.set_spin(d);
         Ok(())
     }
@@ -567,7 +578,7 @@ impl PyInterface {
 
     #[setter]
     fn set_rx_coalesce(&self, seconds: f64) -> PyResult<()> {
-        let d = parse_timeout(Some(seconds))?.unwrap_or(Duration::MAX);
+        let d = parse_seconds("rx_coalesce", seconds)?;
         self.iface.set_rx_coalesce(d);
         Ok(())
     }

@@ -334,7 +334,7 @@ def test_wake_delay_defers_the_wake_up(pair):
     assert a.wake_delay == 0
     a.wake_delay = 0.5
     assert a.wake_delay == 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^wake_delay must be a non-negative number of seconds, not -1"):
         a.wake_delay = -1
     sel = selectors.DefaultSelector()
     sel.register(b.fileno(), selectors.EVENT_READ)
@@ -366,8 +366,10 @@ def test_spin(pair):
     f = frame(b.mac, a.mac, b"spun")
     threading.Timer(0.05, a.send, (f,)).start()
     assert b.recv(timeout=2) == f
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^spin must be"):
         b.spin = -0.1
+    with pytest.raises(ValueError, match="^spin must be .*, not NaN$"):
+        b.spin = float("nan")
 
 
 def test_rx_coalesce(pair):
@@ -377,7 +379,7 @@ def test_rx_coalesce(pair):
     assert b.rx_coalesce == 0
     b.rx_coalesce = 0.00025
     assert b.rx_coalesce == 0.00025
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^rx_coalesce must be"):
         b.rx_coalesce = -1
     # A NetBSD bus: a burst is followed by no nap (a nap could cost frames).
     for k in range(20):
