@@ -42,24 +42,37 @@ fn interrupted_tcp_send_resets_its_connection_and_exits_130() {
         ],
     );
     for round in 0..2 {
+        // Each round's sender has its own address, so that the wait below
+        // sees this sender's data, not the last round's (still on the
+        // bus): a SIGINT before the sender has its handler kills it.
+        let ip = format!("10.0.0.{}", 2 + round);
         let mut sender = Proc::shmif(
             "tcp-send",
             &bus,
-            &["--ip", "10.0.0.2/24", "10.0.0.1:9000", "-m", "100000"],
+            &["--ip", &format!("{ip}/24"), "10.0.0.1:9000", "-m", "100000"],
             Stream::Lines,
             Stream::Lines,
         );
         // Wait until data flows to the sink.
+        let from = format!(" {ip}.");
         common::wait_for(LIMIT, "no data segment on the bus", || {
             let o = shmif(&["dump", b]);
             text(&o.stdout)
                 .lines()
-                .any(|l| l.contains("> 10.0.0.1.9000: Flags [") && !l.ends_with("length 0"))
+                .any(|l| {
+                    l.contains(&from)
+                        && l.contains("> 10.0.0.1.9000: Flags [")
+                        && !l.ends_with("length 0")
+                })
                 .then_some(())
         });
         let status = sender.stop(Signal::INT, LIMIT);
-        assert_eq!(status.code(), Some(130), "round {round}");
         let err = sender.err().until_end(LIMIT).0.join("\n");
+        assert_eq!(
+            status.code(),
+            Some(130),
+            "round {round}: {status:?}, stderr: {err}"
+        );
         assert_eq!(err, "shmif tcp-send: interrupted");
         // The reset frees the server's slot at once (not after its 20 s
         // timeout): the sink reports the connection.
@@ -73,7 +86,7 @@ fn interrupted_tcp_send_resets_its_connection_and_exits_130() {
         "tcp-send",
         b,
         "--ip",
-        "10.0.0.3/24",
+        "10.0.0.9/24",
         "10.0.0.1:9000",
         "-m",
         "1",
