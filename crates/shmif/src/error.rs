@@ -77,6 +77,13 @@ pub enum Error {
     /// The interface is down: it neither sends nor receives.
     #[error("interface is down")]
     Down,
+    /// A frame read in place ([`crate::Interface::try_recv_in_place`]) may
+    /// have been written over while it was read: this reader made no
+    /// progress for longer than the bus's reader-stall bound and writers
+    /// stopped waiting for it. Discard what was made of that frame; the next
+    /// receive delivers it again if it is still there, else counts it lost.
+    #[error("this reader was left behind while it read a frame in place; discard that frame")]
+    LeftBehind,
 }
 
 impl Error {

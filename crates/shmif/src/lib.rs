@@ -53,8 +53,8 @@ pub mod wire;
 pub use bus::{read_image, Bus, OpenOptions, DEAD_READER_GRACE, READER_STALL};
 pub use error::Error;
 pub use interface::{
-    random_mac, Counters, Frame, Interface, Received, DEFAULT_RX_COALESCE, MAX_RX_COALESCE,
-    RX_COALESCE_BURST,
+    random_mac, Counters, Frame, FrameView, Interface, Received, DEFAULT_RX_COALESCE,
+    MAX_RX_COALESCE, RX_COALESCE_BURST,
 };
 pub use ring::{Geometry, Overrun};
 pub use wait::{Waiter, POLL_INTERVAL};

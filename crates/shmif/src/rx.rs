@@ -339,6 +339,30 @@ impl RxCore {
         None
     }
 
+    /// Without the bus lock, with the batch empty: the next frame of the
+    /// window up to `end` that passes `filter`, copied nowhere: its header
+    /// and the ring offset of its first byte, for a view of it where it
+    /// lies. The reader moves past it (and past frames the filter passes
+    /// over, counted). `None`: nothing more in the window (closed if it held
+    /// something impossible). The caller checks its standing after using
+    /// the frame, as for [`RxCore::take_from_window`].
+    pub(crate) fn view_from_window<R: Region + ?Sized>(
+        &mut self,
+        region: &R,
+        end: u64,
+        filter: &Filter,
+    ) -> Option<(FrameHeaderRepr, u32)> {
+        let header = self.take_from_window(region, end, filter, &mut [])?;
+        let size = u64::from(self.geom.size);
+        let first = self.position().wrapping_sub(u64::from(header.len));
+        Some((header, u32::try_from(first % size.max(1)).unwrap_or(0)))
+    }
+
+    /// The ring's shape.
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geom
+    }
+
     /// Adds the frame just copied to `slots[fill..]` to the batch.
     fn push(&mut self, header: FrameHeaderRepr) {
         self.meta[self.count] = header;

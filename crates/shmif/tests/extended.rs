@@ -520,3 +520,116 @@ fn a_registered_reader_naps_after_a_burst_and_only_then() {
     b3.wait_for_wakeup(short).unwrap();
     assert_eq!(naps(&b3), 0, "a version-3 bus");
 }
+
+/// Receives one frame in place: whether the view was of the bus, and the
+/// frame's bytes.
+fn in_place(b: &Interface) -> Option<(bool, Vec<u8>)> {
+    b.try_recv_in_place(|v, r| {
+        assert_eq!(v.len(), r.len);
+        (v.is_in_bus(), v.to_vec())
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_registered_reader_receives_in_place_what_a_copying_receive_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    let other = MacAddr([0xb2, 0xa0, 0, 0, 0, 0x77]);
+    assert_eq!(in_place(&b), None);
+    assert!(b.is_registered());
+    // ~60 MB through a 1 MiB ring in frames of every size (many laps, so
+    // frames at the ring's end too), with frames for another MAC between,
+    // which are passed over and counted, never shown.
+    let mut sent = 0u64;
+    for tag in 0..2000u32 {
+        let len = 14 + (tag as usize * 7919) % (65_549 - 14);
+        a.send(&frame(other, a.mac(), tag, 60)).unwrap();
+        let f = frame(b.mac(), a.mac(), tag, len);
+        a.send(&f).unwrap();
+        sent += len as u64;
+        let (in_bus, got) = in_place(&b).expect("each frame, at once");
+        assert!(in_bus, "frame {tag} was copied");
+        assert_eq!(got, f, "frame {tag}");
+    }
+    assert!(sent > 40 * MIB, "{sent}");
+    assert_eq!(in_place(&b), None);
+    let c = b.counters();
+    assert_eq!((c.rx_frames, c.rx_bytes), (2000, sent));
+    assert_eq!((c.rx_filtered, c.overruns), (2000, 0));
+    // A view reads parts too, and nothing past the frame's end.
+    let f = frame(b.mac(), a.mac(), 7, 1000);
+    a.send(&f).unwrap();
+    let part = b
+        .try_recv_in_place(|v, _| {
+            let mut buf = [0u8; 16];
+            assert_eq!(v.read(1000, &mut buf), 0);
+            assert_eq!(v.read(990, &mut buf), 10);
+            buf[..10].to_vec()
+        })
+        .unwrap();
+    assert_eq!(part.as_deref(), Some(&f[990..]));
+}
+
+#[test]
+fn a_lossy_reader_and_a_netbsd_bus_receive_in_place_from_a_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("ext");
+    Bus::create(&ext, MIB, 9000, &OpenOptions::new()).unwrap();
+    let v3 = dir.path().join("v3");
+    for (path, lossy) in [(&ext, true), (&v3, false)] {
+        let a = Interface::attach(path).unwrap();
+        let b = Interface::attach(path).unwrap();
+        b.set_lossy(lossy);
+        assert_eq!(in_place(&b), None);
+        for tag in 0..50u32 {
+            let f = frame(b.mac(), a.mac(), tag, 14 + tag as usize * 29);
+            a.send(&f).unwrap();
+            assert_eq!(in_place(&b), Some((false, f)), "{path:?} frame {tag}");
+        }
+        assert!(!b.is_registered());
+    }
+}
+
+#[test]
+fn a_reader_left_behind_while_it_reads_in_place_is_told_and_counts_the_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
+    let w = Interface::new()
+        .with_open_options(OpenOptions::new().reader_stall(Duration::from_millis(50)));
+    w.set_link(&path).unwrap();
+    w.up().unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert_eq!(in_place(&b), None);
+    let first = frame(b.mac(), w.mac(), 0, 8000);
+    w.send(&first).unwrap();
+    // While the reader holds the first frame, the writer sends 4 MiB: it
+    // waits the stall bound for the reader, then writes over it.
+    let t0 = std::time::Instant::now();
+    let r = b.try_recv_in_place(|v, _| {
+        let before = v.to_vec();
+        for tag in 1..=512u32 {
+            w.send(&frame(b.mac(), w.mac(), tag, 8000)).unwrap();
+        }
+        (before, v.to_vec())
+    });
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+    assert!(
+        matches!(r, Err(Error::LeftBehind)),
+        "{:?}",
+        r.map(|o| o.map(|(a, b)| (a.len(), a == b)))
+    );
+    // The next receives go on after the loss, counted.
+    let mut got = 0;
+    while let Some(f) = b.try_recv().unwrap() {
+        assert_eq!(f.data.len(), 8000);
+        got += 1;
+    }
+    let c = b.counters();
+    assert!(c.overruns >= 1, "{c:?}");
+    assert!(got > 0 && got < 512, "{got}");
+}

@@ -15,8 +15,10 @@
 //! policy, deferred wake-ups and their flusher thread).
 
 mod recv;
+mod view;
 mod wake;
 
+pub use view::FrameView;
 pub use wake::{DEFAULT_RX_COALESCE, MAX_RX_COALESCE, RX_COALESCE_BURST};
 
 use crate::bus::{Bus, OpenOptions};

@@ -1,7 +1,7 @@
 //! Receiving: the calls over the sans-IO receive core ([`crate::rx`]).
 
 use super::Link;
-use super::{bump, lock, Frame, Interface, Received};
+use super::{bump, lock, Frame, FrameView, Interface, Received};
 use crate::error::Error;
 use crate::ring::Reader;
 use crate::rx::{Filter, RxCore};
@@ -84,6 +84,73 @@ impl Interface {
                 sender: header.sender,
             }
         }))
+    }
+
+    /// Receives the next frame for this interface without blocking and
+    /// hands `f` a view of it where it lies, copying nothing: for a
+    /// registered reader of an extended bus, in the bus itself (its window
+    /// of published frames, which writers do not overwrite while it keeps
+    /// up); otherwise in the private copy [`Interface::try_recv_with`]
+    /// makes ([`FrameView::is_in_bus`] tells which). Returns `f`'s result,
+    /// or `None` when nothing is waiting.
+    ///
+    /// A reader that takes longer in `f` than the bus's reader-stall bound
+    /// (`OpenOptions::reader_stall`, 1 s by default) is left behind by
+    /// writers, which may then write over the frame while `f` reads it: the
+    /// call then returns [`Error::LeftBehind`] after `f`, and what `f` made
+    /// of the frame should be thrown away (the next receive delivers it
+    /// again if it is still there, else counts it lost). Keep `f` short.
+    pub fn try_recv_in_place<R>(
+        &self,
+        f: impl FnOnce(FrameView<'_>, Received) -> R,
+    ) -> Result<Option<R>, Error> {
+        let mut f = Some(f);
+        if let Some(i) = self.slot() {
+            let link = self.active_link()?;
+            let mut guard = lock(&self.rx);
+            let Some(core) = guard.as_mut() else {
+                return Err(Error::Down);
+            };
+            if core.is_empty() {
+                if let Some(end) = open_window(&link, core) {
+                    link.bus.reader_heartbeat(i);
+                    let data = link.bus.window_data();
+                    let mark = core.mark();
+                    let got = core.view_from_window(&data, end, &self.filter());
+                    let r = got.map(|(header, first)| {
+                        let len = header.len as usize;
+                        let view = FrameView::in_ring(&data, core.geometry(), first, len);
+                        let f = f.take().expect("f is called once");
+                        f(
+                            view,
+                            Received {
+                                len,
+                                sec: header.sec,
+                                usec: header.usec,
+                                sender: header.sender,
+                            },
+                        )
+                    });
+                    let stood = self.settle_window(&link, core, i, mark)?;
+                    match (r, stood) {
+                        (Some(r), true) => {
+                            bump(&self.counters.rx_frames, 1);
+                            bump(
+                                &self.counters.rx_bytes,
+                                got.map_or(0, |(h, _)| h.len.into()),
+                            );
+                            return Ok(Some(r));
+                        }
+                        (Some(_), false) => return Err(Error::LeftBehind),
+                        // Nothing in the window: the ordinary path looks
+                        // under the lock.
+                        (None, _) => {}
+                    }
+                }
+            }
+        }
+        let f = f.take().expect("f is called once");
+        self.try_recv_with(|data, r| f(FrameView::copied(data), r))
     }
 
     /// After a read from the window without the lock (the reader was at
