@@ -13,6 +13,9 @@
 //! working set against the processors' caches: `EXTENDED-FORMAT.md`,
 //! "Skip records"). `RX_COALESCE_US=N` sets the readers' receive
 //! coalescing nap (`Interface::set_rx_coalesce`; 0 turns it off).
+//! `IN_PLACE=1` makes the readers receive in place
+//! (`Interface::try_recv_in_place`, looking at the sequence number where
+//! the frame lies) instead of copying each frame out (`try_recv_into`).
 
 use shmif::{Bus, Interface, OpenOptions};
 use std::process::{Command, Stdio};
@@ -115,13 +118,26 @@ fn reader(path: &str) {
     {
         r.set_rx_coalesce(Duration::from_micros(us));
     }
+    let in_place = std::env::var("IN_PLACE").is_ok_and(|v| v == "1");
     let _ = r.try_recv().unwrap(); // registers (extended bus)
     let mut got = 0u64;
     let mut buf = vec![0u8; r.max_frame_len()];
     loop {
-        match r.try_recv_into(&mut buf).unwrap() {
-            Some(_) => {
-                if buf[14..22] == u64::MAX.to_le_bytes() {
+        let seq = if in_place {
+            r.try_recv_in_place(|v, _| {
+                let mut seq = [0u8; 8];
+                v.read(14, &mut seq);
+                seq
+            })
+            .unwrap()
+        } else {
+            r.try_recv_into(&mut buf)
+                .unwrap()
+                .map(|_| buf[14..22].try_into().unwrap())
+        };
+        match seq {
+            Some(seq) => {
+                if seq == u64::MAX.to_le_bytes() {
                     break;
                 }
                 got += 1;

@@ -87,8 +87,10 @@ impl Endpoint for Fast {
         let c = self.0.counters();
         (c.overruns, c.overrun_bytes)
     }
-    /// Reads the fields where the frame lies (`try_recv_with`): no copy
-    /// into `buf`.
+    /// Reads the fields where the frame lies, as a switch or a counter
+    /// would (`try_recv_in_place`): a registered reader of an extended bus
+    /// reads them from the bus itself, copying nothing else; other readers
+    /// from the library's private copy (`try_recv_with`).
     fn recv_fields(
         &mut self,
         _buf: &mut [u8],
@@ -96,12 +98,18 @@ impl Endpoint for Fast {
     ) -> Result<Option<Option<(Kind, u32, u64)>>> {
         let mut empty = 0;
         loop {
-            let got = self
-                .0
-                .try_recv_with(|data, _| frames::parse(data))
-                .map_err(lib_error)?;
-            if got.is_some() {
-                return Ok(got);
+            let got = self.0.try_recv_in_place(|v, _| {
+                let mut head = [0u8; frames::MIN_BYTES];
+                let n = v.read(0, &mut head);
+                frames::parse(&head[..n])
+            });
+            match got {
+                Ok(Some(fields)) => return Ok(Some(fields)),
+                Ok(None) => {}
+                // Left behind mid-read: the fields may be torn; the next
+                // receive goes on past what was lost (counted).
+                Err(shmif::Error::LeftBehind) => continue,
+                Err(e) => return Err(lib_error(e)),
             }
             if past(deadline, &mut empty) {
                 return Ok(None);
