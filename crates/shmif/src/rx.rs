@@ -105,6 +105,9 @@ pub(crate) struct RxCore {
     /// it has read everything).
     writers_woken_at: u64,
     tally: Tally,
+    /// Frames received in place since this reader's position was last
+    /// published ([`RxCore::note_in_place`]).
+    unsettled: usize,
 }
 
 impl RxCore {
@@ -124,6 +127,7 @@ impl RxCore {
             window: None,
             writers_woken_at: 0,
             tally: Tally::default(),
+            unsettled: 0,
         }
     }
 
@@ -356,6 +360,21 @@ impl RxCore {
         let size = u64::from(self.geom.size);
         let first = self.position().wrapping_sub(u64::from(header.len));
         Some((header, u32::try_from(first % size.max(1)).unwrap_or(0)))
+    }
+
+    /// Notes a frame received in place and returns how many have been
+    /// since the position was last published: an in-place reader publishes
+    /// once per [`RX_BATCH`] frames, as a batch does, not per frame (each
+    /// publication is a store to a cache line the writers read).
+    pub(crate) fn note_in_place(&mut self) -> usize {
+        self.unsettled += 1;
+        self.unsettled
+    }
+
+    /// Whether frames received in place wait to have their position
+    /// published; forgets them (the caller publishes it now).
+    pub(crate) fn take_unsettled(&mut self) -> bool {
+        std::mem::take(&mut self.unsettled) > 0
     }
 
     /// The ring's shape.

@@ -4,7 +4,7 @@ use super::Link;
 use super::{bump, lock, Frame, FrameView, Interface, Received};
 use crate::error::Error;
 use crate::ring::Reader;
-use crate::rx::{Filter, RxCore};
+use crate::rx::{Filter, RxCore, RX_BATCH};
 use std::time::{Duration, Instant};
 
 /// How many ring entries one receive call looks at before giving up (they
@@ -113,7 +113,10 @@ impl Interface {
             };
             if core.is_empty() {
                 if let Some(end) = open_window(&link, core) {
-                    link.bus.reader_heartbeat(i);
+                    // No heartbeat here: publishing the position (every
+                    // RX_BATCH frames, and when the window is used up)
+                    // beats; a store per frame to the slot that waiting
+                    // writers read cost more than the frame.
                     let data = link.bus.window_data();
                     let mark = core.mark();
                     let got = core.view_from_window(&data, end, &self.filter());
@@ -131,26 +134,62 @@ impl Interface {
                             },
                         )
                     });
-                    let stood = self.settle_window(&link, core, i, mark)?;
-                    match (r, stood) {
-                        (Some(r), true) => {
-                            bump(&self.counters.rx_frames, 1);
-                            bump(
-                                &self.counters.rx_bytes,
-                                got.map_or(0, |(h, _)| h.len.into()),
-                            );
-                            return Ok(Some(r));
-                        }
-                        (Some(_), false) => return Err(Error::LeftBehind),
-                        // Nothing in the window: the ordinary path looks
-                        // under the lock.
-                        (None, _) => {}
+                    let Some(r) = r else {
+                        // Nothing in the window: publish what was read in
+                        // place, and the ordinary path looks under the lock.
+                        self.settle_window(&link, core, i, mark)?;
+                        drop(guard);
+                        return self.try_recv_with_view(&mut f);
+                    };
+                    if !link.bus.in_good_standing(i) {
+                        self.counters.absorb(core.take_tally());
+                        core.rewind(mark);
+                        core.set_window(None);
+                        return Err(Error::LeftBehind);
                     }
+                    bump(&self.counters.rx_frames, 1);
+                    bump(
+                        &self.counters.rx_bytes,
+                        got.map_or(0, |(h, _)| h.len.into()),
+                    );
+                    if core.note_in_place() >= RX_BATCH {
+                        // Past the frame just delivered: a standing lost
+                        // since the check above never delivers it again.
+                        let here = core.mark();
+                        self.settle_window(&link, core, i, here)?;
+                    }
+                    return Ok(Some(r));
                 }
             }
         }
+        self.try_recv_with_view(&mut f)
+    }
+
+    /// [`Interface::try_recv_with`], handing `f` (not yet called) a view of
+    /// the private copy.
+    fn try_recv_with_view<R>(
+        &self,
+        f: &mut Option<impl FnOnce(FrameView<'_>, Received) -> R>,
+    ) -> Result<Option<R>, Error> {
         let f = f.take().expect("f is called once");
         self.try_recv_with(|data, r| f(FrameView::copied(data), r))
+    }
+
+    /// Publishes the position of frames received in place and not yet
+    /// published (before this reader waits, so that writers never wait
+    /// for what it has read).
+    pub(super) fn settle_in_place(&self, link: &Link) -> Result<(), Error> {
+        let Some(i) = self.slot() else {
+            return Ok(());
+        };
+        let mut guard = lock(&self.rx);
+        if let Some(core) = guard.as_mut() {
+            if core.take_unsettled() {
+                let here = core.mark();
+                self.settle_window(link, core, i, here)?;
+            }
+        }
+        Ok(())
     }
 
     /// After a read from the window without the lock (the reader was at
@@ -171,6 +210,7 @@ impl Interface {
             core.set_window(None);
             return Ok(false);
         }
+        let _ = core.take_unsettled();
         link.bus.publish_position(i, core.position());
         self.counters.absorb(core.take_tally());
         if link.bus.space_sleepers() && core.wake_writers_now(false) {
@@ -199,7 +239,9 @@ impl Interface {
         // one call gives up after a bounded number of steps.
         let filter = self.filter();
         let slot = self.slot();
-        if let Some(i) = slot {
+        if let (Some(i), true) = (slot, core.is_empty()) {
+            // Once per batch, not per frame popped from it: the slot's
+            // cache line is what waiting writers read.
             link.bus.reader_heartbeat(i);
         }
         let mut steps = 0;

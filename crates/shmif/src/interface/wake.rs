@@ -183,6 +183,7 @@ impl Interface {
     /// interface is down.
     pub fn wait_for_wakeup(&self, timeout: Option<Duration>) -> Result<bool, Error> {
         let link = self.active_link()?;
+        self.settle_in_place(&link)?;
         let spin = self.spin_ns.load(Ordering::Relaxed);
         let mut timeout = timeout;
         if timeout != Some(Duration::ZERO) && spin != u64::MAX {
