@@ -633,3 +633,37 @@ fn a_reader_left_behind_while_it_reads_in_place_is_told_and_counts_the_loss() {
     assert!(c.overruns >= 1, "{c:?}");
     assert!(got > 0 && got < 512, "{got}");
 }
+
+#[test]
+fn frames_read_in_place_are_published_before_the_reader_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
+    // A writer that would wait 20 s for a reader that seems not to move.
+    let w = Interface::new()
+        .with_open_options(OpenOptions::new().reader_stall(Duration::from_secs(20)));
+    w.set_link(&path).unwrap();
+    w.up().unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert_eq!(in_place(&b), None);
+    // Ten frames of 60,000 bytes, read in place (fewer than a batch: no
+    // publication yet), then a wait.
+    for tag in 0..10u32 {
+        w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
+        assert!(in_place(&b).expect("at once").0);
+    }
+    // (It returns at once: the sends left wake-ups pending.)
+    b.wait_for_wakeup(Some(Duration::from_millis(10))).unwrap();
+    // A ring's worth more needs the room of all ten: had the reader not
+    // published them, the writer would wait out the stall bound.
+    let t0 = std::time::Instant::now();
+    for tag in 10..27u32 {
+        w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let mut got = 0;
+    while in_place(&b).is_some() {
+        got += 1;
+    }
+    assert_eq!((got, b.counters().overruns), (17, 0));
+}
