@@ -34,6 +34,15 @@ fn frame(src: MacAddr, seq: u32) -> Vec<u8> {
     f
 }
 
+/// The END frame, carrying how many frames were sent before it (so that a
+/// reader overrun just before it, resynchronised onto it, still counts
+/// what it missed).
+fn end_frame(src: MacAddr, sent: u32) -> Vec<u8> {
+    let mut f = frame(src, END);
+    f[18..22].copy_from_slice(&sent.to_le_bytes());
+    f
+}
+
 /// Entry point of child processes; does nothing in a normal test run.
 #[test]
 #[ignore = "entry point for child processes of the other tests"]
@@ -104,6 +113,8 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
         let f = Frame { data };
         let seq = u32::from_le_bytes(f.data[14..18].try_into().unwrap());
         if seq == END {
+            let sent = u32::from_le_bytes(f.data[18..22].try_into().unwrap());
+            missed += u64::from(sent.saturating_sub(next)) * PER_FRAME;
             break;
         }
         // Every byte: a frame torn by a writer that overwrote it while it
@@ -119,7 +130,6 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
             stop();
         }
     }
-    missed += u64::from(FRAMES.saturating_sub(next)) * PER_FRAME;
     let c = i.counters();
     say(&format!(
         "done got={got} missed={missed} bad={bad} overruns={} overrun_bytes={}",
@@ -200,7 +210,7 @@ fn send_all(w: &Interface, mut at: impl FnMut(u32)) -> Duration {
         seq += batch.len() as u32;
     }
     let took = t0.elapsed();
-    w.send(&frame(w.mac(), END)).unwrap();
+    w.send(&end_frame(w.mac(), seq)).unwrap();
     took
 }
 
@@ -315,7 +325,7 @@ fn overrun_while_copying(into: bool) {
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     stopper.join().unwrap();
-    w.send(&frame(w.mac(), END)).unwrap();
+    w.send(&end_frame(w.mac(), seq)).unwrap();
     let done = r.expect("done");
     assert_eq!(field(&done, "bad"), 0, "torn or repeated frames: {done}");
     assert!(field(&done, "missed") > 0, "never left behind: {done}");
