@@ -20,75 +20,59 @@
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
 };
+use std::ops::Range;
 
 /// Whether `frame` is an Ethernet frame carrying a TCP segment with RST.
 pub fn is_tcp_reset(frame: &[u8]) -> bool {
-    with_tcp(frame, |_, _, tcp| tcp.rst()).unwrap_or(false)
+    tcp_segment(frame).is_some_and(|(_, _, seg)| TcpPacket::new_unchecked(&frame[seg]).rst())
 }
 
 /// The reset `frame` one sequence number earlier (its checksum filled
 /// again), or `None` when `frame` is not a TCP reset.
 pub fn one_before(frame: &[u8]) -> Option<Vec<u8>> {
-    if !is_tcp_reset(frame) {
+    let (src, dst, seg) = tcp_segment(frame)?;
+    let mut out = frame.to_vec();
+    let mut tcp = TcpPacket::new_unchecked(&mut out[seg]);
+    if !tcp.rst() {
         return None;
     }
-    let mut out = frame.to_vec();
-    with_tcp_mut(&mut out, |src, dst, tcp| {
-        tcp.set_seq_number(tcp.seq_number() - 1);
-        tcp.fill_checksum(&src, &dst);
-    })?;
+    tcp.set_seq_number(tcp.seq_number() - 1);
+    tcp.fill_checksum(&src, &dst);
     Some(out)
 }
 
-/// Calls `f` with the addresses and the TCP segment of `frame`, if it
-/// holds one (IPv4 or IPv6 without extension headers, as smoltcp sends).
-fn with_tcp<T>(
-    frame: &[u8],
-    f: impl FnOnce(IpAddress, IpAddress, &TcpPacket<&[u8]>) -> T,
-) -> Option<T> {
+/// The addresses of `frame` and where in it its TCP segment lies, if it
+/// holds a whole one (IPv4 or IPv6 without extension headers, as smoltcp
+/// sends).
+fn tcp_segment(frame: &[u8]) -> Option<(IpAddress, IpAddress, Range<usize>)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
+    let (src, dst, proto, header, len) = match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
             let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
-            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-            Some(f(ip.src_addr().into(), ip.dst_addr().into(), &tcp))
+            let header = usize::from(ip.header_len());
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            (src, dst, ip.next_header(), header, ip.payload().len())
         }
         EthernetProtocol::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
-            }
-            let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-            Some(f(ip.src_addr().into(), ip.dst_addr().into(), &tcp))
-        }
-        _ => None,
-    }
-}
-
-/// [`with_tcp`], with the segment writable.
-fn with_tcp_mut<T>(
-    frame: &mut [u8],
-    f: impl FnOnce(IpAddress, IpAddress, &mut TcpPacket<&mut [u8]>) -> T,
-) -> Option<T> {
-    let mut eth = EthernetFrame::new_checked(frame).ok()?;
-    match eth.ethertype() {
-        EthernetProtocol::Ipv4 => {
-            let mut ip = Ipv4Packet::new_checked(eth.payload_mut()).ok()?;
             let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            let mut tcp = TcpPacket::new_checked(ip.payload_mut()).ok()?;
-            Some(f(src, dst, &mut tcp))
+            (
+                src,
+                dst,
+                ip.next_header(),
+                ip.header_len(),
+                ip.payload().len(),
+            )
         }
-        EthernetProtocol::Ipv6 => {
-            let mut ip = Ipv6Packet::new_checked(eth.payload_mut()).ok()?;
-            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            let mut tcp = TcpPacket::new_checked(ip.payload_mut()).ok()?;
-            Some(f(src, dst, &mut tcp))
-        }
-        _ => None,
+        _ => return None,
+    };
+    if proto != IpProtocol::Tcp {
+        return None;
     }
+    let start = EthernetFrame::<&[u8]>::header_len() + header;
+    let seg = start..start + len;
+    TcpPacket::new_checked(frame.get(seg.clone())?).ok()?;
+    Some((src, dst, seg))
 }
 
 #[cfg(test)]
@@ -157,14 +141,13 @@ mod tests {
             assert!(is_tcp_reset(&rst));
             let earlier = one_before(&rst).expect("a reset has a companion");
             assert_eq!(earlier.len(), rst.len());
-            with_tcp(&earlier, |s, d, tcp| {
-                assert_eq!((s, d), (src, dst));
-                assert!(tcp.rst());
-                assert_eq!(tcp.seq_number(), TcpSeqNumber(999));
-                assert_eq!(tcp.ack_number(), TcpSeqNumber(7));
-                assert!(tcp.verify_checksum(&s, &d), "checksum filled again");
-            })
-            .expect("still a TCP segment");
+            let (s, d, seg) = tcp_segment(&earlier).expect("still a TCP segment");
+            assert_eq!((s, d), (src, dst));
+            let tcp = TcpPacket::new_checked(&earlier[seg]).unwrap();
+            assert!(tcp.rst());
+            assert_eq!(tcp.seq_number(), TcpSeqNumber(999));
+            assert_eq!(tcp.ack_number(), TcpSeqNumber(7));
+            assert!(tcp.verify_checksum(&s, &d), "checksum filled again");
             // Nothing else changed: the frames differ in the sequence
             // number and the checksum only.
             let differing = rst.iter().zip(&earlier).filter(|(a, b)| a != b).count();

@@ -418,8 +418,7 @@ mod tests {
     /// missed some of the stream, so a hole sits before what the sender
     /// has sent, and its window is full behind it) is still reset by the
     /// sender's abort: the abort's own reset is out of the server's window
-    /// and dropped, but the server answers the probe, and that answer is
-    /// reset exactly.
+    /// and dropped, and its companion one sequence number earlier is taken.
     #[test]
     fn an_aborted_transfer_resets_a_server_that_lost_frames() {
         let dir = tempfile::tempdir().unwrap();
