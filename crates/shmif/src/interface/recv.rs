@@ -5,6 +5,7 @@ use super::{bump, lock, Frame, FrameView, Interface, Received};
 use crate::error::Error;
 use crate::ring::Reader;
 use crate::rx::{Filter, RxCore, RX_BATCH};
+use crate::wire::FrameHeaderRepr;
 use std::time::{Duration, Instant};
 
 /// How many ring entries one receive call looks at before giving up (they
@@ -22,7 +23,23 @@ fn open_window(link: &Link, core: &mut RxCore) -> Option<u64> {
     core.window()
 }
 
+/// What the caller of a receive gets to know of the frame of `header`.
+fn received(header: &FrameHeaderRepr) -> Received {
+    Received {
+        len: header.len as usize,
+        sec: header.sec,
+        usec: header.usec,
+        sender: header.sender,
+    }
+}
+
 impl Interface {
+    /// Counts a frame of `len` bytes delivered.
+    fn count_delivered(&self, len: usize) {
+        bump(&self.counters.rx_frames, 1);
+        bump(&self.counters.rx_bytes, len as u64);
+    }
+
     fn filter(&self) -> Filter {
         Filter {
             mac: self.mac,
@@ -74,15 +91,8 @@ impl Interface {
             return Ok(None);
         }
         Ok(got.map(|header| {
-            let len = header.len as usize;
-            bump(&self.counters.rx_frames, 1);
-            bump(&self.counters.rx_bytes, len as u64);
-            Received {
-                len,
-                sec: header.sec,
-                usec: header.usec,
-                sender: header.sender,
-            }
+            self.count_delivered(header.len as usize);
+            received(&header)
         }))
     }
 
@@ -104,54 +114,28 @@ impl Interface {
         &self,
         f: impl FnOnce(FrameView<'_>, Received) -> R,
     ) -> Result<Option<R>, Error> {
-        let mut f = Some(f);
         if let Some(i) = self.slot() {
             let link = self.active_link()?;
             let mut guard = lock(&self.rx);
-            let Some(core) = guard.as_mut() else {
-                return Err(Error::Down);
-            };
-            if core.is_empty() {
-                if let Some(end) = open_window(&link, core) {
-                    // No heartbeat here: publishing the position (every
-                    // RX_BATCH frames, and when the window is used up)
-                    // beats; a store per frame to the slot that waiting
-                    // writers read cost more than the frame.
-                    let data = link.bus.window_data();
-                    let mark = core.mark();
-                    let got = core.view_from_window(&data, end, &self.filter());
-                    let r = got.map(|(header, first)| {
-                        let len = header.len as usize;
-                        let view = FrameView::in_ring(&data, core.geometry(), first, len);
-                        let f = f.take().expect("f is called once");
-                        f(
-                            view,
-                            Received {
-                                len,
-                                sec: header.sec,
-                                usec: header.usec,
-                                sender: header.sender,
-                            },
-                        )
-                    });
-                    let Some(r) = r else {
-                        // Nothing in the window: publish what was read in
-                        // place, and the ordinary path looks under the lock.
-                        self.settle_window(&link, core, i, mark)?;
-                        drop(guard);
-                        return self.try_recv_with_view(&mut f);
-                    };
+            let core = guard.as_mut().ok_or(Error::Down)?;
+            // No heartbeat here: publishing the position (every RX_BATCH
+            // frames, and when the window is used up) beats; a store per
+            // frame to the slot that waiting writers read cost more than
+            // the frame.
+            if let Some(end) = core.is_empty().then(|| open_window(&link, core)).flatten() {
+                let data = link.bus.window_data();
+                let mark = core.mark();
+                if let Some((header, first)) = core.view_from_window(&data, end, &self.filter()) {
+                    let len = header.len as usize;
+                    let view = FrameView::in_ring(&data, core.geometry(), first, len);
+                    let r = f(view, received(&header));
                     if !link.bus.in_good_standing(i) {
                         self.counters.absorb(core.take_tally());
                         core.rewind(mark);
                         core.set_window(None);
                         return Err(Error::LeftBehind);
                     }
-                    bump(&self.counters.rx_frames, 1);
-                    bump(
-                        &self.counters.rx_bytes,
-                        got.map_or(0, |(h, _)| h.len.into()),
-                    );
+                    self.count_delivered(len);
                     if core.note_in_place() >= RX_BATCH {
                         // Past the frame just delivered: a standing lost
                         // since the check above never delivers it again.
@@ -160,18 +144,12 @@ impl Interface {
                     }
                     return Ok(Some(r));
                 }
+                // Nothing in the window: publish what was read in place;
+                // the ordinary path below looks under the lock (this one
+                // is released at the end of the block).
+                self.settle_window(&link, core, i, mark)?;
             }
         }
-        self.try_recv_with_view(&mut f)
-    }
-
-    /// [`Interface::try_recv_with`], handing `f` (not yet called) a view of
-    /// the private copy.
-    fn try_recv_with_view<R>(
-        &self,
-        f: &mut Option<impl FnOnce(FrameView<'_>, Received) -> R>,
-    ) -> Result<Option<R>, Error> {
-        let f = f.take().expect("f is called once");
         self.try_recv_with(|data, r| f(FrameView::copied(data), r))
     }
 
@@ -247,17 +225,9 @@ impl Interface {
         let mut steps = 0;
         loop {
             if let Some((header, data)) = core.pop() {
-                bump(&self.counters.rx_frames, 1);
-                bump(&self.counters.rx_bytes, data.len() as u64);
-                return Ok(Some(f(
-                    data,
-                    Received {
-                        len: data.len(),
-                        sec: header.sec,
-                        usec: header.usec,
-                        sender: header.sender,
-                    },
-                )));
+                // `data` is the frame's `header.len` bytes.
+                self.count_delivered(data.len());
+                return Ok(Some(f(data, received(&header))));
             }
             if steps >= MAX_STEPS_PER_CALL {
                 return Ok(None);
