@@ -634,8 +634,163 @@ fn a_reader_left_behind_while_it_reads_in_place_is_told_and_counts_the_loss() {
     assert!(got > 0 && got < 512, "{got}");
 }
 
+/// Receives in place up to `max` frames in one call: for each, whether
+/// the view was of the bus, and the frame's bytes.
+fn batch_in_place(b: &Interface, max: usize) -> Vec<(bool, Vec<u8>)> {
+    let mut out = Vec::new();
+    let n = b
+        .try_recv_batch_in_place(max, &mut out, |v, r| {
+            assert_eq!(v.len(), r.len);
+            (v.is_in_bus(), v.to_vec())
+        })
+        .unwrap();
+    assert_eq!(n, out.len());
+    out
+}
+
+/// Sends `count` frames from `a` to `to`, of lengths that vary with the
+/// tag (from `tag0`), each after a frame for another MAC; returns them.
+fn send_mixed(a: &Interface, to: MacAddr, tag0: u32, count: u32) -> Vec<Vec<u8>> {
+    let other = MacAddr([0xb2, 0xa0, 0, 0, 0, 0x77]);
+    (tag0..tag0 + count)
+        .map(|tag| {
+            let len = 14 + (tag as usize * 7919) % (9000 - 14);
+            a.send(&frame(other, a.mac(), tag, 60)).unwrap();
+            let f = frame(to, a.mac(), tag, len);
+            a.send(&f).unwrap();
+            f
+        })
+        .collect()
+}
+
 #[test]
-fn frames_read_in_place_are_published_before_the_reader_waits() {
+fn a_batch_received_in_place_is_what_single_receives_would_deliver() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert!(batch_in_place(&b, 8).is_empty());
+    assert!(b.is_registered());
+    // Many laps of a 1 MiB ring, in batches of every size from 1 to 40
+    // (batches that end inside the window, at its end, and across the
+    // publication every 16 frames), never more than asked for.
+    let (mut tag, mut sent, mut bytes) = (0u32, 0u64, 0u64);
+    for round in 0..400usize {
+        let want = send_mixed(&a, b.mac(), tag, 1 + (round % 12) as u32 * 3);
+        tag += want.len() as u32;
+        let mut got = Vec::new();
+        let max = 1 + round % 40;
+        loop {
+            let batch = batch_in_place(&b, max);
+            assert!(batch.len() <= max, "{} > {max}", batch.len());
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        assert_eq!(got.len(), want.len(), "round {round}");
+        for (i, ((in_bus, g), w)) in got.iter().zip(&want).enumerate() {
+            assert!(in_bus, "round {round} frame {i} was copied");
+            assert_eq!(g, w, "round {round} frame {i}");
+        }
+        sent += want.len() as u64;
+        bytes += want.iter().map(|f| f.len() as u64).sum::<u64>();
+    }
+    assert!(bytes > 20 * MIB, "{bytes}");
+    let c = b.counters();
+    assert_eq!((c.rx_frames, c.rx_bytes), (sent, bytes));
+    assert_eq!((c.rx_filtered, c.overruns), (sent, 0));
+    // Nothing waiting, nothing asked for: nothing pushed.
+    send_mixed(&a, b.mac(), tag, 3);
+    assert!(batch_in_place(&b, 0).is_empty());
+    assert_eq!(batch_in_place(&b, 10).len(), 3);
+}
+
+#[test]
+fn a_lossy_reader_and_a_netbsd_bus_receive_a_batch_in_place_from_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let ext = dir.path().join("ext");
+    Bus::create(&ext, MIB, 9000, &OpenOptions::new()).unwrap();
+    let v3 = dir.path().join("v3");
+    for (path, lossy) in [(&ext, true), (&v3, false)] {
+        let a = Interface::attach(path).unwrap();
+        let b = Interface::attach(path).unwrap();
+        b.set_lossy(lossy);
+        assert!(batch_in_place(&b, 4).is_empty());
+        let want: Vec<Vec<u8>> = (0..10u32)
+            .map(|tag| {
+                let f = frame(b.mac(), a.mac(), tag, 14 + tag as usize * 29);
+                a.send(&f).unwrap();
+                f
+            })
+            .collect();
+        let mut got = batch_in_place(&b, 4);
+        assert_eq!(got.len(), 4, "{path:?}: as many as asked for");
+        got.extend(batch_in_place(&b, 100));
+        let got: Vec<Vec<u8>> = got
+            .into_iter()
+            .map(|(in_bus, f)| {
+                assert!(!in_bus, "{path:?}");
+                f
+            })
+            .collect();
+        assert_eq!(got, want, "{path:?}");
+        assert!(!b.is_registered());
+    }
+}
+
+#[test]
+fn a_reader_left_behind_mid_batch_keeps_what_it_read_before_and_drops_the_torn_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
+    let w = Interface::new()
+        .with_open_options(OpenOptions::new().reader_stall(Duration::from_millis(50)));
+    w.set_link(&path).unwrap();
+    w.up().unwrap();
+    let b = Interface::attach(&path).unwrap();
+    assert!(batch_in_place(&b, 4).is_empty());
+    let first: Vec<Vec<u8>> = (0..3u32)
+        .map(|tag| {
+            let f = frame(b.mac(), w.mac(), tag, 8000);
+            w.send(&f).unwrap();
+            f
+        })
+        .collect();
+    // While the reader holds the third frame, the writer sends 4 MiB: it
+    // waits the stall bound for the reader, then writes over it.
+    let mut out = Vec::new();
+    let mut seen = 0;
+    let r = b.try_recv_batch_in_place(10, &mut out, |v, _| {
+        seen += 1;
+        if seen == 3 {
+            for tag in 3..=515u32 {
+                w.send(&frame(b.mac(), w.mac(), tag, 8000)).unwrap();
+            }
+        }
+        v.to_vec()
+    });
+    assert!(matches!(r, Err(Error::LeftBehind)), "{r:?}");
+    assert_eq!(seen, 3);
+    assert_eq!(out, first[..2], "the two frames read before stand");
+    // The next receives go on after the loss, counted.
+    let mut got = 0;
+    while let Some(f) = b.try_recv().unwrap() {
+        assert_eq!(f.data.len(), 8000);
+        got += 1;
+    }
+    let c = b.counters();
+    assert!(c.overruns >= 1, "{c:?}");
+    assert!(got > 0 && got < 513, "{got}");
+    assert_eq!(c.rx_frames, 2 + got);
+}
+
+/// Ten frames of 60,000 bytes received by `recv` (which says whether it
+/// got a frame, and whether in place), then a wait, then a ring's worth
+/// more: had the reader not published its position before the wait, the
+/// writer would wait out its 20 s stall bound.
+fn published_before_waiting(recv: impl Fn(&Interface) -> Option<bool>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus");
     Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
@@ -645,25 +800,37 @@ fn frames_read_in_place_are_published_before_the_reader_waits() {
     w.set_link(&path).unwrap();
     w.up().unwrap();
     let b = Interface::attach(&path).unwrap();
-    assert_eq!(in_place(&b), None);
+    assert_eq!(recv(&b), None);
     // Ten frames of 60,000 bytes, read in place (fewer than a batch: no
     // publication yet), then a wait.
     for tag in 0..10u32 {
         w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
-        assert!(in_place(&b).expect("at once").0);
+        assert!(recv(&b).expect("at once"));
     }
     // (It returns at once: the sends left wake-ups pending.)
     b.wait_for_wakeup(Some(Duration::from_millis(10))).unwrap();
-    // A ring's worth more needs the room of all ten: had the reader not
-    // published them, the writer would wait out the stall bound.
+    // A ring's worth more needs the room of all ten.
     let t0 = std::time::Instant::now();
     for tag in 10..27u32 {
         w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
     }
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     let mut got = 0;
-    while in_place(&b).is_some() {
+    while recv(&b).is_some() {
         got += 1;
     }
     assert_eq!((got, b.counters().overruns), (17, 0));
+}
+
+#[test]
+fn frames_read_in_place_are_published_before_the_reader_waits() {
+    published_before_waiting(|b| in_place(b).map(|(in_bus, _)| in_bus));
+}
+
+#[test]
+fn frames_read_in_place_in_batches_are_published_before_the_reader_waits() {
+    published_before_waiting(|b| {
+        let got = batch_in_place(b, 1);
+        got.first().map(|(in_bus, _)| *in_bus)
+    });
 }

@@ -153,6 +153,92 @@ impl Interface {
         self.try_recv_with(|data, r| f(FrameView::copied(data), r))
     }
 
+    /// Receives up to `max` frames for this interface without blocking, as
+    /// [`Interface::try_recv_in_place`] does, and pushes `f`'s result for
+    /// each onto `out`; returns how many it pushed (0: nothing waiting).
+    ///
+    /// One call pays once for what a single receive pays per frame: looking
+    /// up the link, taking this interface's receive lock, reading the
+    /// writers' cursor and making the filter. A registered reader of an
+    /// extended bus still checks its standing after each frame, so that a
+    /// result made from a frame a writer may have written over never stays
+    /// in `out`: when a writer left this reader behind while `f` read a
+    /// frame, that frame's result is taken off `out` again, the reader goes
+    /// back to before it, and the call returns [`Error::LeftBehind`] (what
+    /// `out` holds from before stands).
+    pub fn try_recv_batch_in_place<R>(
+        &self,
+        max: usize,
+        out: &mut Vec<R>,
+        mut f: impl FnMut(FrameView<'_>, Received) -> R,
+    ) -> Result<usize, Error> {
+        let start = out.len();
+        if let Some(i) = self.slot() {
+            let link = self.active_link()?;
+            let mut guard = lock(&self.rx);
+            let core = guard.as_mut().ok_or(Error::Down)?;
+            if core.is_empty() {
+                let data = link.bus.window_data();
+                let filter = self.filter();
+                let (mut frames, mut bytes) = (0u64, 0u64);
+                let mut left_behind = false;
+                while out.len() - start < max {
+                    let Some(end) = open_window(&link, core) else {
+                        break;
+                    };
+                    let mark = core.mark();
+                    let Some((header, first)) = core.view_from_window(&data, end, &filter) else {
+                        break;
+                    };
+                    let len = header.len as usize;
+                    out.push(f(
+                        FrameView::in_ring(&data, core.geometry(), first, len),
+                        received(&header),
+                    ));
+                    if !link.bus.in_good_standing(i) {
+                        out.pop();
+                        self.counters.absorb(core.take_tally());
+                        core.rewind(mark);
+                        core.set_window(None);
+                        left_behind = true;
+                        break;
+                    }
+                    frames += 1;
+                    bytes += len as u64;
+                    if core.note_in_place() >= RX_BATCH {
+                        // Past the frame just delivered, as in
+                        // `try_recv_in_place`; a standing lost since the
+                        // check above ends the batch here.
+                        let here = core.mark();
+                        if !self.settle_window(&link, core, i, here)? {
+                            break;
+                        }
+                    }
+                }
+                bump(&self.counters.rx_frames, frames);
+                bump(&self.counters.rx_bytes, bytes);
+                if left_behind {
+                    return Err(Error::LeftBehind);
+                }
+                if frames > 0 {
+                    return Ok(out.len() - start);
+                }
+                // Nothing in the window: publish what was read in place;
+                // the ordinary path below looks under the lock (this one
+                // is released at the end of the block).
+                let here = core.mark();
+                self.settle_window(&link, core, i, here)?;
+            }
+        }
+        while out.len() - start < max {
+            match self.try_recv_with(|data, r| f(FrameView::copied(data), r))? {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        Ok(out.len() - start)
+    }
+
     /// Publishes the position of frames received in place and not yet
     /// published (before this reader waits, so that writers never wait
     /// for what it has read).
