@@ -15,7 +15,9 @@
 //! coalescing nap (`Interface::set_rx_coalesce`; 0 turns it off).
 //! `IN_PLACE=1` makes the readers receive in place
 //! (`Interface::try_recv_in_place`, looking at the sequence number where
-//! the frame lies) instead of copying each frame out (`try_recv_into`).
+//! the frame lies) instead of copying each frame out (`try_recv_into`);
+//! `IN_PLACE=batch` receives in place up to 32 frames per call
+//! (`Interface::try_recv_batch_in_place`).
 
 use shmif::{Bus, Interface, OpenOptions};
 use std::process::{Command, Stdio};
@@ -118,11 +120,36 @@ fn reader(path: &str) {
     {
         r.set_rx_coalesce(Duration::from_micros(us));
     }
-    let in_place = std::env::var("IN_PLACE").is_ok_and(|v| v == "1");
+    let mode = std::env::var("IN_PLACE").unwrap_or_default();
+    let in_place = mode == "1";
     let _ = r.try_recv().unwrap(); // registers (extended bus)
     let mut got = 0u64;
     let mut buf = vec![0u8; r.max_frame_len()];
+    let mut seqs: Vec<[u8; 8]> = Vec::with_capacity(32);
     loop {
+        if mode == "batch" {
+            seqs.clear();
+            match r.try_recv_batch_in_place(32, &mut seqs, |v, _| {
+                let mut seq = [0u8; 8];
+                v.read(14, &mut seq);
+                seq
+            }) {
+                Ok(_) | Err(shmif::Error::LeftBehind) => {}
+                Err(e) => panic!("{e}"),
+            }
+            if seqs.is_empty() {
+                let _ = r.wait_for_wakeup(Some(Duration::from_secs(10))).unwrap();
+            }
+            for seq in &seqs {
+                if *seq == u64::MAX.to_le_bytes() {
+                    let c = r.counters();
+                    println!("{got} {} {}", c.overrun_bytes, c.rx_naps);
+                    return;
+                }
+                got += 1;
+            }
+            continue;
+        }
         let seq = if in_place {
             r.try_recv_in_place(|v, _| {
                 let mut seq = [0u8; 8];

@@ -177,7 +177,9 @@ fn say(line: &str) -> Result<()> {
 /// timeout (as `recv()`): the parent's quit frame or kill ends it.
 pub fn endpoint(bus: &Path, mode: Mode) -> Result<Box<dyn Endpoint>> {
     Ok(match mode {
-        Mode::Fast | Mode::Lossless => Box::new(Fast(Interface::attach(bus).map_err(lib_error)?)),
+        Mode::Fast | Mode::Lossless => {
+            Box::new(Fast::new(Interface::attach(bus).map_err(lib_error)?))
+        }
         Mode::Baseline => Box::new(Baseline::open(bus)?),
     })
 }
@@ -206,7 +208,7 @@ pub fn latency_endpoint(bus: &Path, wait: Wait) -> Result<Box<dyn Endpoint>> {
         // sleeping readers still get one within this bound.
         i.set_wake_delay(BUSY_POLL_WAKE_DELAY);
     }
-    Ok(Box::new(Fast(i)))
+    Ok(Box::new(Fast::new(i)))
 }
 
 fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64) -> Result<()> {
@@ -214,7 +216,7 @@ fn writer(bus: &Path, mode: Mode, bytes: usize, batch: usize, wake_delay_ns: u64
         Mode::Fast | Mode::Lossless => {
             let i = Interface::attach(bus).map_err(lib_error)?;
             i.set_wake_delay(Duration::from_nanos(wake_delay_ns));
-            Box::new(Fast(i))
+            Box::new(Fast::new(i))
         }
         Mode::Baseline => endpoint(bus, mode)?,
     };
@@ -356,7 +358,7 @@ fn reader(bus: &Path, mode: Mode, spin_ns: Option<u64>) -> Result<()> {
             } else {
                 Duration::from_nanos(ns)
             });
-            Box::new(Fast(i))
+            Box::new(Fast::new(i))
         }
         _ => endpoint(bus, mode)?,
     };
