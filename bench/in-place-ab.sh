@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Receiving in place against copying every frame out, interleaved run by
-# run on one extended bus shape (64 MiB, 1514 B frames): the table of
-# BENCHMARKS.md, "Receiving in place". Prints each run, then medians.
+# Receiving in place (one frame per call, and up to 32 per call) against
+# copying every frame out, interleaved run by run on one extended bus shape
+# (64 MiB, 1514 B frames): the tables of BENCHMARKS.md, "Receiving in
+# place". Prints each run, then medians.
 # Usage: bash bench/in-place-ab.sh [ROUNDS] [SECS]   (defaults 5 and 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +13,16 @@ e=target/release/examples/ext_throughput
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 for _ in $(seq "$rounds"); do
-    for mode in 0 1; do
+    for mode in 0 1 batch; do
         for n in 1 3 16; do
             total=$(IN_PLACE=$mode "$e" 1514 "$n" "$secs" |
                 grep -o '([0-9.]* Mframes/s delivered)' | grep -o '[0-9.]*' |
                 awk '{s += $1} END {printf "%.3f", s}')
-            name=$([ "$mode" = 1 ] && echo in-place || echo copy)
+            case "$mode" in
+            1) name=in-place ;;
+            batch) name=batch ;;
+            *) name=copy ;;
+            esac
             echo "$name 1->$n $total" | tee -a "$out"
         done
     done
