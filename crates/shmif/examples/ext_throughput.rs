@@ -17,7 +17,7 @@
 //! (`Interface::try_recv_in_place`, looking at the sequence number where
 //! the frame lies) instead of copying each frame out (`try_recv_into`);
 //! `IN_PLACE=batch` receives in place up to 32 frames per call
-//! (`Interface::try_recv_batch_in_place`).
+//! (`Interface::try_recv_batch_in_place`; `BATCH=N` for N per call).
 
 use shmif::{Bus, Interface, OpenOptions};
 use std::process::{Command, Stdio};
@@ -125,11 +125,15 @@ fn reader(path: &str) {
     let _ = r.try_recv().unwrap(); // registers (extended bus)
     let mut got = 0u64;
     let mut buf = vec![0u8; r.max_frame_len()];
-    let mut seqs: Vec<[u8; 8]> = Vec::with_capacity(32);
+    let batch: usize = std::env::var("BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let mut seqs: Vec<[u8; 8]> = Vec::with_capacity(batch);
     loop {
         if mode == "batch" {
             seqs.clear();
-            match r.try_recv_batch_in_place(32, &mut seqs, |v, _| {
+            match r.try_recv_batch_in_place(batch, &mut seqs, |v, _| {
                 let mut seq = [0u8; 8];
                 v.read(14, &mut seq);
                 seq
