@@ -33,6 +33,33 @@ fn received(header: &FrameHeaderRepr) -> Received {
     }
 }
 
+/// Where a receive in place puts what its callback made of each frame,
+/// and takes the last one back from if that frame turned out written over.
+trait Outbox<T> {
+    fn push(&mut self, t: T);
+    fn pop(&mut self);
+}
+
+/// A batch's results, in order.
+impl<T> Outbox<T> for Vec<T> {
+    fn push(&mut self, t: T) {
+        Vec::push(self, t);
+    }
+    fn pop(&mut self) {
+        Vec::pop(self);
+    }
+}
+
+/// The one result of a single receive.
+impl<T> Outbox<T> for Option<T> {
+    fn push(&mut self, t: T) {
+        *self = Some(t);
+    }
+    fn pop(&mut self) {
+        *self = None;
+    }
+}
+
 impl Interface {
     /// Counts a frame of `len` bytes delivered.
     fn count_delivered(&self, len: usize) {
@@ -114,43 +141,10 @@ impl Interface {
         &self,
         f: impl FnOnce(FrameView<'_>, Received) -> R,
     ) -> Result<Option<R>, Error> {
-        if let Some(i) = self.slot() {
-            let link = self.active_link()?;
-            let mut guard = lock(&self.rx);
-            let core = guard.as_mut().ok_or(Error::Down)?;
-            // No heartbeat here: publishing the position (every RX_BATCH
-            // frames, and when the window is used up) beats; a store per
-            // frame to the slot that waiting writers read cost more than
-            // the frame.
-            if let Some(end) = core.is_empty().then(|| open_window(&link, core)).flatten() {
-                let data = link.bus.window_data();
-                let mark = core.mark();
-                if let Some((header, first)) = core.view_from_window(&data, end, &self.filter()) {
-                    let len = header.len as usize;
-                    let view = FrameView::in_ring(&data, core.geometry(), first, len);
-                    let r = f(view, received(&header));
-                    if !link.bus.in_good_standing(i) {
-                        self.counters.absorb(core.take_tally());
-                        core.rewind(mark);
-                        core.set_window(None);
-                        return Err(Error::LeftBehind);
-                    }
-                    self.count_delivered(len);
-                    if core.note_in_place() >= RX_BATCH {
-                        // Past the frame just delivered: a standing lost
-                        // since the check above never delivers it again.
-                        let here = core.mark();
-                        self.settle_window(&link, core, i, here)?;
-                    }
-                    return Ok(Some(r));
-                }
-                // Nothing in the window: publish what was read in place;
-                // the ordinary path below looks under the lock (this one
-                // is released at the end of the block).
-                self.settle_window(&link, core, i, mark)?;
-            }
-        }
-        self.try_recv_with(|data, r| f(FrameView::copied(data), r))
+        let mut f = Some(f);
+        let mut got: Option<Option<R>> = None;
+        self.recv_in_place(1, &mut got, |v, r| f.take().map(|f| f(v, r)))?;
+        Ok(got.flatten())
     }
 
     /// Receives up to `max` frames for this interface without blocking, as
@@ -170,19 +164,35 @@ impl Interface {
         &self,
         max: usize,
         out: &mut Vec<R>,
-        mut f: impl FnMut(FrameView<'_>, Received) -> R,
+        f: impl FnMut(FrameView<'_>, Received) -> R,
     ) -> Result<usize, Error> {
-        let start = out.len();
+        self.recv_in_place(max, out, f)
+    }
+
+    /// The receive in place of [`Interface::try_recv_in_place`] (`max` 1)
+    /// and [`Interface::try_recv_batch_in_place`]: up to `max` frames, each
+    /// handed to `f` and its result put in `out`; how many were.
+    fn recv_in_place<T>(
+        &self,
+        max: usize,
+        out: &mut impl Outbox<T>,
+        mut f: impl FnMut(FrameView<'_>, Received) -> T,
+    ) -> Result<usize, Error> {
+        let mut n = 0;
         if let Some(i) = self.slot() {
             let link = self.active_link()?;
             let mut guard = lock(&self.rx);
             let core = guard.as_mut().ok_or(Error::Down)?;
+            // No heartbeat per frame: publishing the position (every
+            // RX_BATCH frames, and when the window is used up) beats; a
+            // store per frame to the slot that waiting writers read cost
+            // more than the frame.
             if core.is_empty() {
                 let data = link.bus.window_data();
                 let filter = self.filter();
-                let (mut frames, mut bytes) = (0u64, 0u64);
+                let mut bytes = 0u64;
                 let mut left_behind = false;
-                while out.len() - start < max {
+                while n < max {
                     let Some(end) = open_window(&link, core) else {
                         break;
                     };
@@ -203,25 +213,25 @@ impl Interface {
                         left_behind = true;
                         break;
                     }
-                    frames += 1;
+                    n += 1;
                     bytes += len as u64;
                     if core.note_in_place() >= RX_BATCH {
-                        // Past the frame just delivered, as in
-                        // `try_recv_in_place`; a standing lost since the
-                        // check above ends the batch here.
+                        // Past the frame just delivered: a standing lost
+                        // since the check above never delivers it again,
+                        // and ends the batch here.
                         let here = core.mark();
                         if !self.settle_window(&link, core, i, here)? {
                             break;
                         }
                     }
                 }
-                bump(&self.counters.rx_frames, frames);
+                bump(&self.counters.rx_frames, n as u64);
                 bump(&self.counters.rx_bytes, bytes);
                 if left_behind {
                     return Err(Error::LeftBehind);
                 }
-                if frames > 0 {
-                    return Ok(out.len() - start);
+                if n > 0 {
+                    return Ok(n);
                 }
                 // Nothing in the window: publish what was read in place;
                 // the ordinary path below looks under the lock (this one
@@ -230,13 +240,14 @@ impl Interface {
                 self.settle_window(&link, core, i, here)?;
             }
         }
-        while out.len() - start < max {
+        while n < max {
             match self.try_recv_with(|data, r| f(FrameView::copied(data), r))? {
-                Some(r) => out.push(r),
+                Some(t) => out.push(t),
                 None => break,
             }
+            n += 1;
         }
-        Ok(out.len() - start)
+        Ok(n)
     }
 
     /// Publishes the position of frames received in place and not yet
