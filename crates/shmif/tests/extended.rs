@@ -521,6 +521,26 @@ fn a_registered_reader_naps_after_a_burst_and_only_then() {
     assert_eq!(naps(&b3), 0, "a version-3 bus");
 }
 
+/// A writer on the bus at `path` that waits at most `stall` for a
+/// registered reader that does not move before it leaves it behind.
+fn writer_with_stall(path: &std::path::Path, stall: Duration) -> Interface {
+    let w = Interface::new().with_open_options(OpenOptions::new().reader_stall(stall));
+    w.set_link(path).unwrap();
+    w.up().unwrap();
+    w
+}
+
+/// Receives everything there is, checking that each frame is `len` bytes;
+/// how many there were.
+fn drain_frames_of(b: &Interface, len: usize) -> u64 {
+    let mut got = 0;
+    while let Some(f) = b.try_recv().unwrap() {
+        assert_eq!(f.data.len(), len);
+        got += 1;
+    }
+    got
+}
+
 /// Receives one frame in place: whether the view was of the bus, and the
 /// frame's bytes.
 fn in_place(b: &Interface) -> Option<(bool, Vec<u8>)> {
@@ -599,10 +619,7 @@ fn a_reader_left_behind_while_it_reads_in_place_is_told_and_counts_the_loss() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus");
     Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
-    let w = Interface::new()
-        .with_open_options(OpenOptions::new().reader_stall(Duration::from_millis(50)));
-    w.set_link(&path).unwrap();
-    w.up().unwrap();
+    let w = writer_with_stall(&path, Duration::from_millis(50));
     let b = Interface::attach(&path).unwrap();
     assert_eq!(in_place(&b), None);
     let first = frame(b.mac(), w.mac(), 0, 8000);
@@ -624,11 +641,7 @@ fn a_reader_left_behind_while_it_reads_in_place_is_told_and_counts_the_loss() {
         r.map(|o| o.map(|(a, b)| (a.len(), a == b)))
     );
     // The next receives go on after the loss, counted.
-    let mut got = 0;
-    while let Some(f) = b.try_recv().unwrap() {
-        assert_eq!(f.data.len(), 8000);
-        got += 1;
-    }
+    let got = drain_frames_of(&b, 8000);
     let c = b.counters();
     assert!(c.overruns >= 1, "{c:?}");
     assert!(got > 0 && got < 512, "{got}");
@@ -745,10 +758,7 @@ fn a_reader_left_behind_mid_batch_keeps_what_it_read_before_and_drops_the_torn_f
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus");
     Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
-    let w = Interface::new()
-        .with_open_options(OpenOptions::new().reader_stall(Duration::from_millis(50)));
-    w.set_link(&path).unwrap();
-    w.up().unwrap();
+    let w = writer_with_stall(&path, Duration::from_millis(50));
     let b = Interface::attach(&path).unwrap();
     assert!(batch_in_place(&b, 4).is_empty());
     let first: Vec<Vec<u8>> = (0..3u32)
@@ -775,11 +785,7 @@ fn a_reader_left_behind_mid_batch_keeps_what_it_read_before_and_drops_the_torn_f
     assert_eq!(seen, 3);
     assert_eq!(out, first[..2], "the two frames read before stand");
     // The next receives go on after the loss, counted.
-    let mut got = 0;
-    while let Some(f) = b.try_recv().unwrap() {
-        assert_eq!(f.data.len(), 8000);
-        got += 1;
-    }
+    let got = drain_frames_of(&b, 8000);
     let c = b.counters();
     assert!(c.overruns >= 1, "{c:?}");
     assert!(got > 0 && got < 513, "{got}");
@@ -795,10 +801,7 @@ fn published_before_waiting(recv: impl Fn(&Interface) -> Option<bool>) {
     let path = dir.path().join("bus");
     Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
     // A writer that would wait 20 s for a reader that seems not to move.
-    let w = Interface::new()
-        .with_open_options(OpenOptions::new().reader_stall(Duration::from_secs(20)));
-    w.set_link(&path).unwrap();
-    w.up().unwrap();
+    let w = writer_with_stall(&path, Duration::from_secs(20));
     let b = Interface::attach(&path).unwrap();
     assert_eq!(recv(&b), None);
     // Ten frames of 60,000 bytes, read in place (fewer than a batch: no
