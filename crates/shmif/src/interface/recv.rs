@@ -61,10 +61,10 @@ impl<T> Outbox<T> for Option<T> {
 }
 
 impl Interface {
-    /// Counts a frame of `len` bytes delivered.
-    fn count_delivered(&self, len: usize) {
-        bump(&self.counters.rx_frames, 1);
-        bump(&self.counters.rx_bytes, len as u64);
+    /// Counts `frames` frames of `bytes` bytes in all delivered.
+    fn count_delivered(&self, frames: u64, bytes: u64) {
+        bump(&self.counters.rx_frames, frames);
+        bump(&self.counters.rx_bytes, bytes);
     }
 
     fn filter(&self) -> Filter {
@@ -118,7 +118,7 @@ impl Interface {
             return Ok(None);
         }
         Ok(got.map(|header| {
-            self.count_delivered(header.len as usize);
+            self.count_delivered(1, u64::from(header.len));
             received(&header)
         }))
     }
@@ -225,8 +225,7 @@ impl Interface {
                         }
                     }
                 }
-                bump(&self.counters.rx_frames, n as u64);
-                bump(&self.counters.rx_bytes, bytes);
+                self.count_delivered(n as u64, bytes);
                 if left_behind {
                     return Err(Error::LeftBehind);
                 }
@@ -323,7 +322,7 @@ impl Interface {
         loop {
             if let Some((header, data)) = core.pop() {
                 // `data` is the frame's `header.len` bytes.
-                self.count_delivered(data.len());
+                self.count_delivered(1, data.len() as u64);
                 return Ok(Some(f(data, received(&header))));
             }
             if steps >= MAX_STEPS_PER_CALL {
