@@ -121,7 +121,6 @@ fn reader(path: &str) {
         r.set_rx_coalesce(Duration::from_micros(us));
     }
     let mode = std::env::var("IN_PLACE").unwrap_or_default();
-    let in_place = mode == "1";
     let _ = r.try_recv().unwrap(); // registers (extended bus)
     let mut got = 0u64;
     let mut buf = vec![0u8; r.max_frame_len()];
@@ -130,52 +129,34 @@ fn reader(path: &str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
     let mut seqs: Vec<[u8; 8]> = Vec::with_capacity(batch);
-    loop {
-        if mode == "batch" {
-            seqs.clear();
-            match r.try_recv_batch_in_place(batch, &mut seqs, |v, _| {
-                let mut seq = [0u8; 8];
-                v.read(14, &mut seq);
-                seq
-            }) {
+    // The sequence number, looked at where the frame lies.
+    let seq_of = |v: shmif::FrameView<'_>, _| {
+        let mut seq = [0u8; 8];
+        v.read(14, &mut seq);
+        seq
+    };
+    'recv: loop {
+        seqs.clear();
+        match mode.as_str() {
+            "batch" => match r.try_recv_batch_in_place(batch, &mut seqs, seq_of) {
                 Ok(_) | Err(shmif::Error::LeftBehind) => {}
                 Err(e) => panic!("{e}"),
-            }
-            if seqs.is_empty() {
-                let _ = r.wait_for_wakeup(Some(Duration::from_secs(10))).unwrap();
-            }
-            for seq in &seqs {
-                if *seq == u64::MAX.to_le_bytes() {
-                    let c = r.counters();
-                    println!("{got} {} {}", c.overrun_bytes, c.rx_naps);
-                    return;
-                }
-                got += 1;
-            }
-            continue;
+            },
+            "1" => seqs.extend(r.try_recv_in_place(seq_of).unwrap()),
+            _ => seqs.extend(
+                r.try_recv_into(&mut buf)
+                    .unwrap()
+                    .map(|_| <[u8; 8]>::try_from(&buf[14..22]).unwrap()),
+            ),
         }
-        let seq = if in_place {
-            r.try_recv_in_place(|v, _| {
-                let mut seq = [0u8; 8];
-                v.read(14, &mut seq);
-                seq
-            })
-            .unwrap()
-        } else {
-            r.try_recv_into(&mut buf)
-                .unwrap()
-                .map(|_| buf[14..22].try_into().unwrap())
-        };
-        match seq {
-            Some(seq) => {
-                if seq == u64::MAX.to_le_bytes() {
-                    break;
-                }
-                got += 1;
+        if seqs.is_empty() {
+            let _ = r.wait_for_wakeup(Some(Duration::from_secs(10))).unwrap();
+        }
+        for seq in &seqs {
+            if *seq == u64::MAX.to_le_bytes() {
+                break 'recv;
             }
-            None => {
-                let _ = r.wait_for_wakeup(Some(Duration::from_secs(10))).unwrap();
-            }
+            got += 1;
         }
     }
     let c = r.counters();
