@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Failed compare-and-swap attempts before a lock waiter sleeps
@@ -113,26 +113,43 @@ impl OpenOptions {
     }
 }
 
-/// What a lock holder of ours writes into the header's spare word: its PID
-/// (22 bits cover Linux's largest `pid_max`) and 10 bits naming its PID
-/// namespace, so that a waiter in another namespace knows it cannot judge
-/// the PID. 0 means "no holder recorded" (a NetBSD peer, or none).
+/// This process's tag: its PID (22 bits cover Linux's largest `pid_max`)
+/// and 9 bits naming its PID namespace, so that a waiter in another
+/// namespace knows it cannot judge the PID. A lock waiter of ours claims
+/// the header's spare word with it before it swaps the lock word, and marks
+/// it [`HELD`] once the lock word is its (see [`try_lock`]); a registered
+/// reader names its slot's owner with it. 0 means "nobody recorded" (a
+/// NetBSD peer, or none).
 fn my_holder_tag() -> u32 {
-    crate::mapping::process_tag(|| holder_tag(std::process::id()))
+    crate::mapping::process_tag(|| claim_tag(std::process::id()))
 }
 
 /// The spare-word tag a lock holder with process id `pid` in this PID
-/// namespace records (for tools and tests that inspect a bus).
+/// namespace records while it holds the lock (for tools and tests that
+/// inspect a bus): its claim tag marked [`HELD`].
 pub fn holder_tag(pid: u32) -> u32 {
+    claim_tag(pid) | HELD
+}
+
+/// The tag of process `pid` in this PID namespace, unmarked: what the spare
+/// word holds while the process claims the lock or lets it go, and what a
+/// registered reader's slot names as its owner (for tools and tests that
+/// inspect a bus).
+pub fn claim_tag(pid: u32) -> u32 {
     (pid & PID_MASK) | (namespace_tag() << 22)
 }
 
 const PID_MASK: u32 = (1 << 22) - 1;
+/// The spare word's top bit: set while the tagged process holds the lock
+/// word, clear while it is only claiming it or letting it go.
+const HELD: u32 = 1 << 31;
+/// The 9 bits between the PID and [`HELD`].
+const NAMESPACE_MASK: u32 = 0x1ff << 22;
 
 fn namespace_tag() -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self/ns/pid")
-        .map(|m| (m.ino() as u32 ^ (m.ino() >> 32) as u32 ^ m.dev() as u32) % 1023 + 1)
+        .map(|m| (m.ino() as u32 ^ (m.ino() >> 32) as u32 ^ m.dev() as u32) % 511 + 1)
         .unwrap_or(0)
 }
 
@@ -150,7 +167,7 @@ enum Holder {
 
 fn judge_holder(tag: u32, bus: Option<FileId>) -> Holder {
     let pid = tag & PID_MASK;
-    if tag == 0 || pid == 0 || (tag >> 22) != (my_holder_tag() >> 22) {
+    if tag == 0 || pid == 0 || tag & NAMESPACE_MASK != my_holder_tag() & NAMESPACE_MASK {
         return Holder::Unknown;
     }
     let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
@@ -221,9 +238,11 @@ fn maps_file(pid: u32, id: FileId) -> Option<bool> {
     }))
 }
 
-/// A waiter's view of one continuous holding of the lock.
+/// A waiter's view of one continuous holding of the lock (or, with the
+/// lock word 0, of one claim of the spare word that has not gone away).
 struct Watch {
     since: std::time::Instant,
+    locked: bool,
     holder: u32,
     ctl: Control,
 }
@@ -643,18 +662,21 @@ impl Bus {
     ///
     /// Unlike NetBSD, a waiter does not wait forever for a holder that will
     /// never release: each holder of ours records itself in the header's
-    /// spare word, and a waiter takes the lock over from a recorded holder
-    /// whose process is gone after [`DEAD_HOLDER_GRACE`], or from an
-    /// unidentifiable one after the stuck-lock timeout with nothing on the
-    /// bus changing. After a takeover the ring is checked and, if the dead
-    /// holder left it inconsistent, reset (see [`crate::ring::reset`]).
+    /// spare word (claimed before the lock word is swapped, so that no
+    /// instant of its holding is unrecorded: see [`try_lock`]), and a
+    /// waiter takes the lock over from a recorded holder whose process is
+    /// gone after [`DEAD_HOLDER_GRACE`], or from an unidentifiable one
+    /// after the stuck-lock timeout with nothing on the bus changing. After
+    /// a takeover the ring is checked and, if the dead holder left it
+    /// inconsistent, reset (see [`crate::ring::reset`]).
     pub(crate) fn acquire(&self) -> BusGuard<'_> {
-        let word = self.map.lock_word();
+        let (word, spare) = (self.map.lock_word(), self.map.spare_word());
+        let me = my_holder_tag();
         let mut tries = 0u32;
         let mut yields = 0u32;
         let mut watch: Option<Watch> = None;
         loop {
-            if try_lock(word) {
+            if try_lock(word, spare, me) {
                 break;
             }
             tries += 1;
@@ -678,24 +700,29 @@ impl Bus {
             }
             std::thread::sleep(LOCK_SLEEP);
         }
-        self.map
-            .spare_word()
-            .store(my_holder_tag(), Ordering::Relaxed);
         BusGuard { bus: self }
     }
 
     /// Decides, after a cooldown, whether the current holding of the lock
-    /// is one to take over, and if so takes it.
+    /// is one to take over, and if so takes it; with the lock word free, it
+    /// clears a claim of the spare word that its maker left behind.
     fn consider_takeover(&self, watch: &mut Option<Watch>) -> Option<BusGuard<'_>> {
-        let holder = self.map.spare_word().load(Ordering::Relaxed);
+        let spare = self.map.spare_word();
+        let holder = spare.load(Ordering::Relaxed);
+        let locked = self.map.lock_word().load(Ordering::Relaxed) != 0;
         // Read without the lock: only to notice that the bus is moving.
         let ctl = self.map.load_control();
         let now = std::time::Instant::now();
         let since = match watch {
-            Some(w) if w.holder == holder && w.ctl == ctl => w.since,
+            // A claim with the lock word free is stale however busy the
+            // bus is; a holding is judged stuck only if nothing moves.
+            Some(w) if w.locked == locked && w.holder == holder && (w.ctl == ctl || !locked) => {
+                w.since
+            }
             _ => {
                 *watch = Some(Watch {
                     since: now,
+                    locked,
                     holder,
                     ctl,
                 });
@@ -703,7 +730,32 @@ impl Bus {
             }
         };
         let waited = now.duration_since(since);
+        if !locked {
+            // The lock word is free but the spare word still names someone:
+            // a peer of ours between claiming it and swapping the lock word,
+            // or between releasing the lock word and clearing it, each a
+            // matter of nanoseconds, or one that died there. Cleared if its
+            // maker is gone, or if it stays for the grace (its maker, if
+            // alive and only stopped, finds its claim gone when it resumes,
+            // which `try_lock` allows for).
+            if holder == 0
+                || judge_holder(holder, self.id) == Holder::Dead
+                || waited >= DEAD_HOLDER_GRACE
+            {
+                let _ = spare.compare_exchange(holder, 0, Ordering::Relaxed, Ordering::Relaxed);
+                *watch = None;
+            }
+            return None;
+        }
         let steal = match judge_holder(holder, self.id) {
+            // A claim seen with the lock word set: its maker is between
+            // swapping the lock word and marking the claim held, or is
+            // claiming while a NetBSD peer holds the lock. Which one cannot
+            // be told, so a live maker is waited on as an unidentifiable
+            // holder would be.
+            Holder::Alive if holder & HELD == 0 => {
+                self.stuck_lock_timeout.is_some_and(|t| waited >= t)
+            }
             Holder::Alive => false,
             Holder::Dead => waited >= DEAD_HOLDER_GRACE,
             Holder::Unknown => self.stuck_lock_timeout.is_some_and(|t| waited >= t),
@@ -720,12 +772,13 @@ impl Bus {
 
     /// Takes over the holding of the lock recorded as `holder` in the spare
     /// word: of several waiters, the one whose swap of the spare word from
-    /// `holder` to its own tag succeeds. `None` if another waiter won, or
-    /// if the lock turned out to have been released meanwhile: then the
-    /// claim is withdrawn (the spare word never names a holder of ours
-    /// while the lock word is 0, or a NetBSD peer taking the lock next and
-    /// dying in it would be judged alive for good), and the caller takes
-    /// the lock the ordinary way.
+    /// `holder` to its own tag succeeds (marked [`HELD`] once it is sure
+    /// the lock word is still set). `None` if another waiter won, or if the
+    /// lock turned out to have been released meanwhile: then the claim is
+    /// withdrawn (the spare word names a live peer of ours with the lock
+    /// word 0 only for the nanoseconds of a claim or a release, or a NetBSD
+    /// peer taking the lock next and dying in it would wait on that peer),
+    /// and the caller takes the lock the ordinary way.
     pub(crate) fn take_over(&self, holder: u32) -> Option<BusGuard<'_>> {
         let me = my_holder_tag();
         let spare = self.map.spare_word();
@@ -742,6 +795,7 @@ impl Bus {
             return None;
         }
         std::sync::atomic::fence(Ordering::Acquire);
+        spare.store(me | HELD, Ordering::Relaxed);
         self.takeovers.fetch_add(1, Ordering::Relaxed);
         let guard = BusGuard { bus: self };
         let geometry = self.geometry;
@@ -1321,13 +1375,38 @@ impl LockWord for std::sync::atomic::AtomicU32 {
     }
 }
 
-/// One try of the lock, test-and-test-and-set: the compare-and-swap, which
-/// takes the cache line exclusive, only when a plain load saw the lock
-/// free. A waiter that swapped on every try would pull the header's cache
-/// line away from the holder, who is writing `first`, `last` and `gen` in
-/// it, on each of its thousand tries.
-pub(crate) fn try_lock(word: &impl LockWord) -> bool {
-    word.peek() == 0 && word.try_swap()
+/// One try of the lock by the process tagged `me`: claim the spare word
+/// (0 to `me`), swap the lock word (0 to 1), mark the claim [`HELD`].
+///
+/// The claim comes first so that no instant of a holding of ours goes
+/// unrecorded: a holder killed between the swap and the tag would leave
+/// the lock word set and the spare word 0, which looks like a NetBSD holder
+/// and is taken over only after the stuck-lock timeout (2 s), where a
+/// recorded dead holder is taken over after [`DEAD_HOLDER_GRACE`]. If the
+/// swap fails (a NetBSD peer, which never looks at the spare word, took the
+/// lock word first), the claim is withdrawn. A claim that a waiter cleared
+/// as stale while its maker was stopped is written again on a win.
+///
+/// Test-and-test-and-set: the atomic operations, which take the cache line
+/// exclusive, only when plain loads saw both words 0. A waiter that swapped
+/// on every try would pull the header's cache line away from the holder,
+/// who is writing `first`, `last` and `gen` in it, on each of its thousand
+/// tries.
+pub(crate) fn try_lock(word: &impl LockWord, spare: &AtomicU32, me: u32) -> bool {
+    if word.peek() != 0
+        || spare.load(Ordering::Relaxed) != 0
+        || spare
+            .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return false;
+    }
+    if word.try_swap() {
+        spare.store(me | HELD, Ordering::Relaxed);
+        return true;
+    }
+    let _ = spare.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+    false
 }
 
 /// Gives a new bus file its 1 MiB, with its blocks allocated up front where
@@ -1441,9 +1520,15 @@ impl BusGuard<'_> {
 }
 
 impl Drop for BusGuard<'_> {
+    /// Lets the lock go in the opposite order to [`try_lock`]: unmarks the
+    /// tag, frees the lock word, clears the tag, so that a holder killed at
+    /// any point of its release leaves a tag naming it.
     fn drop(&mut self) {
-        self.bus.map.spare_word().store(0, Ordering::Relaxed);
-        self.bus.map.lock_word().swap(0, Ordering::Release);
+        let (word, spare) = (self.bus.map.lock_word(), self.bus.map.spare_word());
+        let me = my_holder_tag();
+        spare.store(me, Ordering::Relaxed);
+        word.swap(0, Ordering::Release);
+        let _ = spare.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -1516,20 +1601,76 @@ mod tests {
             value: 1,
             swaps: Cell::new(0),
         };
+        let spare = AtomicU32::new(0);
+        let me = claim_tag(std::process::id());
         for _ in 0..LOCK_COOLDOWN {
-            assert!(!try_lock(&held));
+            assert!(!try_lock(&held, &spare, me));
         }
         assert_eq!(
             held.swaps.get(),
             0,
             "a held lock's cache line must not be swapped at by waiters"
         );
+        assert_eq!(spare.load(Ordering::Relaxed), 0, "a waiter left a claim");
         let free = Counted {
             value: 0,
             swaps: Cell::new(0),
         };
-        assert!(try_lock(&free));
+        assert!(try_lock(&free, &spare, me));
         assert_eq!(free.swaps.get(), 1);
+        assert_eq!(spare.load(Ordering::Relaxed), me | HELD);
+    }
+
+    #[test]
+    fn a_lock_try_claims_the_spare_word_first_and_withdraws_a_lost_claim() {
+        let me = claim_tag(std::process::id());
+        // Someone else's claim or holding: no swap of the lock word.
+        let free = Counted {
+            value: 0,
+            swaps: Cell::new(0),
+        };
+        let claimed = AtomicU32::new(claim_tag(1));
+        assert!(!try_lock(&free, &claimed, me));
+        assert_eq!(free.swaps.get(), 0);
+        assert_eq!(claimed.load(Ordering::Relaxed), claim_tag(1));
+        // A lock word that records what the spare word held when it was
+        // swapped, and that a NetBSD peer (which never looks at the spare
+        // word) may have taken first.
+        struct Watched<'a> {
+            spare: &'a AtomicU32,
+            free: bool,
+            seen: Cell<Option<u32>>,
+        }
+        impl LockWord for Watched<'_> {
+            fn peek(&self) -> u32 {
+                0
+            }
+            fn try_swap(&self) -> bool {
+                self.seen.set(Some(self.spare.load(Ordering::Relaxed)));
+                self.free
+            }
+        }
+        // Won: the claim was in place before the swap, so that a holder
+        // killed right after it is on record; marked held after it.
+        let spare = AtomicU32::new(0);
+        let word = Watched {
+            spare: &spare,
+            free: true,
+            seen: Cell::new(None),
+        };
+        assert!(try_lock(&word, &spare, me));
+        assert_eq!(word.seen.get(), Some(me), "swapped before claiming");
+        assert_eq!(spare.load(Ordering::Relaxed), me | HELD);
+        // Lost to a NetBSD peer: the claim is withdrawn.
+        let spare = AtomicU32::new(0);
+        let word = Watched {
+            spare: &spare,
+            free: false,
+            seen: Cell::new(None),
+        };
+        assert!(!try_lock(&word, &spare, me));
+        assert_eq!(word.seen.get(), Some(me));
+        assert_eq!(spare.load(Ordering::Relaxed), 0, "the lost claim stayed");
     }
 
     #[test]

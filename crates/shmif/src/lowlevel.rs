@@ -32,8 +32,8 @@ use crate::bus::Bus;
 use crate::ring::Control;
 
 pub use crate::bus::{
-    holder_tag, BusGuard, Recoveries, DEAD_HOLDER_GRACE, LOCK_COOLDOWN, LOCK_SLEEP, LOCK_YIELDS,
-    STUCK_LOCK_TIMEOUT,
+    claim_tag, holder_tag, BusGuard, Recoveries, DEAD_HOLDER_GRACE, LOCK_COOLDOWN, LOCK_SLEEP,
+    LOCK_YIELDS, STUCK_LOCK_TIMEOUT,
 };
 
 mod sealed {

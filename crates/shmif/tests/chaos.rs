@@ -24,7 +24,7 @@
 
 mod common;
 use common::{field, fnv64, role, say, Kid};
-use shmif::lowlevel::{holder_tag, RawBus};
+use shmif::lowlevel::{claim_tag, holder_tag, RawBus};
 use shmif::wire::ext::{field as ext_field, slot, READER_SLOTS, READER_SLOT_LEN, READER_TABLE};
 use shmif::{Bus, Interface, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -311,10 +311,13 @@ fn lock_word(bus: &Path) -> u32 {
 }
 
 /// Whether process `pid` (dead, unreaped or not) holds the bus lock: the
-/// lock word is set and the holder tag in the spare word is its.
+/// lock word is set and the spare word holds its tag, marked held or not
+/// (a holder killed between swapping the lock word and marking its claim,
+/// or between unmarking it and releasing, leaves it unmarked).
 fn held_by(bus: &Path, pid: u32) -> bool {
     let h = head(bus, 32);
-    u32_at(&h, 24) == 1 && u32_at(&h, 28) == holder_tag(pid)
+    let tag = u32_at(&h, 28);
+    u32_at(&h, 24) == 1 && (tag == holder_tag(pid) || tag == claim_tag(pid))
 }
 
 /// Waits up to 2 s until `done()`; how long it took, `None` if it never was.
@@ -572,10 +575,11 @@ fn survivors_keep_talking_while_registered_readers_and_writers_are_killed_on_an_
     let mut checker = start("checker", std::slice::from_ref(&busarg));
     // Registered from the first receive on: three readers writers wait for.
     assert!(me.try_recv().unwrap().is_none() && me.is_registered());
+    // A reader slot names its owner by its tag, unmarked.
     let survivors = [
-        holder_tag(std::process::id()),
-        holder_tag(echoer.child.id()),
-        holder_tag(checker.child.id()),
+        claim_tag(std::process::id()),
+        claim_tag(echoer.child.id()),
+        claim_tag(checker.child.id()),
     ];
 
     // The killer: each round a copier floods the bus (one is started if
@@ -616,7 +620,7 @@ fn survivors_keep_talking_while_registered_readers_and_writers_are_killed_on_an_
                 let t = Instant::now();
                 if reader {
                     let pid = v.child.id();
-                    let tag = holder_tag(pid);
+                    let tag = claim_tag(pid);
                     let in_lock = kill(&bus, v);
                     while let Some(line) = v.next() {
                         if line.starts_with("corrupt") {

@@ -223,3 +223,114 @@ fn a_lock_naming_a_live_process_that_does_not_map_the_bus_is_taken_over() {
     );
     assert_eq!(patient.counters().lock_takeovers, 1);
 }
+
+/// Sends one frame through `a` on another thread and waits up to 5 s for
+/// it to go out; how long that took, or `None` if it never did.
+fn timed_send(a: &std::sync::Arc<Interface>, tag: u8) -> Option<Duration> {
+    let a2 = a.clone();
+    let start = Instant::now();
+    let t = std::thread::spawn(move || a2.send(&bcast(a2.mac(), tag)).unwrap());
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = start.elapsed();
+    t.is_finished().then(|| {
+        t.join().unwrap();
+        took
+    })
+}
+
+/// A peer of ours claims the spare word before it swaps the lock word and
+/// marks the claim held after, and undoes the three in the opposite order
+/// on release: whichever instruction it is killed at, what it leaves names
+/// it, and the bus is free again within the dead-holder grace (100 ms),
+/// not after the 2 s an unrecorded holder (a NetBSD peer) costs. Before the
+/// claim came first, a kill between the swap and the tag left (1, 0).
+#[test]
+fn a_holder_killed_at_any_step_of_taking_or_releasing_the_lock_leaves_it_on_record() {
+    use shmif::lowlevel::claim_tag;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let a = std::sync::Arc::new(Interface::attach(&bus).unwrap());
+    let dead = dead_pid();
+    // (lock word, spare word, a takeover expected) after a kill:
+    let states = [
+        // claimed, not yet swapped; or released, tag not yet cleared
+        (0, claim_tag(dead), false),
+        // swapped, not yet marked; or unmarked, not yet released
+        (1, claim_tag(dead), true),
+        // holding
+        (1, holder_tag(dead), true),
+    ];
+    let mut takeovers = 0;
+    for (k, (lock, spare, taken_over)) in states.into_iter().enumerate() {
+        poke(&bus, 24, lock);
+        poke(&bus, 28, spare);
+        let took = timed_send(&a, k as u8).expect("the bus stayed locked");
+        assert!(
+            took < Duration::from_millis(600),
+            "state ({lock}, {spare:#x}): {took:?}, more than the grace"
+        );
+        takeovers += taken_over as u64;
+        assert_eq!(
+            a.counters().lock_takeovers,
+            takeovers,
+            "state ({lock}, {spare:#x})"
+        );
+        assert_eq!(spare_and_lock(&bus), (0, 0), "state ({lock}, {spare:#x})");
+    }
+}
+
+/// A claim with the lock word free that its live maker does not finish (a
+/// process stopped between the two steps) is cleared after the grace, so
+/// that a stopped peer stops nobody; and a live peer's unmarked claim with
+/// the lock word set (it may be claiming while a NetBSD peer holds the
+/// lock) is waited on as an unrecorded holder: taken over after the
+/// stuck-lock timeout, never without one.
+#[test]
+fn a_live_peers_unfinished_claim_is_cleared_or_waited_on_as_unrecorded() {
+    use shmif::lowlevel::claim_tag;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let a = std::sync::Arc::new(Interface::new().with_open_options(
+        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(400))),
+    ));
+    a.set_link(&bus).unwrap();
+    a.up().unwrap();
+    // This very process, alive and mapping the bus, as the claim's maker.
+    let me = claim_tag(std::process::id());
+    poke(&bus, 24, 0);
+    poke(&bus, 28, me);
+    let took = timed_send(&a, 1).expect("a stale claim stopped the bus");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(800),
+        "{took:?}"
+    );
+    assert_eq!(a.counters().lock_takeovers, 0, "nothing was held");
+    assert_eq!(spare_and_lock(&bus), (0, 0));
+
+    poke(&bus, 24, 1);
+    poke(&bus, 28, me);
+    let took = timed_send(&a, 2).expect("never taken over");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}: not the stuck-lock timeout"
+    );
+    assert_eq!(a.counters().lock_takeovers, 1);
+    assert_eq!(spare_and_lock(&bus), (0, 0));
+
+    let never = std::sync::Arc::new(
+        Interface::new().with_open_options(OpenOptions::new().stuck_lock_timeout(None)),
+    );
+    never.set_link(&bus).unwrap();
+    never.up().unwrap();
+    poke(&bus, 24, 1);
+    poke(&bus, 28, me);
+    let n2 = never.clone();
+    let t = std::thread::spawn(move || n2.send(&bcast(n2.mac(), 3)).unwrap());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!t.is_finished(), "taken over with no stuck-lock timeout");
+    poke(&bus, 24, 0);
+    poke(&bus, 28, 0);
+    t.join().unwrap();
+}
