@@ -1361,7 +1361,9 @@ impl Bus {
 pub(crate) trait LockWord {
     /// Loads the word (relaxed).
     fn peek(&self) -> u32;
-    /// Compare-and-swap 0 to 1 with acquire ordering; may fail spuriously.
+    /// Compare-and-swap 0 to 1, acquire (and release, so that the claim of
+    /// the spare word before it is never seen after it); may fail
+    /// spuriously.
     fn try_swap(&self) -> bool;
 }
 
@@ -1370,7 +1372,7 @@ impl LockWord for std::sync::atomic::AtomicU32 {
         self.load(Ordering::Relaxed)
     }
     fn try_swap(&self) -> bool {
-        self.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        self.compare_exchange_weak(0, 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
 }
@@ -1527,8 +1529,9 @@ impl Drop for BusGuard<'_> {
         let (word, spare) = (self.bus.map.lock_word(), self.bus.map.spare_word());
         let me = my_holder_tag();
         spare.store(me, Ordering::Relaxed);
-        word.swap(0, Ordering::Release);
-        let _ = spare.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed);
+        word.store(0, Ordering::Release);
+        // Release: never seen before the lock word's 0.
+        let _ = spare.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 
