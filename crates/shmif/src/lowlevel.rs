@@ -9,7 +9,8 @@
 //!   same bus (`shmif bench`);
 //! - tests that hold the lock on purpose, or drive the takeover of a dead
 //!   holder's lock step by step;
-//! - inspection tools that want the control words as they are.
+//! - inspection tools that want the control words as they are;
+//! - floors measured in the same kind of shared memory ([`SharedWord`]).
 //!
 //! Hold a [`BusGuard`] for microseconds, never across a blocking call:
 //! every peer on the bus, NetBSD's included, spins while it is held. Frames
@@ -35,6 +36,7 @@ pub use crate::bus::{
     claim_tag, holder_tag, BusGuard, Recoveries, DEAD_HOLDER_GRACE, LOCK_COOLDOWN, LOCK_SLEEP,
     LOCK_YIELDS, STUCK_LOCK_TIMEOUT,
 };
+pub use crate::mapping::SharedWord;
 
 mod sealed {
     pub trait Sealed {}

@@ -447,3 +447,45 @@ impl Region for SharedData<'_> {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
     }
 }
+
+/// One 32-bit word at the start of a `MAP_SHARED` mapping of a file: the
+/// same kind of memory a bus lives in, for measuring floors between
+/// processes (the bare futex round trip of `shmif bench`) without a bus
+/// around it. The word is an atomic, as every shared word here is; the file
+/// is the caller's own and must not be truncated while it is mapped (this
+/// mapping is not protected against SIGBUS as a bus's is).
+pub struct SharedWord {
+    raw: memmap2::MmapRaw,
+}
+
+impl std::fmt::Debug for SharedWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWord")
+            .field("value", &self.word().load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SharedWord {
+    /// Maps the first 4 bytes of `file` (opened read-write, at least 4
+    /// bytes long) shared.
+    pub fn map(file: &File) -> io::Result<Self> {
+        if file.metadata()?.len() < 4 {
+            return Err(io::Error::other("the file is shorter than 4 bytes"));
+        }
+        let raw = memmap2::MmapOptions::new().len(4).map_raw(file)?;
+        if raw.len() < 4 {
+            return Err(io::Error::other("mapping has the wrong size"));
+        }
+        Ok(SharedWord { raw })
+    }
+
+    /// The word, for atomic operations and futex calls.
+    pub fn word(&self) -> &AtomicU32 {
+        // SAFETY: the mapping is page-aligned (so 4-aligned), at least 4
+        // bytes long (checked in `map`) and lives as long as `self`, which
+        // the returned reference borrows; an `AtomicU32` is sound over
+        // memory that other processes write, since every access is atomic.
+        unsafe { AtomicU32::from_ptr(self.raw.as_mut_ptr().cast::<u32>()) }
+    }
+}

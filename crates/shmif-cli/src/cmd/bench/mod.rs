@@ -250,7 +250,7 @@ fn measure_latency(
         for _ in 0..set.latency_turns {
             let n = set.rounds / set.latency_turns;
             floor.extend(latency::wake_floor(dir, placement, n, n / 10 + 10)?);
-            futex.extend(latency::futex_floor(placement, n, n / 10 + 10)?);
+            futex.extend(latency::futex_floor(dir, placement, n, n / 10 + 10)?);
             for (wait, acc) in modes.iter().zip(per_mode.iter_mut()) {
                 let n = if *wait == Wait::BusyPoll {
                     set.busy_rounds

@@ -72,7 +72,8 @@ pub(super) struct FloorsJson {
     wake_rtt_p50_us: f64,
     wake_rtt_p99_us: f64,
     wake_rtt: Vec<WakeJson>,
-    /// The bare futex round trip (two threads, a shared futex word).
+    /// The bare futex round trip (two processes, a shared futex word in a
+    /// file mapping).
     futex_rtt: Vec<WakeJson>,
     pwrite_ns: f64,
 }

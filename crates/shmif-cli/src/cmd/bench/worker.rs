@@ -4,6 +4,7 @@
 
 use super::endpoint::{Baseline, Endpoint, Fast};
 use super::frames::{self, Kind};
+use super::latency::FutexTurn;
 use crate::cli::error::lib_error;
 use anyhow::{anyhow, bail, Context as _, Result};
 use shmif::Interface;
@@ -101,6 +102,14 @@ enum Role {
         #[arg(long)]
         cpu: Option<usize>,
     },
+    /// Hands the turn back through the shared futex word at the start of
+    /// FILE each time it is given it (the bare futex round trip).
+    FutexEcho {
+        file: PathBuf,
+        /// Run on this processor only.
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Answers each change of PING with a 4-byte write to PONG (the bare
     /// wake-up round trip).
     WakeEcho {
@@ -161,6 +170,10 @@ pub fn run(args: WorkerArgs) -> Result<ExitCode> {
         Role::WakeEcho { ping, pong, cpu } => {
             cpu.map(pin).transpose()?;
             wake_echo(&ping, &pong)
+        }
+        Role::FutexEcho { file, cpu } => {
+            cpu.map(pin).transpose()?;
+            futex_echo(&file)
         }
     }?;
     Ok(ExitCode::SUCCESS)
@@ -473,6 +486,24 @@ impl BareWatch {
 pub fn poke(file: &std::fs::File) -> Result<()> {
     file.write_all_at(&3u32.to_ne_bytes(), 4)?;
     Ok(())
+}
+
+fn futex_echo(file: &Path) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .with_context(|| format!("{}", file.display()))?;
+    let shared = shmif::lowlevel::SharedWord::map(&f)?;
+    let turn = FutexTurn(shared.word());
+    say("ready")?;
+    loop {
+        // Between rounds the parent may pause; it never stops for an hour.
+        match turn.wait_for(FutexTurn::ECHO, Duration::from_secs(3600)) {
+            Some(FutexTurn::ECHO) => turn.hand_to(FutexTurn::PINGER),
+            _ => return Ok(()),
+        }
+    }
 }
 
 fn wake_echo(ping: &Path, pong: &Path) -> Result<()> {
