@@ -126,7 +126,7 @@ fn my_holder_tag() -> u32 {
 
 /// The spare-word tag a lock holder with process id `pid` in this PID
 /// namespace records while it holds the lock (for tools and tests that
-/// inspect a bus): its claim tag marked [`HELD`].
+/// inspect a bus): its claim tag ([`claim_tag`]) marked held (bit 31).
 pub fn holder_tag(pid: u32) -> u32 {
     claim_tag(pid) | HELD
 }
@@ -1522,7 +1522,7 @@ impl BusGuard<'_> {
 }
 
 impl Drop for BusGuard<'_> {
-    /// Lets the lock go in the opposite order to [`try_lock`]: unmarks the
+    /// Lets the lock go in the opposite order to taking it: unmarks the
     /// tag, frees the lock word, clears the tag, so that a holder killed at
     /// any point of its release leaves a tag naming it.
     fn drop(&mut self) {
