@@ -28,6 +28,42 @@ fn bcast(src: MacAddr, tag: u8) -> Vec<u8> {
     f
 }
 
+/// An interface on `bus`, up, whose lock waits take an unrecorded holder's
+/// lock over after `stuck` (`None`: never).
+fn patient_on(bus: &Path, stuck: Option<Duration>) -> std::sync::Arc<Interface> {
+    let a = Interface::new().with_open_options(OpenOptions::new().stuck_lock_timeout(stuck));
+    a.set_link(bus).unwrap();
+    a.up().unwrap();
+    std::sync::Arc::new(a)
+}
+
+/// Sends one frame through `a` on another thread and waits up to 5 s for
+/// it to go out; how long that took, or `None` if it never did.
+fn timed_send(a: &std::sync::Arc<Interface>, tag: u8) -> Option<Duration> {
+    let a2 = a.clone();
+    let start = Instant::now();
+    let t = std::thread::spawn(move || a2.send(&bcast(a2.mac(), tag)).unwrap());
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = start.elapsed();
+    t.is_finished().then(|| {
+        t.join().unwrap();
+        took
+    })
+}
+
+/// Starts a send through `a` on another thread and checks that it is still
+/// waiting for the lock 800 ms later; the thread, for the caller to join
+/// once it has freed the lock.
+fn still_waiting(a: &std::sync::Arc<Interface>, tag: u8) -> std::thread::JoinHandle<()> {
+    let a2 = a.clone();
+    let t = std::thread::spawn(move || a2.send(&bcast(a2.mac(), tag)).unwrap());
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!t.is_finished(), "taken over with no stuck-lock timeout");
+    t
+}
+
 #[test]
 fn a_dead_holders_lock_is_taken_over_and_a_broken_ring_reset() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,10 +125,7 @@ fn a_live_holder_is_never_robbed() {
 fn an_unidentified_stuck_holder_is_taken_over_after_the_timeout_or_never() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let patient = Interface::new()
-        .with_open_options(OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(300))));
-    patient.set_link(&bus).unwrap();
-    patient.up().unwrap();
+    let patient = patient_on(&bus, Some(Duration::from_millis(300)));
     // As a NetBSD peer that died in the lock leaves it: 1, nothing recorded.
     poke(&bus, 24, 1);
     poke(&bus, 28, 0);
@@ -106,16 +139,9 @@ fn an_unidentified_stuck_holder_is_taken_over_after_the_timeout_or_never() {
     assert_eq!(patient.counters().lock_takeovers, 1);
 
     // With no timeout, NetBSD's behaviour: wait for as long as it takes.
-    let never = std::sync::Arc::new(
-        Interface::new().with_open_options(OpenOptions::new().stuck_lock_timeout(None)),
-    );
-    never.set_link(&bus).unwrap();
-    never.up().unwrap();
+    let never = patient_on(&bus, None);
     poke(&bus, 24, 1);
-    let n2 = never.clone();
-    let t = std::thread::spawn(move || n2.send(&bcast(n2.mac(), 2)).unwrap());
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(!t.is_finished());
+    let t = still_waiting(&never, 2);
     poke(&bus, 24, 0);
     t.join().unwrap();
     assert_eq!(never.counters().lock_takeovers, 0);
@@ -193,28 +219,17 @@ fn released_meanwhile_takeover_leaves_no_holder_tag_behind() {
 fn a_lock_naming_a_live_process_that_does_not_map_the_bus_is_taken_over() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let patient = std::sync::Arc::new(Interface::new().with_open_options(
-        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(300))),
-    ));
-    patient.set_link(&bus).unwrap();
-    patient.up().unwrap();
+    let patient = patient_on(&bus, Some(Duration::from_millis(300)));
     let mut stranger = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
     poke(&bus, 24, 1);
     poke(&bus, 28, holder_tag(stranger.id()));
-    let p = patient.clone();
-    let t = std::thread::spawn(move || p.send(&bcast(p.mac(), 1)).unwrap());
-    let start = Instant::now();
-    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let finished = t.is_finished();
+    let finished = timed_send(&patient, 1).is_some();
     if !finished {
         poke(&bus, 24, 0);
     }
-    t.join().unwrap();
     let _ = stranger.kill();
     let _ = stranger.wait();
     assert!(
@@ -222,22 +237,6 @@ fn a_lock_naming_a_live_process_that_does_not_map_the_bus_is_taken_over() {
         "a live process that is not on the bus was judged its lock holder"
     );
     assert_eq!(patient.counters().lock_takeovers, 1);
-}
-
-/// Sends one frame through `a` on another thread and waits up to 5 s for
-/// it to go out; how long that took, or `None` if it never did.
-fn timed_send(a: &std::sync::Arc<Interface>, tag: u8) -> Option<Duration> {
-    let a2 = a.clone();
-    let start = Instant::now();
-    let t = std::thread::spawn(move || a2.send(&bcast(a2.mac(), tag)).unwrap());
-    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let took = start.elapsed();
-    t.is_finished().then(|| {
-        t.join().unwrap();
-        took
-    })
 }
 
 /// A peer of ours claims the spare word before it swaps the lock word and
@@ -292,11 +291,7 @@ fn a_live_peers_unfinished_claim_is_cleared_or_waited_on_as_unrecorded() {
     use shmif::lowlevel::claim_tag;
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let a = std::sync::Arc::new(Interface::new().with_open_options(
-        OpenOptions::new().stuck_lock_timeout(Some(Duration::from_millis(400))),
-    ));
-    a.set_link(&bus).unwrap();
-    a.up().unwrap();
+    let a = patient_on(&bus, Some(Duration::from_millis(400)));
     // This very process, alive and mapping the bus, as the claim's maker.
     let me = claim_tag(std::process::id());
     poke(&bus, 24, 0);
@@ -319,17 +314,10 @@ fn a_live_peers_unfinished_claim_is_cleared_or_waited_on_as_unrecorded() {
     assert_eq!(a.counters().lock_takeovers, 1);
     assert_eq!(spare_and_lock(&bus), (0, 0));
 
-    let never = std::sync::Arc::new(
-        Interface::new().with_open_options(OpenOptions::new().stuck_lock_timeout(None)),
-    );
-    never.set_link(&bus).unwrap();
-    never.up().unwrap();
+    let never = patient_on(&bus, None);
     poke(&bus, 24, 1);
     poke(&bus, 28, me);
-    let n2 = never.clone();
-    let t = std::thread::spawn(move || n2.send(&bcast(n2.mac(), 3)).unwrap());
-    std::thread::sleep(Duration::from_millis(800));
-    assert!(!t.is_finished(), "taken over with no stuck-lock timeout");
+    let t = still_waiting(&never, 3);
     poke(&bus, 24, 0);
     poke(&bus, 28, 0);
     t.join().unwrap();
