@@ -8,7 +8,7 @@ use super::endpoint::Endpoint;
 use super::frames::{self, Kind};
 use super::proc::Worker;
 use super::worker::{allowed_cpus, latency_endpoint, pin, poke, BareWatch, Wait};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use shmif::wire::MAX_FRAME_LEN;
 use std::ffi::OsString;
 use std::path::Path;
@@ -238,12 +238,15 @@ impl FutexTurn<'_> {
 pub fn futex_floor(dir: &Path, placement: Placement, rounds: usize, warmup: usize) -> Result<Rtts> {
     placed(placement, |theirs| {
         let path = dir.join("futex-floor");
-        std::fs::write(&path, FutexTurn::PINGER.to_ne_bytes())?;
+        let what =
+            |doing: &str| format!("cannot {doing} the futex floor's file {}", path.display());
+        std::fs::write(&path, FutexTurn::PINGER.to_ne_bytes()).with_context(|| what("write"))?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(&path)?;
-        let shared = shmif::lowlevel::SharedWord::map(&file)?;
+            .open(&path)
+            .with_context(|| what("open"))?;
+        let shared = shmif::lowlevel::SharedWord::map(&file).with_context(|| what("map"))?;
         let turn = FutexTurn(shared.word());
         let mut args: Vec<OsString> = vec!["futex-echo".into(), path.clone().into()];
         if let Some(c) = theirs {

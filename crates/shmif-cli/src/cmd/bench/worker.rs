@@ -493,8 +493,9 @@ fn futex_echo(file: &Path) -> Result<()> {
         .read(true)
         .write(true)
         .open(file)
-        .with_context(|| format!("{}", file.display()))?;
-    let shared = shmif::lowlevel::SharedWord::map(&f)?;
+        .with_context(|| format!("cannot open the futex floor's file {}", file.display()))?;
+    let shared = shmif::lowlevel::SharedWord::map(&f)
+        .with_context(|| format!("cannot map the futex floor's file {}", file.display()))?;
     let turn = FutexTurn(shared.word());
     say("ready")?;
     loop {
