@@ -16,7 +16,7 @@
 //! error. Faults elsewhere go to the previous handler or the default action.
 
 use crate::ring::{Control, Region};
-use crate::wire::field;
+use crate::wire::{field, FRAME_HEADER_LEN};
 use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -445,6 +445,17 @@ impl Region for SharedData<'_> {
         // the mapping is writable, and `data` is private memory that cannot
         // overlap it.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) }
+    }
+
+    #[inline]
+    fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
+        let src = self.base(off, FRAME_HEADER_LEN);
+        // SAFETY: `src..src+24` is inside the mapping (checked by `base`),
+        // and `[u8; 24]` has no alignment or validity requirement, so any
+        // bytes there read as a value; as with `read`, bytes a misbehaving
+        // process changes meanwhile yield garbage that the ring code
+        // validates.
+        unsafe { std::ptr::read_unaligned(src.cast::<[u8; FRAME_HEADER_LEN]>()) }
     }
 }
 

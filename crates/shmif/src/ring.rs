@@ -112,6 +112,16 @@ pub trait Region {
     fn read(&self, off: u32, buf: &mut [u8]);
     /// Copies `data` to `off`.
     fn write(&mut self, off: u32, data: &[u8]);
+    /// The [`FRAME_HEADER_LEN`] bytes at `off`, which the caller keeps
+    /// within the ring (`off + 24 <= size`). The ring code reads a header
+    /// for every entry it passes, several for each frame written: a copy
+    /// of a fixed size is a few moves where [`Region::read`]'s copy of any
+    /// length is a call, whose stores the parse then waits on.
+    fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
+        let mut raw = [0u8; FRAME_HEADER_LEN];
+        self.read(off, &mut raw);
+        raw
+    }
 }
 
 impl Region for [u8] {
@@ -127,6 +137,15 @@ impl Region for [u8] {
             dst.copy_from_slice(data);
         }
     }
+    #[inline]
+    fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
+        let off = off as usize;
+        let mut raw = [0u8; FRAME_HEADER_LEN];
+        if let Some(src) = self.get(off..off + FRAME_HEADER_LEN) {
+            raw.copy_from_slice(src);
+        }
+        raw
+    }
 }
 
 impl Region for Vec<u8> {
@@ -135,6 +154,10 @@ impl Region for Vec<u8> {
     }
     fn write(&mut self, off: u32, data: &[u8]) {
         self.as_mut_slice().write(off, data)
+    }
+    #[inline]
+    fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
+        self.as_slice().read_header(off)
     }
 }
 
@@ -228,8 +251,19 @@ pub enum Corrupt {
 /// the size once, which is the same whenever `off <= size` and `delta <
 /// size`, as on any real bus; the full reduction keeps small rings (tests,
 /// fuzzing) in range too.
+#[inline]
 fn advance(size: u32, off: u32, delta: u32) -> u32 {
-    let n = (u64::from(off) + u64::from(delta)) % u64::from(size.max(1));
+    let size = u64::from(size.max(1));
+    let n = u64::from(off) + u64::from(delta);
+    // Within one lap of the end, as nearly always: a subtraction, not a
+    // division (this runs several times for every frame).
+    let n = if n < size {
+        n
+    } else if n - size < size {
+        n - size
+    } else {
+        n % size
+    };
     u32::try_from(n).unwrap_or(0)
 }
 
@@ -284,6 +318,7 @@ pub enum Entry {
 
 impl Entry {
     /// Ring bytes the entry takes, its header included.
+    #[inline]
     pub fn span(&self) -> u32 {
         let len = match self {
             Entry::Frame(h) => h.len,
@@ -297,6 +332,7 @@ impl Entry {
 /// frame and two headers. The frame a lap starts with then never reaches
 /// the record that ended the lap before (the eviction walk would step
 /// from that record to offset 0, onto the frame being written).
+#[inline]
 fn skip_floor(geom: Geometry) -> u64 {
     u64::from(geom.max_frame_len.min(geom.size / 2)) + 2 * FRAME_HEADER_LEN as u64
 }
@@ -318,6 +354,7 @@ fn skip_header(geom: Geometry, at: u32) -> [u8; FRAME_HEADER_LEN] {
 /// frame limit) or, where the geometry allows them, a skip record (which
 /// must start past offset 0 with its whole header in the ring and end at
 /// the ring's end exactly).
+#[inline]
 pub fn entry_at<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
@@ -329,8 +366,13 @@ pub fn entry_at<R: Region + ?Sized>(
             value: off,
         });
     }
-    let mut raw = [0u8; FRAME_HEADER_LEN];
-    read_wrapped(geom, region, off, &mut raw);
+    let raw = if u64::from(off) + FRAME_HEADER_LEN as u64 <= u64::from(geom.size) {
+        region.read_header(off)
+    } else {
+        let mut raw = [0u8; FRAME_HEADER_LEN];
+        read_wrapped(geom, region, off, &mut raw);
+        raw
+    };
     let h = FrameHeaderRepr::from_bytes(&raw);
     if geom.skips && raw[12..16] == SKIP_MARK.to_ne_bytes() {
         let at = off % geom.size.max(1);
@@ -352,6 +394,7 @@ pub fn entry_at<R: Region + ?Sized>(
 
 /// Reads the frame header at `off`, rejecting impossible lengths (and a
 /// skip record, which is not a frame: [`entry_at`] reads either).
+#[inline]
 pub fn header_at<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
@@ -383,6 +426,7 @@ pub fn cursor<R: Region + ?Sized>(
 
 /// `shmif_nextpktoff`: the offset right after the entry (a frame or a
 /// skip record) whose header is at `off`.
+#[inline]
 pub fn next_offset<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
@@ -393,6 +437,7 @@ pub fn next_offset<R: Region + ?Sized>(
 }
 
 /// Checks that `first` and `last` lie in the ring.
+#[inline]
 pub fn check_control(geom: Geometry, c: &Control) -> Result<(), Corrupt> {
     if c.first > geom.size {
         return Err(Corrupt::Offset {
@@ -454,6 +499,7 @@ fn evict<R: Region + ?Sized>(
 /// The contiguous pieces that writing `len` bytes at `off` splits into, as
 /// `shmif_buswrite` writes them: `(offset, bytes, evict_len)`, where the
 /// eviction length counts one extra byte when the piece reaches the end.
+#[inline]
 fn pieces(size: u32, off: u32, len: u32) -> ([(u32, u32, u32); 2], usize, bool) {
     let chunk = len.min(size - off);
     let filled = off + chunk == size;
@@ -482,9 +528,10 @@ struct Overlay<'a, R: Region + ?Sized> {
     pending: &'a [(u32, &'a [u8])],
 }
 
-impl<R: Region + ?Sized> Region for Overlay<'_, R> {
-    fn read(&self, off: u32, buf: &mut [u8]) {
-        self.base.read(off, buf);
+impl<R: Region + ?Sized> Overlay<'_, R> {
+    /// Puts the planned bytes over `buf`, which holds the base's bytes at
+    /// `off`.
+    fn patch(&self, off: u32, buf: &mut [u8]) {
         let (lo, hi) = (off as usize, off as usize + buf.len());
         for &(poff, bytes) in self.pending {
             let (plo, phi) = (poff as usize, poff as usize + bytes.len());
@@ -494,7 +541,19 @@ impl<R: Region + ?Sized> Region for Overlay<'_, R> {
             }
         }
     }
+}
+
+impl<R: Region + ?Sized> Region for Overlay<'_, R> {
+    fn read(&self, off: u32, buf: &mut [u8]) {
+        self.base.read(off, buf);
+        self.patch(off, buf);
+    }
     fn write(&mut self, _off: u32, _data: &[u8]) {}
+    fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
+        let mut raw = self.base.read_header(off);
+        self.patch(off, &mut raw);
+        raw
+    }
 }
 
 /// Appends one frame after `last`, evicting the oldest frames it overwrites
@@ -984,8 +1043,10 @@ impl Reader {
                 return Step::Corrupt(e);
             }
         };
-        let mut raw = [0u8; FRAME_HEADER_LEN];
-        let (pay, hdr_wrapped) = read_wrapped(geom, region, self.next, &mut raw);
+        // Where the payload starts, and whether the header reached the
+        // ring's end (`read_wrapped`'s answer, without reading it again).
+        let pay = advance(size, self.next, FRAME_HEADER_LEN as u32);
+        let hdr_wrapped = u64::from(self.next) + FRAME_HEADER_LEN as u64 >= u64::from(size);
         let copied = offer(geom, region, pay, &header, buf, accept);
         self.next = advance(size, pay, header.len);
         if hdr_wrapped || (self.next < pay && header.len > 0) {
@@ -1671,5 +1732,74 @@ mod tests {
             Step::Corrupt(_)
         ));
         assert_eq!(w, Reader::new(0, 0), "unmoved");
+    }
+
+    #[test]
+    fn advance_is_the_remainder_of_the_sum() {
+        let sizes = [1u32, 2, 64, 4096, DATA_SIZE, u32::MAX];
+        for &size in &sizes {
+            let offs = [0, 1, size / 2, size.saturating_sub(1), size];
+            let deltas = [0, 1, 24, size / 2, size.saturating_sub(1), size, u32::MAX];
+            for &off in &offs {
+                for &delta in &deltas {
+                    let want = (u64::from(off) + u64::from(delta)) % u64::from(size);
+                    assert_eq!(
+                        u64::from(advance(size, off, delta)),
+                        want,
+                        "advance({size}, {off}, {delta})"
+                    );
+                }
+            }
+        }
+        assert_eq!(advance(0, 5, 7), 0, "a zero size is taken as 1");
+    }
+
+    #[test]
+    fn a_header_read_in_one_piece_is_the_general_read() {
+        let ring: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        for off in [0u32, 1, 100, 4096 - 25, 4096 - 24] {
+            let mut want = [0u8; FRAME_HEADER_LEN];
+            ring.read(off, &mut want);
+            assert_eq!(ring.read_header(off), want, "Vec at {off}");
+            assert_eq!(ring[..].read_header(off), want, "slice at {off}");
+        }
+        // Past the end of shorter storage: unchanged (zero) bytes, as
+        // `read` leaves its buffer, never a panic.
+        assert_eq!(ring[..100].read_header(90), [0u8; FRAME_HEADER_LEN]);
+        // An overlay reads the planned bytes over the base's.
+        let planned = [0xeeu8; 10];
+        let view = Overlay {
+            base: &ring,
+            pending: &[(105, &planned[..])],
+        };
+        let mut want = [0u8; FRAME_HEADER_LEN];
+        view.read(100, &mut want);
+        assert_eq!(&want[5..15], &planned[..]);
+        assert_eq!(view.read_header(100), want);
+    }
+
+    #[test]
+    fn entry_at_reads_headers_within_the_ring_and_across_its_end() {
+        let h = FrameHeaderRepr {
+            len: 60,
+            sec: 0x0a0b_0c0d,
+            usec: 0x0102_0304,
+            sender: 0x1122_3344_5566_7788,
+        };
+        let raw = h.to_bytes();
+        // From well inside the ring to a header that ends exactly at the
+        // end, then ones split across it, and `off == size` (all at 0).
+        for off in (4096 - 40)..=4096u32 {
+            let mut ring = vec![0u8; 4096];
+            for (k, b) in raw.iter().enumerate() {
+                ring[(off as usize + k) % 4096] = *b;
+            }
+            assert_eq!(entry_at(G, &ring, off), Ok(Entry::Frame(h)), "at {off}");
+            assert_eq!(
+                next_offset(G, &ring, off),
+                Ok(advance(4096, off, 24 + 60)),
+                "next of {off}"
+            );
+        }
     }
 }

@@ -303,14 +303,21 @@ impl FrameHeaderRepr {
         out
     }
 
-    /// Parses 24 native-order bytes.
+    /// Parses 24 native-order bytes: the inverse of
+    /// [`FrameHeaderRepr::to_bytes`] (the padding is ignored).
+    ///
+    /// The ring code parses a header for every entry it passes, so this
+    /// decodes the fixed array directly (and inline), the same fields as
+    /// [`FrameHeader`]'s accessors in native order.
+    #[inline]
     pub fn from_bytes(bytes: &[u8; FRAME_HEADER_LEN]) -> Self {
-        // A 24-byte array always satisfies the view's length check.
-        let view = FrameHeader {
-            buf: &bytes[..],
-            order: ByteOrder::Native,
-        };
-        Self::parse(&view)
+        let [l0, l1, l2, l3, s0, s1, s2, s3, u0, u1, u2, u3, _, _, _, _, rest @ ..] = *bytes;
+        FrameHeaderRepr {
+            len: u32::from_ne_bytes([l0, l1, l2, l3]),
+            sec: u32::from_ne_bytes([s0, s1, s2, s3]),
+            usec: u32::from_ne_bytes([u0, u1, u2, u3]),
+            sender: u64::from_ne_bytes(rest),
+        }
     }
 }
 
@@ -414,6 +421,17 @@ mod tests {
         };
         assert_eq!(FrameHeaderRepr::from_bytes(&r.to_bytes()), r);
         assert_eq!(&r.to_bytes()[12..16], &[0, 0, 0, 0]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn from_bytes_reads_what_the_view_reads(bytes in proptest::array::uniform24(proptest::num::u8::ANY)) {
+            let view = FrameHeader::new_checked(&bytes[..], ByteOrder::Native).unwrap();
+            proptest::prop_assert_eq!(
+                FrameHeaderRepr::from_bytes(&bytes),
+                FrameHeaderRepr::parse(&view)
+            );
+        }
     }
 
     #[test]
