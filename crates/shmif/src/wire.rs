@@ -311,12 +311,16 @@ impl FrameHeaderRepr {
     /// [`FrameHeader`]'s accessors in native order.
     #[inline]
     pub fn from_bytes(bytes: &[u8; FRAME_HEADER_LEN]) -> Self {
-        let [l0, l1, l2, l3, s0, s1, s2, s3, u0, u1, u2, u3, _, _, _, _, rest @ ..] = *bytes;
+        let (words, sender) = bytes.split_at(16);
+        let word =
+            |i: usize| u32::from_ne_bytes([words[i], words[i + 1], words[i + 2], words[i + 3]]);
+        let mut s = [0u8; 8];
+        s.copy_from_slice(sender);
         FrameHeaderRepr {
-            len: u32::from_ne_bytes([l0, l1, l2, l3]),
-            sec: u32::from_ne_bytes([s0, s1, s2, s3]),
-            usec: u32::from_ne_bytes([u0, u1, u2, u3]),
-            sender: u64::from_ne_bytes(rest),
+            len: word(0),
+            sec: word(4),
+            usec: word(8),
+            sender: u64::from_ne_bytes(s),
         }
     }
 }
