@@ -413,6 +413,7 @@ impl SharedData<'_> {
     /// Bounds check shared by read and write: `off..off+len` must lie in
     /// the data region. Offsets come from validated ring arithmetic, so a
     /// failure is a bug in this crate, not bad bus contents.
+    #[inline]
     fn base(&self, off: u32, len: usize) -> *mut u8 {
         let off = off as usize;
         let layout = self.map.layout;

@@ -113,10 +113,12 @@ pub trait Region {
     /// Copies `data` to `off`.
     fn write(&mut self, off: u32, data: &[u8]);
     /// The [`FRAME_HEADER_LEN`] bytes at `off`, which the caller keeps
-    /// within the ring (`off + 24 <= size`). The ring code reads a header
-    /// for every entry it passes, several for each frame written: a copy
-    /// of a fixed size is a few moves where [`Region::read`]'s copy of any
-    /// length is a call, whose stores the parse then waits on.
+    /// within the ring (`off + 24 <= size`): an entry's header, or the
+    /// first bytes of a frame that a reader's filter looks at. The ring
+    /// code reads a header for every entry it passes, several for each
+    /// frame written: a copy of a fixed size is a few moves where
+    /// [`Region::read`]'s copy of any length is a call, whose stores the
+    /// parse then waits on.
     fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
         let mut raw = [0u8; FRAME_HEADER_LEN];
         self.read(off, &mut raw);
@@ -839,6 +841,7 @@ pub enum Step {
 
 impl Step {
     /// [`Step::Frame`] if the frame was copied, else [`Step::Passed`].
+    #[inline]
     fn delivered(copied: bool, header: FrameHeaderRepr, overrun: Option<Overrun>) -> Step {
         if copied {
             Step::Frame { header, overrun }
@@ -852,6 +855,7 @@ impl Step {
 /// bytes (at ring offset `pay`), and copies the payload into `buf` (as
 /// much as fits) if it accepts: what both kinds of reader step do with a
 /// frame once they know where it is. Returns whether it copied.
+#[inline]
 fn offer<R: Region + ?Sized>(
     geom: Geometry,
     region: &R,
@@ -861,10 +865,18 @@ fn offer<R: Region + ?Sized>(
     accept: impl FnOnce(&FrameHeaderRepr, &[u8]) -> bool,
 ) -> bool {
     let len = header.len as usize;
-    let mut peek = [0u8; PEEK_LEN];
-    let peek = &mut peek[..len.min(PEEK_LEN)];
-    read_wrapped(geom, region, pay, peek);
-    let copied = accept(header, peek);
+    let copied = if u64::from(pay) + FRAME_HEADER_LEN as u64 <= u64::from(geom.size) {
+        // Nearly always: the first bytes lie before the ring's end, and
+        // one fixed-size read takes them (with whatever follows the frame
+        // when it is shorter, shown to no one).
+        let first = region.read_header(pay);
+        accept(header, &first[..len.min(PEEK_LEN)])
+    } else {
+        let mut peek = [0u8; PEEK_LEN];
+        let peek = &mut peek[..len.min(PEEK_LEN)];
+        read_wrapped(geom, region, pay, peek);
+        accept(header, peek)
+    };
     if copied {
         let n = len.min(buf.len());
         read_wrapped(geom, region, pay, &mut buf[..n]);
@@ -1080,6 +1092,7 @@ impl Reader {
     /// unmoved) if the header there is impossible or its frame would end
     /// past `end`; otherwise as [`Reader::step_filtered`], never with an
     /// overrun.
+    #[inline]
     pub fn step_window<R: Region + ?Sized>(
         &mut self,
         geom: Geometry,
@@ -1138,10 +1151,17 @@ impl Reader {
         let copied = offer(geom, region, pay, &header, buf, accept);
         // Linear arithmetic is the ring's own rule (reaching the end is a
         // wrap, for writers and readers alike), so the next position is
-        // exactly `at + span`.
-        let next = at + span;
-        self.next = u32::try_from(next % u64::from(size)).unwrap_or(0);
-        self.devgen = next / u64::from(size);
+        // exactly `at + span`: the offset moves on by the span, less one
+        // ring if it reached the end (a span is under a ring), and the
+        // generation by one then. No division on this path, which runs
+        // for every frame a registered reader takes.
+        let next = u64::from(self.next) + span;
+        if next < u64::from(size) {
+            self.next = u32::try_from(next).unwrap_or(0);
+        } else {
+            self.next = u32::try_from(next - u64::from(size)).unwrap_or(0);
+            self.devgen = self.devgen.wrapping_add(1);
+        }
         Step::delivered(copied, header, None)
     }
 

@@ -45,6 +45,7 @@ enum Verdict {
 }
 
 impl Filter {
+    #[inline]
     fn verdict(&self, h: &FrameHeaderRepr, peek: &[u8]) -> Verdict {
         if h.len == 0 {
             Verdict::Placeholder
@@ -312,6 +313,7 @@ impl RxCore {
     /// the window (closed if it held something impossible). As with
     /// [`RxCore::refill_window`], the caller checks its standing before it
     /// trusts the copy, and rewinds if it must.
+    #[inline]
     pub(crate) fn take_from_window<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -350,6 +352,7 @@ impl RxCore {
     /// over, counted). `None`: nothing more in the window (closed if it held
     /// something impossible). The caller checks its standing after using
     /// the frame, as for [`RxCore::take_from_window`].
+    #[inline]
     pub(crate) fn view_from_window<R: Region + ?Sized>(
         &mut self,
         region: &R,
@@ -357,9 +360,16 @@ impl RxCore {
         filter: &Filter,
     ) -> Option<(FrameHeaderRepr, u32)> {
         let header = self.take_from_window(region, end, filter, &mut [])?;
-        let size = u64::from(self.geom.size);
-        let first = self.position().wrapping_sub(u64::from(header.len));
-        Some((header, u32::try_from(first % size.max(1)).unwrap_or(0)))
+        // The frame ends where the reader now is: its first byte lies
+        // `len` before that offset, modulo the ring (a frame is shorter
+        // than the ring).
+        let (at, len, size) = (self.reader.next, header.len, self.geom.size);
+        let first = if at >= len {
+            at - len
+        } else {
+            (at + size).wrapping_sub(len)
+        };
+        Some((header, first))
     }
 
     /// Notes a frame received in place and returns how many have been
