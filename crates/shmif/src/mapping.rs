@@ -374,11 +374,18 @@ impl Mapping {
             .store(c.first, Ordering::Release);
         self.u32_word(field::LAST).store(c.last, Ordering::Release);
         if self.layout.header > crate::wire::BUS_HEADER_LEN {
+            // These change only with a skip record, and share a cache line
+            // with the cursor hint that registered readers poll: storing
+            // them unchanged after every frame would take that line from
+            // the readers each time. (What the file holds is the same
+            // either way.)
             use crate::wire::ext::field as ext;
-            self.u64_word(ext::SKIPPED)
-                .store(c.skipped, Ordering::Release);
-            self.u64_word(ext::LAST_SKIP)
-                .store(c.last_skip, Ordering::Release);
+            for (at, value) in [(ext::SKIPPED, c.skipped), (ext::LAST_SKIP, c.last_skip)] {
+                let word = self.u64_word(at);
+                if word.load(Ordering::Relaxed) != value {
+                    word.store(value, Ordering::Release);
+                }
+            }
         }
     }
 

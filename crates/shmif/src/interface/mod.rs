@@ -633,6 +633,7 @@ impl Interface {
                         // would overwrite: let go of the lock (it needs it
                         // to read), wake it, and wait for it to move, to
                         // be left behind as stalled, or to be found gone.
+                        link.bus.publish_cursor(end);
                         drop(data);
                         drop(g);
                         link.bus.check_mapping()?;
@@ -656,8 +657,12 @@ impl Interface {
                     match ring::append_with(geom, &mut data, &mut ctl, &h, f, |first| {
                         g.set_first(first)
                     }) {
-                        // Publish each frame at once: a writer killed
-                        // mid-batch leaves a consistent ring.
+                        // Publish each frame's control words at once: a
+                        // writer killed mid-batch leaves a consistent ring.
+                        // The cursor hint waits for the end of the hold
+                        // (below): it only lets registered readers read
+                        // without the lock, and a store per frame to the
+                        // line they poll cost more than the frame.
                         Ok(a) => {
                             g.set_control(&ctl);
                             // `gen` is whatever the bus holds: wrapping,
@@ -666,7 +671,6 @@ impl Interface {
                                 .gen
                                 .wrapping_mul(size)
                                 .wrapping_add((u64::from(a.at) + need) % size);
-                            link.bus.publish_cursor(end);
                             break;
                         }
                         Err(_) if attempt == 0 => {
@@ -683,6 +687,11 @@ impl Interface {
                 n += 1;
                 bytes += f.len() as u64;
             }
+            // Everything this hold wrote, for registered readers, before
+            // the lock goes (a writer killed before this leaves the hint
+            // behind the ring, which only makes readers look under the
+            // lock; the next hold publishes it).
+            link.bus.publish_cursor(end);
             break;
         }
         link.bus.check_mapping()?;
