@@ -58,6 +58,7 @@ fn main() {
     f.resize(size, 0);
     // Batches of at most 128 frames or 48 KiB, as `shmif bench`'s writer.
     let batch = (48 * 1024 / (size + 24)).clamp(1, 128);
+    let cpu0 = cpu_ns();
     let t0 = Instant::now();
     let mut seq: u64 = 0;
     let mut frames: Vec<Vec<u8>> = vec![f; batch];
@@ -69,6 +70,7 @@ fn main() {
         w.send_batch(frames.iter().map(|f| &f[..])).unwrap();
     }
     let took = t0.elapsed().as_secs_f64();
+    let cpu = cpu_ns() - cpu0;
     let mut end = frames[0].clone();
     end[14..22].copy_from_slice(&u64::MAX.to_le_bytes());
     w.send(&end).unwrap();
@@ -78,9 +80,10 @@ fn main() {
         format!("extended {mib} MiB, lossless")
     };
     println!(
-        "{bus}: {size} B, 1 -> {readers}: writer {:.3} Mframes/s ({:.1} Gbit/s)",
+        "{bus}: {size} B, 1 -> {readers}: writer {:.3} Mframes/s ({:.1} Gbit/s), {:.0} ns of CPU per frame",
         seq as f64 / took / 1e6,
-        seq as f64 * size as f64 * 8.0 / took / 1e9
+        seq as f64 * size as f64 * 8.0 / took / 1e9,
+        cpu as f64 / seq.max(1) as f64
     );
     for k in kids.iter_mut() {
         let out = k.wait_with_output_ref();
@@ -96,6 +99,12 @@ fn main() {
             seq - got
         );
     }
+}
+
+/// CPU time (user and system) this process has used, ns.
+fn cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 trait WaitRef {
