@@ -351,8 +351,9 @@ impl Interface {
                 }
             }
             // Caught up with a writer that holds the lock to write more: it
-            // publishes each frame's end in the cursor hint, so watch that
-            // rather than queue for the lock behind its whole batch.
+            // publishes the cursor hint before it lets go (once per
+            // holding), so watch that rather than queue for the lock
+            // behind other waiters.
             if slot.is_some() {
                 let mut spins = 0u32;
                 while spins < 4096 && link.bus.lock_is_held() {
