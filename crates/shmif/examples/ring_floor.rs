@@ -8,7 +8,7 @@
 //! cargo run --release -p shmif --example ring_floor -- [SIZE] [SECS] [PASSES]
 //! ```
 //!
-//! `bench/ring-floor-ab.sh` runs this against an earlier revision's ring
+//! `bench/per-frame-ab.sh` runs this against an earlier revision's ring
 //! code, interleaved.
 
 use shmif::ring::{self, Control, Geometry, Reader, Step};
