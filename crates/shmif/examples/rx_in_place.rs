@@ -24,7 +24,10 @@ fn main() {
             .unwrap_or(default)
     };
     let (n, rounds) = (arg(1, 2400), arg(2, 200).max(2));
-    assert!(n * (1514 + 24) < 4 << 20, "ROUND frames must fit in a hot lap (4 MiB)");
+    assert!(
+        n * (1514 + 24) < 4 << 20,
+        "ROUND frames must fit in a hot lap (4 MiB)"
+    );
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let path = dir.path().join("bus");
     Bus::create(&path, 64 << 20, 1514, &OpenOptions::new()).expect("create the bus");
