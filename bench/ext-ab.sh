@@ -12,13 +12,8 @@ cd "$(dirname "$0")/.."
 rev="${1:-31aca62}"
 rounds="${2:-6}"
 secs="${3:-1}"
-old="$(mktemp -d)"
-out="$(mktemp)"
-trap 'git worktree remove --force "$old" >/dev/null 2>&1 || rm -rf "$old"; rm -f "$out"' EXIT
-git worktree add -q --detach "$old" "$rev"
-cp crates/shmif/examples/ext_throughput.rs "$old/crates/shmif/examples/"
-cargo build --release -q -p shmif --example ext_throughput
-(cd "$old" && CARGO_TARGET_DIR="$old/target" cargo build --release -q -p shmif --example ext_throughput)
+. bench/ab-build.sh
+ab_build "$rev" ext_throughput
 for _ in $(seq "$rounds"); do
     for side in old new; do
         if [ "$side" = old ]; then e="$old/target/release/examples/ext_throughput"; else e=target/release/examples/ext_throughput; fi

@@ -13,13 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rev="${1:-31aca62}"
 rounds="${2:-5}"
-old="$(mktemp -d)"
-out="$(mktemp)"
-trap 'git worktree remove --force "$old" >/dev/null 2>&1 || rm -rf "$old"; rm -f "$out"' EXIT
-git worktree add -q --detach "$old" "$rev"
-cp crates/shmif/examples/ring_floor.rs crates/shmif/examples/rx_in_place.rs "$old/crates/shmif/examples/"
-cargo build --release -q -p shmif --example ring_floor --example rx_in_place
-(cd "$old" && CARGO_TARGET_DIR="$old/target" cargo build --release -q -p shmif --example ring_floor --example rx_in_place)
+. bench/ab-build.sh
+ab_build "$rev" ring_floor rx_in_place
 for _ in $(seq "$rounds"); do
     for side in old new; do
         if [ "$side" = old ]; then d="$old/target/release/examples"; else d=target/release/examples; fi
