@@ -26,23 +26,9 @@ S="$PWD/target/release/shmif"
 F="$PWD/target/release/examples/vde_flood"
 command -v vde_switch >/dev/null || { echo "vde_switch is not installed (apt-get install vde2)"; exit 1; }
 T="$(mktemp -d)"
-SW_PID=""
+. bench/vde-switch.sh
 cleanup() { [ -n "$SW_PID" ] && kill "$SW_PID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-
-start_switch() { # shmif|vde_switch
-    rm -rf "$T/sw" "$T/bus"
-    if [ "$1" = shmif ]; then
-        "$S" vde "$T/bus" "$T/sw" >"$T/sw.out" 2>"$T/sw.err" &
-        SW_PID=$!
-        for _ in $(seq 100); do grep -q serving "$T/sw.out" 2>/dev/null && break; sleep 0.05; done
-    else
-        vde_switch -s "$T/sw" -d -p "$T/sw.pid" >/dev/null 2>&1
-        for _ in $(seq 100); do [ -S "$T/sw/ctl" ] && [ -s "$T/sw.pid" ] && break; sleep 0.05; done
-        SW_PID="$(cat "$T/sw.pid")"
-    fi
-}
-stop_switch() { kill "$SW_PID" 2>/dev/null || true; wait "$SW_PID" 2>/dev/null || true; SW_PID=""; sleep 0.2; }
 
 run_direct() { # size [batch] -> "fps received"
     local batch="${2:-1}"

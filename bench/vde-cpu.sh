@@ -19,9 +19,9 @@ cargo build -q --release -p shmif-cli --bin shmif --example vde_flood
 S="$PWD/target/release/shmif"
 F="$PWD/target/release/examples/vde_flood"
 TCK="$(getconf CLK_TCK)"
-T=""
-P=""
-cleanup() { [ -n "$P" ] && kill "$P" 2>/dev/null; [ -n "$T" ] && rm -rf "$T"; true; }
+T="$(mktemp -d)"
+. bench/vde-switch.sh
+cleanup() { [ -n "$SW_PID" ] && kill "$SW_PID" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 # user and system ticks of a process so far
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -34,23 +34,14 @@ timed() { # out-file cmd... : runs cmd, writes "user+sys seconds" of it to out-f
 echo "| switch | size (B) | frames/s | received | sender µs/frame | switch µs/frame (user + kernel) | receiver µs/frame | total µs/frame |"
 echo "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
 for _ in $(seq "$REPS"); do for size in 64 1514; do for sw in shmif vde_switch; do
-    T="$(mktemp -d)"
-    if [ "$sw" = shmif ]; then
-        "$S" vde "$T/bus" "$T/sw" >"$T/sw.out" 2>&1 &
-        P=$!
-        for _ in $(seq 100); do grep -q serving "$T/sw.out" 2>/dev/null && break; sleep 0.05; done
-    else
-        vde_switch -s "$T/sw" -d -p "$T/sw.pid" >/dev/null 2>&1
-        for _ in $(seq 100); do [ -s "$T/sw.pid" ] && [ -S "$T/sw/ctl" ] && break; sleep 0.05; done
-        P="$(cat "$T/sw.pid")"
-    fi
+    start_switch "$sw"
     timed "$T/rt" timeout 120 "$F" recv "$T/sw" "$COUNT" 64 >"$T/recv.out" &
     R=$!
     for _ in $(seq 100); do grep -q attached "$T/recv.out" 2>/dev/null && break; sleep 0.02; done
-    read -r u0 s0 < <(ticks "$P")
+    read -r u0 s0 < <(ticks "$SW_PID")
     timed "$T/st" timeout 120 "$F" send "$T/sw" "$size" "$COUNT" 64 >/dev/null || true
     wait "$R" || true
-    read -r u1 s1 < <(ticks "$P")
+    read -r u1 s1 < <(ticks "$SW_PID")
     python3 - "$sw" "$size" "$T/recv.out" "$T/st" "$T/rt" "$u0" "$s0" "$u1" "$s1" "$TCK" <<'PY'
 import sys
 sw, size, recv, st, rt, u0, s0, u1, s1, tck = sys.argv[1:]
@@ -67,12 +58,7 @@ snd, rcv = float(open(st).read()), float(open(rt).read())
 print(f"| {sw} | {size} | {fps:,.0f} | {got:,} | {us(snd):.2f} | {us(user + kern):.2f} ({us(user):.2f} + {us(kern):.2f}) "
       f"| {us(rcv):.2f} | {us(snd + rcv + user + kern):.2f} |")
 PY
-    kill "$P" 2>/dev/null || true
-    wait "$P" 2>/dev/null || true
-    P=""
-    rm -rf "$T"
-    T=""
-    sleep 0.3
+    stop_switch
 done; done; done
 echo
 echo "$(date -u +%FT%TZ), $(nproc) cores ($(uname -r)), $COUNT frames per run, clients batching 64 frames per call"
