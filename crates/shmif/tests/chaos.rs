@@ -220,8 +220,17 @@ fn echoer(bus: &Path, checker: bool) {
             Ok((kind, seq)) => {
                 good += 1;
                 if kind == PROBE && !checker {
-                    ifc.send(&frame(mac, ECHO, seq, 16)).unwrap();
-                    echoed += 1;
+                    match ifc.send(&frame(mac, ECHO, seq, 16)) {
+                        Ok(()) => echoed += 1,
+                        // Taken down (after `stop` was set) since the
+                        // receive above.
+                        Err(shmif::Error::Down)
+                            if stop.load(std::sync::atomic::Ordering::SeqCst) =>
+                        {
+                            break
+                        }
+                        Err(e) => panic!("echoer: send: {e}"),
+                    }
                 }
             }
             Err(e) => {

@@ -158,8 +158,14 @@ fn peer(bus: &Path, who: u8) {
             let mac = ifc.mac().0;
             let mut seq = 0;
             while !stop.load(Ordering::SeqCst) {
-                ifc.send(&frame(mac, who, epoch.load(Ordering::SeqCst), seq))
-                    .unwrap();
+                match ifc.send(&frame(mac, who, epoch.load(Ordering::SeqCst), seq)) {
+                    Ok(()) => {}
+                    // Told to stop between the look above and this send:
+                    // the stdin thread sets `stop` before it takes the
+                    // interface down.
+                    Err(shmif::Error::Down) if stop.load(Ordering::SeqCst) => break,
+                    Err(e) => panic!("peer {who}: send: {e}"),
+                }
                 seq += 1;
                 sent.store(seq, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(200));
