@@ -290,7 +290,8 @@ pub fn read_wrapped<R: Region + ?Sized>(
     let wrapped = off + chunk == size;
     let rest = (len - chunk) as usize;
     if rest == 0 {
-        return ((off + chunk) % size, wrapped);
+        // `off + chunk` <= `size`: the remainder without a division.
+        return (if wrapped { 0 } else { off + chunk }, wrapped);
     }
     let n = rest.min(tail.len());
     region.read(0, &mut tail[..n]);

@@ -85,9 +85,12 @@ impl<'a> FrameView<'a> {
                 geom,
                 first,
             } => {
-                // `offset` < `len` <= the frame limit, far below the ring.
-                let size = u64::from(geom.size.max(1));
-                let start = (u64::from(*first) + offset as u64) % size;
+                // `first` < the ring size and `offset` < `len` <= the
+                // frame limit, under half the ring: the sum is under two
+                // rings, so one subtraction is the remainder.
+                let size = u64::from(geom.size);
+                let sum = u64::from(*first) + offset as u64;
+                let start = if sum >= size { sum - size } else { sum };
                 read_wrapped(*geom, *region, start as u32, &mut buf[..n]);
             }
         }
