@@ -3,8 +3,9 @@
 //! with nothing else in the way: a writer sends ROUND frames of 1514 bytes
 //! (under a hot lap, 4 MiB, so that none waits for the reader), then the
 //! reader takes them all with `try_recv_batch_in_place` (32 per call,
-//! reading each frame's sequence number where it lies). Prints the least
-//! time per frame of each over ROUNDS rounds (the least disturbed).
+//! reading each frame's sequence number where it lies; with `RX=copy`,
+//! `try_recv_into` copies each frame into a buffer instead). Prints the
+//! least time per frame of each over ROUNDS rounds (the least disturbed).
 //!
 //! ```sh
 //! cargo run --release -p shmif --example rx_in_place -- [ROUND] [ROUNDS]
@@ -38,6 +39,8 @@ fn main() {
     f[..6].copy_from_slice(&[0xff; 6]);
     let frames: Vec<Vec<u8>> = (0..31).map(|_| f.clone()).collect();
     let mut seqs: Vec<[u8; 8]> = Vec::with_capacity(32);
+    let copying = std::env::var("RX").is_ok_and(|v| v == "copy");
+    let mut buf = vec![0u8; 1514];
     let (mut rx_ns, mut tx_ns) = (f64::MAX, f64::MAX);
     for round in 0..rounds {
         let t = Instant::now();
@@ -52,14 +55,18 @@ fn main() {
         let t = Instant::now();
         let mut got = 0;
         while got < n {
-            seqs.clear();
-            let k = r
-                .try_recv_batch_in_place(32, &mut seqs, |v, _| {
+            let k = if copying {
+                let r = r.try_recv_into(&mut buf).expect("receive");
+                usize::from(r.is_some())
+            } else {
+                seqs.clear();
+                r.try_recv_batch_in_place(32, &mut seqs, |v, _| {
                     let mut seq = [0u8; 8];
                     v.read(14, &mut seq);
                     seq
                 })
-                .expect("receive");
+                .expect("receive")
+            };
             assert!(k > 0, "the reader ran dry after {got} of {n}");
             got += k;
         }
@@ -70,5 +77,6 @@ fn main() {
             tx_ns = tx_ns.min(tx);
         }
     }
-    println!("in place: reader {rx_ns:.1} ns per frame; writer {tx_ns:.1} ns per frame");
+    let how = if copying { "copying" } else { "in place" };
+    println!("{how}: reader {rx_ns:.1} ns per frame; writer {tx_ns:.1} ns per frame");
 }
