@@ -55,7 +55,7 @@ fn child_entry() {
             Path::new(&args[0]),
             args[1] == "lossy",
             args[2].parse().ok(),
-            args.get(3).is_some_and(|a| a == "into"),
+            args.get(3).map_or("recv", String::as_str),
         ),
         other => panic!("unknown role {other}"),
     }
@@ -68,10 +68,13 @@ fn child_entry() {
 /// held back only by the reader protocol. (A process stopped while it
 /// holds the lock stops the bus, as with any lock: see DESIGN.md.)
 ///
-/// With `into`, frames are taken with `try_recv_into` (which a registered
-/// reader serves straight from the ring into the buffer) and waited for
-/// with `wait_for_wakeup`; otherwise with `recv_timeout`.
-fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
+/// `how` the frames are taken: `into`, with `try_recv_into` (which a
+/// registered reader serves straight from the ring into the buffer);
+/// `in_place`, with `try_recv_in_place` (a view of the ring, copied by the
+/// callback; a receive that says the reader was left behind while it read
+/// is simply followed by the next); both waiting with `wait_for_wakeup`;
+/// otherwise (`recv`) with `recv_timeout`.
+fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) {
     let i = Interface::new();
     i.set_lossy(lossy);
     i.set_link(bus).unwrap();
@@ -92,9 +95,11 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
         stop();
     }
     let (mut got, mut next, mut missed, mut bad) = (0u64, 0u32, 0u64, 0u64);
+    let (mut counted_before, mut first_mismatch) = (0u64, String::new());
+    let left_behinds = std::cell::Cell::new(0u32);
     let mut room = vec![0u8; i.max_frame_len()];
     let mut next_frame = || -> Option<Vec<u8>> {
-        if !into {
+        if how == "recv" {
             return i
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap()
@@ -102,7 +107,17 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
         }
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(r) = i.try_recv_into(&mut room).unwrap() {
+            if how == "in_place" {
+                match i.try_recv_in_place(|v, _| v.to_vec()) {
+                    Ok(Some(data)) => return Some(data),
+                    Ok(None) => {}
+                    Err(shmif::Error::LeftBehind) => {
+                        left_behinds.set(left_behinds.get() + 1);
+                        continue;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            } else if let Some(r) = i.try_recv_into(&mut room).unwrap() {
                 return Some(room[..r.len].to_vec());
             }
             let left = until.checked_duration_since(Instant::now())?;
@@ -123,7 +138,17 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
         if f.data.len() != LEN || f.data[18..].iter().any(|&b| b != fill) || seq < next {
             bad += 1;
         }
-        missed += u64::from(seq.saturating_sub(next)) * PER_FRAME;
+        let gap = u64::from(seq.saturating_sub(next)) * PER_FRAME;
+        missed += gap;
+        let counted = i.counters().overrun_bytes;
+        if gap != counted - counted_before && first_mismatch.is_empty() {
+            first_mismatch = format!(
+                " first_mismatch=seq{seq}:gap{gap}:counted{}:lb{}",
+                counted - counted_before,
+                left_behinds.get()
+            );
+        }
+        counted_before = counted;
         next = seq + 1;
         got += 1;
         if stop_at == Some(seq) {
@@ -132,7 +157,7 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) {
     }
     let c = i.counters();
     say(&format!(
-        "done got={got} missed={missed} bad={bad} overruns={} overrun_bytes={}",
+        "done got={got} missed={missed} bad={bad} overruns={} overrun_bytes={}{first_mismatch}",
         c.overruns, c.overrun_bytes
     ));
 }
@@ -148,10 +173,10 @@ fn new_bus_of(dir: &Path, size: u64) -> std::path::PathBuf {
 }
 
 fn start_reader(bus: &Path, lossy: bool, stop_at: Option<u32>) -> Kid {
-    start_reader_with(bus, lossy, stop_at, false)
+    start_reader_with(bus, lossy, stop_at, "recv")
 }
 
-fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) -> Kid {
+fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) -> Kid {
     let mut k = Kid::spawn(
         "child_entry",
         "reader",
@@ -159,7 +184,7 @@ fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, into: bool) 
             bus.to_str().unwrap().into(),
             if lossy { "lossy" } else { "lossless" }.into(),
             stop_at.map_or("none".into(), |s| s.to_string()),
-            if into { "into" } else { "recv" }.into(),
+            how.into(),
         ],
     );
     k.expect("ready");
@@ -282,20 +307,39 @@ fn a_reader_stopped_past_the_stall_bound_is_left_behind_and_counts_what_it_misse
 /// is whole (every byte checked), and what it missed is counted exactly.
 #[test]
 fn a_reader_overrun_while_it_copies_without_the_lock_never_delivers_a_torn_frame() {
-    overrun_while_copying(false);
+    overrun_while_copying("recv");
 }
 
 /// The same, the reader taking frames with `try_recv_into`, which copies a
 /// frame straight from the ring into the caller's buffer.
 #[test]
 fn a_reader_overrun_while_it_copies_into_its_buffer_never_gets_a_torn_frame() {
-    overrun_while_copying(true);
+    overrun_while_copying("into");
 }
 
-fn overrun_while_copying(into: bool) {
+/// The same, the reader taking frames in place (`try_recv_in_place`),
+/// publishing its position every few dozen frames rather than per frame.
+///
+/// Ignored: it exposes a counting race of the in-place path that is not
+/// found yet. With this tree's code it failed in 0 runs of 24, and in 2
+/// of 8 later; with the in-place step made about 10 ns cheaper (no
+/// zero-length copy after the filter's peek), or with `try_recv_into`
+/// served by the in-place path, in 1 to 7 runs of 15-20. A failing run
+/// missed one frame more than it counted as overrun (or less), and at
+/// one gap had counted a lap more than it missed (the done line's
+/// `first_mismatch`). No frame was ever torn or repeated. Run it with
+/// `cargo test --release -p shmif --test lossless -- --ignored
+/// a_reader_overrun_while_it_reads_in_place`.
+#[test]
+#[ignore = "exposes a counting race of the in-place path, not yet found: run by hand"]
+fn a_reader_overrun_while_it_reads_in_place_never_gets_a_torn_frame() {
+    overrun_while_copying("in_place");
+}
+
+fn overrun_while_copying(how: &str) {
     let dir = tempfile::tempdir().unwrap();
     let bus = new_bus_of(dir.path(), MIB);
-    let mut r = start_reader_with(&bus, false, None, into);
+    let mut r = start_reader_with(&bus, false, None, how);
     let w = writer(&bus, Duration::from_millis(2));
     let pid = rustix::process::Pid::from_child(&r.child);
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
