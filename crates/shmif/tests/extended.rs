@@ -837,3 +837,52 @@ fn frames_read_in_place_in_batches_are_published_before_the_reader_waits() {
         got.first().map(|(in_bus, _)| *in_bus)
     });
 }
+
+#[test]
+fn frames_received_into_a_buffer_are_published_before_the_reader_waits() {
+    let buf = std::cell::RefCell::new(vec![0u8; 65_549]);
+    published_before_waiting(|b| {
+        let r = b.try_recv_into(&mut buf.borrow_mut()).unwrap()?;
+        assert_eq!(r.len, 60_000);
+        Some(true)
+    });
+}
+
+/// A caller that waits on the wake-up descriptor (as the bridges and the
+/// async wrapper do), or stops receiving, does not tell the interface:
+/// each receive into a buffer publishes what it read before it returns, or
+/// a writer needing that room would wait out its 20 s stall bound.
+#[test]
+fn frames_received_into_a_buffer_are_published_before_each_receive_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
+    let w = writer_with_stall(&path, Duration::from_secs(20));
+    let b = Interface::attach(&path).unwrap();
+    let _fd = b.wakeup_fd().unwrap();
+    let mut buf = vec![0u8; 65_549];
+    assert_eq!(b.try_recv_into(&mut buf).unwrap(), None);
+    // Ten frames in the ring at once, so that the reader takes them from
+    // one window of published frames, then receives no more.
+    let sent: Vec<Vec<u8>> = (0..10u32)
+        .map(|tag| frame(b.mac(), w.mac(), tag, 60_000))
+        .collect();
+    for f in &sent {
+        w.send(f).unwrap();
+    }
+    for f in &sent {
+        let r = b.try_recv_into(&mut buf).unwrap().expect("at once");
+        assert_eq!(&buf[..r.len], &f[..]);
+    }
+    // A ring's worth more needs the room of all ten.
+    let t0 = std::time::Instant::now();
+    for tag in 10..27u32 {
+        w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let mut got = 0;
+    while b.try_recv_into(&mut buf).unwrap().is_some() {
+        got += 1;
+    }
+    assert_eq!((got, b.counters().overruns), (17, 0));
+}
