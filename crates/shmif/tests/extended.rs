@@ -792,37 +792,51 @@ fn a_reader_left_behind_mid_batch_keeps_what_it_read_before_and_drops_the_torn_f
     assert_eq!(c.rx_frames, 2 + got);
 }
 
-/// Ten frames of 60,000 bytes received by `recv` (which says whether it
-/// got a frame, and whether in place), then a wait, then a ring's worth
-/// more: had the reader not published its position before the wait, the
-/// writer would wait out its 20 s stall bound.
-fn published_before_waiting(recv: impl Fn(&Interface) -> Option<bool>) {
+/// On a 1 MiB extended bus, with a writer that would wait 20 s for a
+/// reader that seems not to move: `read_ten` has the reader take ten
+/// frames of 60,000 bytes its own way, then the writer sends a ring's
+/// worth more, which needs the room of all ten (had the reader not
+/// published its position, the writer would wait out its stall bound),
+/// and `recv` (whether it got a frame) takes the 17, none lost.
+fn ten_then_a_ring_more(
+    read_ten: impl FnOnce(&Interface, &Interface),
+    recv: impl Fn(&Interface) -> bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus");
     Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
-    // A writer that would wait 20 s for a reader that seems not to move.
     let w = writer_with_stall(&path, Duration::from_secs(20));
     let b = Interface::attach(&path).unwrap();
-    assert_eq!(recv(&b), None);
-    // Ten frames of 60,000 bytes, read in place (fewer than a batch: no
-    // publication yet), then a wait.
-    for tag in 0..10u32 {
-        w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
-        assert!(recv(&b).expect("at once"));
-    }
-    // (It returns at once: the sends left wake-ups pending.)
-    b.wait_for_wakeup(Some(Duration::from_millis(10))).unwrap();
-    // A ring's worth more needs the room of all ten.
+    read_ten(&w, &b);
     let t0 = std::time::Instant::now();
     for tag in 10..27u32 {
         w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
     }
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     let mut got = 0;
-    while recv(&b).is_some() {
+    while recv(&b) {
         got += 1;
     }
     assert_eq!((got, b.counters().overruns), (17, 0));
+}
+
+/// Ten frames received one by one by `recv` (which says whether it got a
+/// frame, and whether in place), then a wait, then a ring's worth more
+/// ([`ten_then_a_ring_more`]): the reader publishes before it waits.
+fn published_before_waiting(recv: impl Fn(&Interface) -> Option<bool>) {
+    ten_then_a_ring_more(
+        |w, b| {
+            assert_eq!(recv(b), None);
+            // Fewer than a batch read in place: no publication yet.
+            for tag in 0..10u32 {
+                w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
+                assert!(recv(b).expect("at once"));
+            }
+            // (It returns at once: the sends left wake-ups pending.)
+            b.wait_for_wakeup(Some(Duration::from_millis(10))).unwrap();
+        },
+        |b| recv(b).is_some(),
+    );
 }
 
 #[test]
@@ -854,35 +868,26 @@ fn frames_received_into_a_buffer_are_published_before_the_reader_waits() {
 /// a writer needing that room would wait out its 20 s stall bound.
 #[test]
 fn frames_received_into_a_buffer_are_published_before_each_receive_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
-    let w = writer_with_stall(&path, Duration::from_secs(20));
-    let b = Interface::attach(&path).unwrap();
-    let _fd = b.wakeup_fd().unwrap();
-    let mut buf = vec![0u8; 65_549];
-    assert_eq!(b.try_recv_into(&mut buf).unwrap(), None);
-    // Ten frames in the ring at once, so that the reader takes them from
-    // one window of published frames, then receives no more.
-    let sent: Vec<Vec<u8>> = (0..10u32)
-        .map(|tag| frame(b.mac(), w.mac(), tag, 60_000))
-        .collect();
-    for f in &sent {
-        w.send(f).unwrap();
-    }
-    for f in &sent {
-        let r = b.try_recv_into(&mut buf).unwrap().expect("at once");
-        assert_eq!(&buf[..r.len], &f[..]);
-    }
-    // A ring's worth more needs the room of all ten.
-    let t0 = std::time::Instant::now();
-    for tag in 10..27u32 {
-        w.send(&frame(b.mac(), w.mac(), tag, 60_000)).unwrap();
-    }
-    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    let mut got = 0;
-    while b.try_recv_into(&mut buf).unwrap().is_some() {
-        got += 1;
-    }
-    assert_eq!((got, b.counters().overruns), (17, 0));
+    let buf = std::cell::RefCell::new(vec![0u8; 65_549]);
+    ten_then_a_ring_more(
+        |w, b| {
+            let _fd = b.wakeup_fd().unwrap();
+            let mut buf = buf.borrow_mut();
+            assert_eq!(b.try_recv_into(&mut buf).unwrap(), None);
+            // Ten frames in the ring at once, so that the reader takes
+            // them from one window of published frames, then receives no
+            // more.
+            let sent: Vec<Vec<u8>> = (0..10u32)
+                .map(|tag| frame(b.mac(), w.mac(), tag, 60_000))
+                .collect();
+            for f in &sent {
+                w.send(f).unwrap();
+            }
+            for f in &sent {
+                let r = b.try_recv_into(&mut buf).unwrap().expect("at once");
+                assert_eq!(&buf[..r.len], &f[..]);
+            }
+        },
+        |b| b.try_recv_into(&mut buf.borrow_mut()).unwrap().is_some(),
+    );
 }
