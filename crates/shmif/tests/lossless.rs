@@ -43,6 +43,40 @@ fn end_frame(src: MacAddr, sent: u32) -> Vec<u8> {
     f
 }
 
+/// How a reader child takes its frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// `recv_timeout`.
+    Recv,
+    /// `try_recv_into` (which a registered reader serves straight from
+    /// the ring into the buffer), waiting with `wait_for_wakeup`.
+    Into,
+    /// `try_recv_in_place` (a view of the ring, copied by the callback; a
+    /// receive that says the reader was left behind while it read is
+    /// simply followed by the next), waiting with `wait_for_wakeup`.
+    InPlace,
+}
+
+impl Take {
+    const ALL: [Take; 3] = [Take::Recv, Take::Into, Take::InPlace];
+
+    /// Its name on the child's command line.
+    fn arg(self) -> &'static str {
+        match self {
+            Take::Recv => "recv",
+            Take::Into => "into",
+            Take::InPlace => "in_place",
+        }
+    }
+
+    fn from_arg(arg: &str) -> Take {
+        Take::ALL
+            .into_iter()
+            .find(|t| t.arg() == arg)
+            .unwrap_or_else(|| panic!("unknown way to take frames {arg:?}"))
+    }
+}
+
 /// Entry point of child processes; does nothing in a normal test run.
 #[test]
 #[ignore = "entry point for child processes of the other tests"]
@@ -55,7 +89,7 @@ fn child_entry() {
             Path::new(&args[0]),
             args[1] == "lossy",
             args[2].parse().ok(),
-            args.get(3).map_or("recv", String::as_str),
+            Take::from_arg(args.get(3).map_or("recv", String::as_str)),
         ),
         other => panic!("unknown role {other}"),
     }
@@ -68,13 +102,8 @@ fn child_entry() {
 /// held back only by the reader protocol. (A process stopped while it
 /// holds the lock stops the bus, as with any lock: see DESIGN.md.)
 ///
-/// `how` the frames are taken: `into`, with `try_recv_into` (which a
-/// registered reader serves straight from the ring into the buffer);
-/// `in_place`, with `try_recv_in_place` (a view of the ring, copied by the
-/// callback; a receive that says the reader was left behind while it read
-/// is simply followed by the next); both waiting with `wait_for_wakeup`;
-/// otherwise (`recv`) with `recv_timeout`.
-fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) {
+/// `how` says how the frames are taken ([`Take`]).
+fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: Take) {
     let i = Interface::new();
     i.set_lossy(lossy);
     i.set_link(bus).unwrap();
@@ -99,7 +128,7 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) {
     let left_behinds = std::cell::Cell::new(0u32);
     let mut room = vec![0u8; i.max_frame_len()];
     let mut next_frame = || -> Option<Vec<u8>> {
-        if how == "recv" {
+        if how == Take::Recv {
             return i
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap()
@@ -107,7 +136,7 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) {
         }
         let until = Instant::now() + Duration::from_secs(30);
         loop {
-            if how == "in_place" {
+            if how == Take::InPlace {
                 match i.try_recv_in_place(|v, _| v.to_vec()) {
                     Ok(Some(data)) => return Some(data),
                     Ok(None) => {}
@@ -173,10 +202,10 @@ fn new_bus_of(dir: &Path, size: u64) -> std::path::PathBuf {
 }
 
 fn start_reader(bus: &Path, lossy: bool, stop_at: Option<u32>) -> Kid {
-    start_reader_with(bus, lossy, stop_at, "recv")
+    start_reader_with(bus, lossy, stop_at, Take::Recv)
 }
 
-fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) -> Kid {
+fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, how: Take) -> Kid {
     let mut k = Kid::spawn(
         "child_entry",
         "reader",
@@ -184,7 +213,7 @@ fn start_reader_with(bus: &Path, lossy: bool, stop_at: Option<u32>, how: &str) -
             bus.to_str().unwrap().into(),
             if lossy { "lossy" } else { "lossless" }.into(),
             stop_at.map_or("none".into(), |s| s.to_string()),
-            how.into(),
+            how.arg().into(),
         ],
     );
     k.expect("ready");
@@ -307,14 +336,14 @@ fn a_reader_stopped_past_the_stall_bound_is_left_behind_and_counts_what_it_misse
 /// is whole (every byte checked), and what it missed is counted exactly.
 #[test]
 fn a_reader_overrun_while_it_copies_without_the_lock_never_delivers_a_torn_frame() {
-    overrun_while_copying("recv");
+    overrun_while_copying(Take::Recv);
 }
 
 /// The same, the reader taking frames with `try_recv_into`, which copies a
 /// frame straight from the ring into the caller's buffer.
 #[test]
 fn a_reader_overrun_while_it_copies_into_its_buffer_never_gets_a_torn_frame() {
-    overrun_while_copying("into");
+    overrun_while_copying(Take::Into);
 }
 
 /// The same, the reader taking frames in place (`try_recv_in_place`),
@@ -333,10 +362,10 @@ fn a_reader_overrun_while_it_copies_into_its_buffer_never_gets_a_torn_frame() {
 #[test]
 #[ignore = "exposes a counting race of the in-place path, not yet found: run by hand"]
 fn a_reader_overrun_while_it_reads_in_place_never_gets_a_torn_frame() {
-    overrun_while_copying("in_place");
+    overrun_while_copying(Take::InPlace);
 }
 
-fn overrun_while_copying(how: &str) {
+fn overrun_while_copying(how: Take) {
     let dir = tempfile::tempdir().unwrap();
     let bus = new_bus_of(dir.path(), MIB);
     let mut r = start_reader_with(&bus, false, None, how);
