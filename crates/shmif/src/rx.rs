@@ -75,6 +75,22 @@ pub(crate) struct Tally {
     pub malformed: u64,
 }
 
+/// A receiver as it stood at a point it may have to go back to: its
+/// position and the counts not yet added to the interface's counters
+/// ([`RxCore::mark`], [`RxCore::rewind`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    reader: Reader,
+    tally: Tally,
+}
+
+impl Mark {
+    /// The linear position the mark is at.
+    pub(crate) fn position(&self, geom: Geometry) -> u64 {
+        self.reader.position(geom)
+    }
+}
+
 /// One receiver's state.
 #[derive(Debug)]
 pub(crate) struct RxCore {
@@ -138,21 +154,27 @@ impl RxCore {
         self.reader.position(self.geom)
     }
 
-    /// The reader as it stands, to go back to if a batch read without the
-    /// lock turns out unusable ([`RxCore::refill_window`]).
-    pub(crate) fn mark(&self) -> Reader {
-        self.reader
+    /// The reader as it stands (position and uncounted tallies), to go
+    /// back to if what it reads next without the lock turns out unusable
+    /// ([`RxCore::refill_window`]).
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            reader: self.reader,
+            tally: self.tally,
+        }
     }
 
     /// Forgets the batch and puts the reader back where [`RxCore::mark`]
-    /// found it (frames copied without the lock while writers had stopped
-    /// waiting for this reader may be torn: they are never delivered).
-    pub(crate) fn rewind(&mut self, mark: Reader) {
-        self.reader = mark;
+    /// found it, its tallies too: whatever it read without the lock while
+    /// writers had stopped waiting for it may be torn, so no frame of it is
+    /// delivered, and no frame it passed over (for another MAC, say) stays
+    /// passed over or counted; the reader reads them again under the lock.
+    pub(crate) fn rewind(&mut self, mark: Mark) {
+        self.reader = mark.reader;
+        self.tally = mark.tally;
         self.head = 0;
         self.count = 0;
         self.fill = 0;
-        self.tally = Tally::default();
     }
 
     /// The end of the window this reader may read without the lock, if

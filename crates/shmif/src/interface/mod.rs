@@ -927,6 +927,42 @@ mod tests {
         assert_eq!(b.counters().rx_frames, 2);
     }
 
+    /// A registered reader that looks in place for a frame to deliver and
+    /// passes over only frames for other MACs, while writers have stopped
+    /// waiting for it (it is `STALLED`: the bytes it read may be torn),
+    /// keeps nothing of that look: the locked path reads those frames
+    /// again. (Once the position after them stood, the frames were lost
+    /// and not counted, filtered or overrun.)
+    #[test]
+    fn frames_passed_over_in_place_by_a_left_behind_reader_are_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        crate::Bus::create(&bus, 1 << 20, 1514, &crate::OpenOptions::new()).unwrap();
+        let a = Interface::attach(&bus).unwrap();
+        let b = Interface::attach(&bus).unwrap();
+        assert!(b.try_recv().unwrap().is_none());
+        assert!(b.is_registered());
+        // For a unicast MAC that is not b's.
+        let mut f = frame(a.mac(), 1);
+        f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        a.send(&f).unwrap();
+        let link = b.active_link().unwrap();
+        link.bus.excuse_reader(b.slot().unwrap());
+        let got = b.try_recv_in_place(|v, _| v.to_vec()).unwrap();
+        assert_eq!(got, None);
+        let c = b.counters();
+        assert_eq!(
+            (c.rx_filtered, c.overruns, c.overrun_bytes),
+            (1, 0, 0),
+            "the frame is read again under the lock and filtered: {c:?}"
+        );
+        // In step again: the next frame for b is delivered in place.
+        let mine = frame(a.mac(), 2);
+        a.send(&mine).unwrap();
+        let got = b.try_recv_in_place(|v, _| v.to_vec()).unwrap();
+        assert_eq!(got.as_deref(), Some(&mine[..]));
+    }
+
     #[test]
     fn untimed_wait_sleeps_in_read_while_others_poll_and_drain() {
         let dir = tempfile::tempdir().unwrap();

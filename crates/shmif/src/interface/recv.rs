@@ -3,8 +3,7 @@
 use super::Link;
 use super::{bump, lock, Frame, FrameView, Interface, Received};
 use crate::error::Error;
-use crate::ring::Reader;
-use crate::rx::{Filter, RxCore, RX_BATCH};
+use crate::rx::{Filter, Mark, RxCore, RX_BATCH};
 use crate::wire::FrameHeaderRepr;
 use std::time::{Duration, Instant};
 
@@ -198,6 +197,16 @@ impl Interface {
                     };
                     let mark = core.mark();
                     let Some((header, first)) = core.view_from_window(&data, end, &filter) else {
+                        // Frames the filter passed over on the way were
+                        // read without the lock too: they stay passed over
+                        // only if the standing held (else the bytes may have
+                        // been torn, and the locked path reads them again).
+                        if core.position() != mark.position(core.geometry())
+                            && !link.bus.in_good_standing(i)
+                        {
+                            core.rewind(mark);
+                            core.set_window(None);
+                        }
                         break;
                     };
                     let len = header.len as usize;
@@ -207,8 +216,8 @@ impl Interface {
                     ));
                     if !link.bus.in_good_standing(i) {
                         out.pop();
-                        self.counters.absorb(core.take_tally());
                         core.rewind(mark);
+                        self.counters.absorb(core.take_tally());
                         core.set_window(None);
                         left_behind = true;
                         break;
@@ -277,7 +286,7 @@ impl Interface {
         link: &Link,
         core: &mut RxCore,
         i: usize,
-        mark: Reader,
+        mark: Mark,
     ) -> Result<bool, Error> {
         if !link.bus.in_good_standing(i) {
             core.rewind(mark);
