@@ -124,7 +124,13 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: Take) {
         stop();
     }
     let (mut got, mut next, mut missed, mut bad) = (0u64, 0u32, 0u64, 0u64);
-    let (mut counted_before, mut first_mismatch) = (0u64, String::new());
+    // The first frame at which the reader had missed more than it had
+    // counted as overrun: counts never lag what was missed (a skip is
+    // counted when the frame after it is delivered, and with
+    // resynchronisation onto the oldest frame, the skip to the newest is
+    // counted with the oldest, before that gap shows), so this names the
+    // frame where a miss went uncounted.
+    let mut first_shortfall = String::new();
     let left_behinds = std::cell::Cell::new(0u32);
     let mut room = vec![0u8; i.max_frame_len()];
     let mut next_frame = || -> Option<Vec<u8>> {
@@ -170,14 +176,12 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: Take) {
         let gap = u64::from(seq.saturating_sub(next)) * PER_FRAME;
         missed += gap;
         let counted = i.counters().overrun_bytes;
-        if gap != counted - counted_before && first_mismatch.is_empty() {
-            first_mismatch = format!(
-                " first_mismatch=seq{seq}:gap{gap}:counted{}:lb{}",
-                counted - counted_before,
+        if missed > counted && first_shortfall.is_empty() {
+            first_shortfall = format!(
+                " first_shortfall=seq{seq}:gap{gap}:missed{missed}:counted{counted}:lb{}",
                 left_behinds.get()
             );
         }
-        counted_before = counted;
         next = seq + 1;
         got += 1;
         if stop_at == Some(seq) {
@@ -186,7 +190,7 @@ fn reader(bus: &Path, lossy: bool, stop_at: Option<u32>, how: Take) {
     }
     let c = i.counters();
     say(&format!(
-        "done got={got} missed={missed} bad={bad} overruns={} overrun_bytes={}{first_mismatch}",
+        "done got={got} missed={missed} bad={bad} overruns={} overrun_bytes={}{first_shortfall}",
         c.overruns, c.overrun_bytes
     ));
 }
@@ -349,18 +353,16 @@ fn a_reader_overrun_while_it_copies_into_its_buffer_never_gets_a_torn_frame() {
 /// The same, the reader taking frames in place (`try_recv_in_place`),
 /// publishing its position every few dozen frames rather than per frame.
 ///
-/// Ignored: it exposes a counting race of the in-place path that is not
-/// found yet. With this tree's code it failed in 0 runs of 24, and in 2
-/// of 8 later; with the in-place step made about 10 ns cheaper (no
-/// zero-length copy after the filter's peek), or with `try_recv_into`
-/// served by the in-place path, in 1 to 7 runs of 15-20. A failing run
-/// missed one frame more than it counted as overrun (or less), and at
-/// one gap had counted a lap more than it missed (the done line's
-/// `first_mismatch`). No frame was ever torn or repeated. Run it with
-/// `cargo test --release -p shmif --test lossless -- --ignored
-/// a_reader_overrun_while_it_reads_in_place`.
+/// This once failed in about one run in eight: a frame lost and not
+/// counted. Looking for a frame it may deliver, the in-place step passes
+/// over frames its filter refuses; when it found none, the position after
+/// them stood even if the reader had been left behind meanwhile (torn
+/// bytes read as another MAC's frame, or as a runt, were stepped over).
+/// Now such a step is undone unless the reader's standing held, and the
+/// locked path reads those frames again (the unit test
+/// `interface::tests::frames_passed_over_in_place_by_a_left_behind_reader_are_read_again`
+/// shows it deterministically).
 #[test]
-#[ignore = "exposes a counting race of the in-place path, not yet found: run by hand"]
 fn a_reader_overrun_while_it_reads_in_place_never_gets_a_torn_frame() {
     overrun_while_copying(Take::InPlace);
 }
