@@ -329,26 +329,26 @@ impl RxCore {
     }
 
     /// Without the bus lock, with the batch empty: the next frame of the
-    /// window up to `end` that passes `filter`, copied straight into the
-    /// caller's `buf` (a shorter `buf` gets the start of the frame), looking
-    /// at no more than [`STEPS_PER_HOLD`] entries. `None`: nothing more in
-    /// the window (closed if it held something impossible). As with
-    /// [`RxCore::refill_window`], the caller checks its standing before it
-    /// trusts the copy, and rewinds if it must.
+    /// window up to `end` that passes `filter`, copied nowhere: its header
+    /// and the ring offset of its first byte, for a view of it where it
+    /// lies, looking at no more than [`STEPS_PER_HOLD`] entries. The reader
+    /// moves past it (and past frames the filter passes over, counted).
+    /// `None`: nothing more in the window (closed if it held something
+    /// impossible). As with [`RxCore::refill_window`], the caller checks
+    /// its standing after using the frame, and rewinds if it must.
     #[inline]
-    pub(crate) fn take_from_window<R: Region + ?Sized>(
+    pub(crate) fn view_from_window<R: Region + ?Sized>(
         &mut self,
         region: &R,
         end: u64,
         filter: &Filter,
-        buf: &mut [u8],
-    ) -> Option<FrameHeaderRepr> {
+    ) -> Option<(FrameHeaderRepr, u32)> {
         debug_assert_eq!(self.count, 0);
         for _ in 0..STEPS_PER_HOLD {
             let mut verdict = Verdict::Deliver;
             let step = self
                 .reader
-                .step_window(self.geom, region, end, buf, |h, peek| {
+                .step_window(self.geom, region, end, &mut [], |h, peek| {
                     verdict = filter.verdict(h, peek);
                     verdict == Verdict::Deliver
                 });
@@ -358,40 +358,24 @@ impl RxCore {
                     self.window = None;
                     return None;
                 }
-                Step::Frame { header, .. } => return Some(header),
+                Step::Frame { header, .. } => {
+                    // The frame ends where the reader now is: its first
+                    // byte lies `len` before that offset, modulo the ring
+                    // (a frame is shorter than the ring).
+                    let (at, len, size) = (self.reader.next, header.len, self.geom.size);
+                    let first = if at >= len {
+                        at - len
+                    } else {
+                        (at + size).wrapping_sub(len)
+                    };
+                    return Some((header, first));
+                }
                 Step::Passed { .. } => {
                     self.count_passed(verdict);
                 }
             }
         }
         None
-    }
-
-    /// Without the bus lock, with the batch empty: the next frame of the
-    /// window up to `end` that passes `filter`, copied nowhere: its header
-    /// and the ring offset of its first byte, for a view of it where it
-    /// lies. The reader moves past it (and past frames the filter passes
-    /// over, counted). `None`: nothing more in the window (closed if it held
-    /// something impossible). The caller checks its standing after using
-    /// the frame, as for [`RxCore::take_from_window`].
-    #[inline]
-    pub(crate) fn view_from_window<R: Region + ?Sized>(
-        &mut self,
-        region: &R,
-        end: u64,
-        filter: &Filter,
-    ) -> Option<(FrameHeaderRepr, u32)> {
-        let header = self.take_from_window(region, end, filter, &mut [])?;
-        // The frame ends where the reader now is: its first byte lies
-        // `len` before that offset, modulo the ring (a frame is shorter
-        // than the ring).
-        let (at, len, size) = (self.reader.next, header.len, self.geom.size);
-        let first = if at >= len {
-            at - len
-        } else {
-            (at + size).wrapping_sub(len)
-        };
-        Some((header, first))
     }
 
     /// Notes a frame received in place and returns how many have been

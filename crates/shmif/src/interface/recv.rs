@@ -32,6 +32,17 @@ fn received(header: &FrameHeaderRepr) -> Received {
     }
 }
 
+/// When a receive in place publishes the reader's position (the store to
+/// its slot that writers waiting for room read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    /// Every [`RX_BATCH`] frames, when nothing more is there, and before
+    /// the reader waits: for callers that receive many frames in a row.
+    Batched,
+    /// Also before each call returns, as a copying receive always has.
+    EachCall,
+}
+
 /// Where a receive in place puts what its callback made of each frame,
 /// and takes the last one back from if that frame turned out written over.
 trait Outbox<T> {
@@ -79,47 +90,34 @@ impl Interface {
     /// on a NetBSD bus); a shorter one gets the start of the frame, and
     /// [`Received::len`] is still the frame's whole length. Returns `None`
     /// when nothing is waiting.
+    ///
+    /// A registered reader of an extended bus copies the frame straight
+    /// from the bus, as [`Interface::try_recv_in_place`] reads it, and
+    /// publishes its position before the call returns, so that a caller
+    /// that goes on to poll [`Interface::wakeup_fd`], or stops receiving,
+    /// never leaves writers waiting for room it has already read.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
-        if let Some(r) = self.try_recv_window_into(buf)? {
-            return Ok(Some(r));
-        }
-        self.try_recv_with(|data, r| {
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
+        // One copy, from wherever the frame lies: the bus itself for a
+        // registered reader of an extended bus (its window of published
+        // frames), else the private copy of the locked path.
+        let copy = |v: FrameView<'_>, r: Received| {
+            v.read(0, buf);
             r
-        })
-    }
-
-    /// [`Interface::try_recv_into`]'s short cut for a registered reader of
-    /// an extended bus with nothing in its batch: one frame from its window
-    /// of published frames, copied straight into `buf` without the lock (one
-    /// copy instead of two), then the same check of its standing as for a
-    /// batch (a frame a writer may have written over is never returned).
-    /// `Ok(None)`: not possible now; the caller takes the ordinary path.
-    fn try_recv_window_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
-        let Some(i) = self.slot() else {
-            return Ok(None);
         };
-        let link = self.active_link()?;
-        let mut guard = lock(&self.rx);
-        let Some(core) = guard.as_mut() else {
-            return Err(Error::Down);
-        };
-        if !core.is_empty() {
-            return Ok(None);
+        let mut got = None;
+        match self
+            .recv_in_place(1, &mut got, Publish::EachCall, copy)
+            .map(|_| got)
+        {
+            // A writer left this reader behind while it copied: the copy
+            // is not returned, and the reader went back to before the
+            // frame; the locked path resynchronises it, as any receive does.
+            Err(Error::LeftBehind) => self.try_recv_with(|data, r| {
+                FrameView::copied(data).read(0, buf);
+                r
+            }),
+            other => other,
         }
-        let Some(end) = open_window(&link, core) else {
-            return Ok(None);
-        };
-        let mark = core.mark();
-        let got = core.take_from_window(&link.bus.window_data(), end, &self.filter(), buf);
-        if !self.settle_window(&link, core, i, mark)? {
-            return Ok(None);
-        }
-        Ok(got.map(|header| {
-            self.count_delivered(1, u64::from(header.len));
-            received(&header)
-        }))
     }
 
     /// Receives the next frame for this interface without blocking and
@@ -142,7 +140,9 @@ impl Interface {
     ) -> Result<Option<R>, Error> {
         let mut f = Some(f);
         let mut got: Option<Option<R>> = None;
-        self.recv_in_place(1, &mut got, |v, r| f.take().map(|f| f(v, r)))?;
+        self.recv_in_place(1, &mut got, Publish::Batched, |v, r| {
+            f.take().map(|f| f(v, r))
+        })?;
         Ok(got.flatten())
     }
 
@@ -165,7 +165,7 @@ impl Interface {
         out: &mut Vec<R>,
         f: impl FnMut(FrameView<'_>, Received) -> R,
     ) -> Result<usize, Error> {
-        self.recv_in_place(max, out, f)
+        self.recv_in_place(max, out, Publish::Batched, f)
     }
 
     /// The receive in place of [`Interface::try_recv_in_place`] (`max` 1)
@@ -175,6 +175,7 @@ impl Interface {
         &self,
         max: usize,
         out: &mut impl Outbox<T>,
+        publish: Publish,
         mut f: impl FnMut(FrameView<'_>, Received) -> T,
     ) -> Result<usize, Error> {
         let mut n = 0;
@@ -239,6 +240,13 @@ impl Interface {
                     return Err(Error::LeftBehind);
                 }
                 if n > 0 {
+                    if publish == Publish::EachCall && core.take_unsettled() {
+                        // Read and checked: the frames stand whatever this
+                        // finds (a reader left behind since is resynced by
+                        // its next receive).
+                        let here = core.mark();
+                        self.settle_window(&link, core, i, here)?;
+                    }
                     return Ok(n);
                 }
                 // Nothing in the window: publish what was read in place;
