@@ -39,7 +39,8 @@ enum Publish {
     /// Every [`RX_BATCH`] frames, when nothing more is there, and before
     /// the reader waits: for callers that receive many frames in a row.
     Batched,
-    /// Also before each call returns, as a copying receive always has.
+    /// After each frame, before the call returns, as a copying receive
+    /// always has.
     EachCall,
 }
 
@@ -215,7 +216,14 @@ impl Interface {
                         FrameView::in_ring(&data, core.geometry(), first, len),
                         received(&header),
                     ));
-                    if !link.bus.in_good_standing(i) {
+                    // Checked after `f` read the frame; publishing now
+                    // (which checks it too) as each call asks, else every
+                    // RX_BATCH frames.
+                    let stands = match publish {
+                        Publish::EachCall => self.settle_window(&link, core, i, mark)?,
+                        Publish::Batched => link.bus.in_good_standing(i),
+                    };
+                    if !stands {
                         out.pop();
                         core.rewind(mark);
                         self.counters.absorb(core.take_tally());
@@ -225,7 +233,7 @@ impl Interface {
                     }
                     n += 1;
                     bytes += len as u64;
-                    if core.note_in_place() >= RX_BATCH {
+                    if publish == Publish::Batched && core.note_in_place() >= RX_BATCH {
                         // Past the frame just delivered: a standing lost
                         // since the check above never delivers it again,
                         // and ends the batch here.
@@ -240,13 +248,6 @@ impl Interface {
                     return Err(Error::LeftBehind);
                 }
                 if n > 0 {
-                    if publish == Publish::EachCall && core.take_unsettled() {
-                        // Read and checked: the frames stand whatever this
-                        // finds (a reader left behind since is resynced by
-                        // its next receive).
-                        let here = core.mark();
-                        self.settle_window(&link, core, i, here)?;
-                    }
                     return Ok(n);
                 }
                 // Nothing in the window: publish what was read in place;
