@@ -878,7 +878,7 @@ fn offer<R: Region + ?Sized>(
         read_wrapped(geom, region, pay, peek);
         accept(header, peek)
     };
-    if copied {
+    if copied && !buf.is_empty() {
         let n = len.min(buf.len());
         read_wrapped(geom, region, pay, &mut buf[..n]);
     }
