@@ -250,11 +250,16 @@ impl Interface {
                 if n > 0 {
                     return Ok(n);
                 }
-                // Nothing in the window: publish what was read in place;
-                // the ordinary path below looks under the lock (this one
-                // is released at the end of the block).
-                let here = core.mark();
-                self.settle_window(&link, core, i, here)?;
+                // Nothing in the window: publish what was read in place
+                // and not yet published (if nothing was, the slot already
+                // says where this reader is, and a store to it would only
+                // cost the writers reading it a cache line); the ordinary
+                // path below looks under the lock (this one is released at
+                // the end of the block).
+                if core.take_unsettled() {
+                    let here = core.mark();
+                    self.settle_window(&link, core, i, here)?;
+                }
             }
         }
         while n < max {
