@@ -329,9 +329,10 @@ impl RxCore {
     }
 
     /// Without the bus lock, with the batch empty: the next frame of the
-    /// window up to `end` that passes `filter`, copied nowhere: its header
-    /// and the ring offset of its first byte, for a view of it where it
-    /// lies, looking at no more than [`STEPS_PER_HOLD`] entries. The reader
+    /// window up to `end` that passes `filter`: its header and the ring
+    /// offset of its first byte, for a view of it where it lies, looking at
+    /// no more than [`STEPS_PER_HOLD`] entries; copied into `buf` too
+    /// unless that is empty (a shorter `buf` gets the start). The reader
     /// moves past it (and past frames the filter passes over, counted).
     /// `None`: nothing more in the window (closed if it held something
     /// impossible). As with [`RxCore::refill_window`], the caller checks
@@ -342,13 +343,14 @@ impl RxCore {
         region: &R,
         end: u64,
         filter: &Filter,
+        buf: &mut [u8],
     ) -> Option<(FrameHeaderRepr, u32)> {
         debug_assert_eq!(self.count, 0);
         for _ in 0..STEPS_PER_HOLD {
             let mut verdict = Verdict::Deliver;
             let step = self
                 .reader
-                .step_window(self.geom, region, end, &mut [], |h, peek| {
+                .step_window(self.geom, region, end, buf, |h, peek| {
                     verdict = filter.verdict(h, peek);
                     verdict == Verdict::Deliver
                 });

@@ -32,6 +32,12 @@ fn received(header: &FrameHeaderRepr) -> Received {
     }
 }
 
+/// Copies as much of `frame` as `buf` holds into it.
+fn copy_into(buf: &mut [u8], frame: &[u8]) {
+    let n = frame.len().min(buf.len());
+    buf[..n].copy_from_slice(&frame[..n]);
+}
+
 /// When a receive in place publishes the reader's position (the store to
 /// its slot that writers waiting for room read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,23 +104,19 @@ impl Interface {
     /// that goes on to poll [`Interface::wakeup_fd`], or stops receiving,
     /// never leaves writers waiting for room it has already read.
     pub fn try_recv_into(&self, buf: &mut [u8]) -> Result<Option<Received>, Error> {
-        // One copy, from wherever the frame lies: the bus itself for a
-        // registered reader of an extended bus (its window of published
-        // frames), else the private copy of the locked path.
-        let copy = |v: FrameView<'_>, r: Received| {
-            v.read(0, buf);
-            r
-        };
+        // One copy, into `buf` from wherever the frame lies: the bus itself
+        // for a registered reader of an extended bus (its window of
+        // published frames), else the private copy of the locked path.
         let mut got = None;
         match self
-            .recv_in_place(1, &mut got, Publish::EachCall, copy)
+            .recv_in_place(1, &mut got, Publish::EachCall, buf, |_, r| r)
             .map(|_| got)
         {
             // A writer left this reader behind while it copied: the copy
             // is not returned, and the reader went back to before the
             // frame; the locked path resynchronises it, as any receive does.
             Err(Error::LeftBehind) => self.try_recv_with(|data, r| {
-                FrameView::copied(data).read(0, buf);
+                copy_into(buf, data);
                 r
             }),
             other => other,
@@ -141,7 +143,7 @@ impl Interface {
     ) -> Result<Option<R>, Error> {
         let mut f = Some(f);
         let mut got: Option<Option<R>> = None;
-        self.recv_in_place(1, &mut got, Publish::Batched, |v, r| {
+        self.recv_in_place(1, &mut got, Publish::Batched, &mut [], |v, r| {
             f.take().map(|f| f(v, r))
         })?;
         Ok(got.flatten())
@@ -166,17 +168,21 @@ impl Interface {
         out: &mut Vec<R>,
         f: impl FnMut(FrameView<'_>, Received) -> R,
     ) -> Result<usize, Error> {
-        self.recv_in_place(max, out, Publish::Batched, f)
+        self.recv_in_place(max, out, Publish::Batched, &mut [], f)
     }
 
     /// The receive in place of [`Interface::try_recv_in_place`] (`max` 1)
     /// and [`Interface::try_recv_batch_in_place`]: up to `max` frames, each
-    /// handed to `f` and its result put in `out`; how many were.
+    /// handed to `f` and its result put in `out`; how many were. A `buf`
+    /// that is not empty gets a copy of each frame as well, made as the
+    /// frame is read (the receive into a buffer, `max` 1: it then needs
+    /// nothing of the view).
     fn recv_in_place<T>(
         &self,
         max: usize,
         out: &mut impl Outbox<T>,
         publish: Publish,
+        buf: &mut [u8],
         mut f: impl FnMut(FrameView<'_>, Received) -> T,
     ) -> Result<usize, Error> {
         let mut n = 0;
@@ -198,7 +204,8 @@ impl Interface {
                         break;
                     };
                     let mark = core.mark();
-                    let Some((header, first)) = core.view_from_window(&data, end, &filter) else {
+                    let Some((header, first)) = core.view_from_window(&data, end, &filter, buf)
+                    else {
                         // Frames the filter passed over on the way were
                         // read without the lock too: they stay passed over
                         // only if the standing held (else the bytes may have
@@ -263,7 +270,10 @@ impl Interface {
             }
         }
         while n < max {
-            match self.try_recv_with(|data, r| f(FrameView::copied(data), r))? {
+            match self.try_recv_with(|data, r| {
+                copy_into(buf, data);
+                f(FrameView::copied(data), r)
+            })? {
                 Some(t) => out.push(t),
                 None => break,
             }
