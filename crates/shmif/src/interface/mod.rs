@@ -178,6 +178,17 @@ impl Link {
     }
 }
 
+/// What a receive needs beside the interface's settings, under one lock:
+/// the receive core, and the link it was brought up on (the link can change
+/// only while the interface is down, and bringing it up makes a new core),
+/// so that a receive neither takes the link's lock nor counts a reference
+/// to it.
+#[derive(Debug)]
+struct RxState {
+    core: RxCore,
+    link: Arc<Link>,
+}
+
 /// An Ethernet interface on a shmif bus.
 #[derive(Debug)]
 pub struct Interface {
@@ -187,8 +198,10 @@ pub struct Interface {
     link: RwLock<Option<Arc<Link>>>,
     up: AtomicBool,
     promisc: AtomicBool,
-    /// The receive core while up; `None` while down.
-    rx: Mutex<Option<RxCore>>,
+    /// The receive core and the link it was brought up on, from the first
+    /// [`Interface::up`] until the link is unset; receives check
+    /// [`Interface::is_up`] besides.
+    rx: Mutex<Option<RxState>>,
     counters: AtomicCounters,
     /// How long a blocking receive polls the ring before sleeping, in ns;
     /// `u64::MAX`: never sleep (busy-poll).
@@ -418,6 +431,8 @@ impl Interface {
             ));
         }
         self.link.write().unwrap_or_else(|p| p.into_inner()).take();
+        // The receive state holds the link too: let the bus go.
+        lock(&self.rx).take();
         Ok(())
     }
 
@@ -441,7 +456,10 @@ impl Interface {
             source,
         })?;
         let _ = link.waiter.drain();
-        *rx = Some(RxCore::new(geom, reader));
+        *rx = Some(RxState {
+            core: RxCore::new(geom, reader),
+            link: link.clone(),
+        });
         self.up.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -961,6 +979,36 @@ mod tests {
         a.send(&mine).unwrap();
         let got = b.try_recv_in_place(|v, _| v.to_vec()).unwrap();
         assert_eq!(got.as_deref(), Some(&mine[..]));
+    }
+
+    /// A receive uses the link the interface was brought up on, which it
+    /// keeps beside its receive core: down, it says so; with the link
+    /// unset, that there is none; on another bus once up again, that bus.
+    #[test]
+    fn a_receive_follows_the_link_through_down_unset_and_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        let b = Interface::attach(&one).unwrap();
+        let a1 = Interface::attach(&one).unwrap();
+        let a2 = Interface::attach(&two).unwrap();
+        b.down();
+        assert!(matches!(b.try_recv(), Err(Error::Down)));
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        assert!(matches!(b.try_recv_into(&mut buf), Err(Error::Down)));
+        b.unset_link().unwrap();
+        assert!(matches!(b.try_recv(), Err(Error::NoLink)));
+        assert!(matches!(
+            b.try_recv_in_place(|v, _| v.len()),
+            Err(Error::NoLink)
+        ));
+        b.set_link(&two).unwrap();
+        assert!(matches!(b.try_recv_into(&mut buf), Err(Error::Down)));
+        b.up().unwrap();
+        a1.send(&frame(a1.mac(), 1)).unwrap();
+        a2.send(&frame(a2.mac(), 2)).unwrap();
+        let got = b.try_recv().unwrap().unwrap();
+        assert_eq!(got.data[14], 2, "from the bus it is up on");
+        assert!(b.try_recv().unwrap().is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Receiving: the calls over the sans-IO receive core ([`crate::rx`]).
 
 use super::Link;
-use super::{bump, lock, Frame, FrameView, Interface, Received};
+use super::{bump, lock, Frame, FrameView, Interface, Received, RxState};
 use crate::error::Error;
 use crate::rx::{Filter, Mark, RxCore, RX_BATCH};
 use crate::wire::FrameHeaderRepr;
@@ -82,6 +82,22 @@ impl Interface {
     fn count_delivered(&self, frames: u64, bytes: u64) {
         bump(&self.counters.rx_frames, frames);
         bump(&self.counters.rx_bytes, bytes);
+    }
+
+    /// The receive core and the link of an interface that is up, from its
+    /// locked receive state: [`Error::NoLink`] without a link,
+    /// [`Error::Down`] while down, as [`Interface::active_link`] says.
+    fn receiving<'g>(
+        &self,
+        state: &'g mut Option<RxState>,
+    ) -> Result<(&'g mut RxCore, &'g Link), Error> {
+        match state {
+            Some(RxState { core, link }) if self.is_up() => Ok((core, link)),
+            _ => {
+                self.active_link()?;
+                Err(Error::Down)
+            }
+        }
     }
 
     fn filter(&self) -> Filter {
@@ -187,9 +203,8 @@ impl Interface {
     ) -> Result<usize, Error> {
         let mut n = 0;
         if let Some(i) = self.slot() {
-            let link = self.active_link()?;
             let mut guard = lock(&self.rx);
-            let core = guard.as_mut().ok_or(Error::Down)?;
+            let (core, link) = self.receiving(&mut guard)?;
             // No heartbeat per frame: publishing the position (every
             // RX_BATCH frames, and when the window is used up) beats; a
             // store per frame to the slot that waiting writers read cost
@@ -200,7 +215,7 @@ impl Interface {
                 let mut bytes = 0u64;
                 let mut left_behind = false;
                 while n < max {
-                    let Some(end) = open_window(&link, core) else {
+                    let Some(end) = open_window(link, core) else {
                         break;
                     };
                     let mark = core.mark();
@@ -227,7 +242,7 @@ impl Interface {
                     // (which checks it too) as each call asks, else every
                     // RX_BATCH frames.
                     let stands = match publish {
-                        Publish::EachCall => self.settle_window(&link, core, i, mark)?,
+                        Publish::EachCall => self.settle_window(link, core, i, mark)?,
                         Publish::Batched => link.bus.in_good_standing(i),
                     };
                     if !stands {
@@ -245,7 +260,7 @@ impl Interface {
                         // since the check above never delivers it again,
                         // and ends the batch here.
                         let here = core.mark();
-                        if !self.settle_window(&link, core, i, here)? {
+                        if !self.settle_window(link, core, i, here)? {
                             break;
                         }
                     }
@@ -265,7 +280,7 @@ impl Interface {
                 // the end of the block).
                 if core.take_unsettled() {
                     let here = core.mark();
-                    self.settle_window(&link, core, i, here)?;
+                    self.settle_window(link, core, i, here)?;
                 }
             }
         }
@@ -290,7 +305,7 @@ impl Interface {
             return Ok(());
         };
         let mut guard = lock(&self.rx);
-        if let Some(core) = guard.as_mut() {
+        if let Some(RxState { core, .. }) = guard.as_mut() {
             if core.take_unsettled() {
                 let here = core.mark();
                 self.settle_window(link, core, i, here)?;
@@ -337,11 +352,8 @@ impl Interface {
         &self,
         f: impl FnOnce(&[u8], Received) -> R,
     ) -> Result<Option<R>, Error> {
-        let link = self.active_link()?;
         let mut guard = lock(&self.rx);
-        let Some(core) = guard.as_mut() else {
-            return Err(Error::Down);
-        };
+        let (core, link) = self.receiving(&mut guard)?;
         // A hostile peer can make the chain a cycle of frames nobody wants;
         // one call gives up after a bounded number of steps.
         let filter = self.filter();
@@ -369,11 +381,11 @@ impl Interface {
             // locked path below resynchronises and counts the loss).
             // The writers' cursor hint extends the window without the lock
             // while frames keep coming.
-            let window = slot.and_then(|i| Some((i, open_window(&link, core)?)));
+            let window = slot.and_then(|i| Some((i, open_window(link, core)?)));
             if let Some((i, end)) = window {
                 let mark = core.mark();
                 let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
-                if self.settle_window(&link, core, i, mark)? {
+                if self.settle_window(link, core, i, mark)? {
                     steps += n;
                     if !core.is_empty() || core.window().is_some() {
                         continue;
@@ -411,7 +423,7 @@ impl Interface {
                 match slot {
                     // Everything before this position is copied out.
                     Some(i) => link.bus.publish_reader(i, core.position()),
-                    None => self.maybe_register(&link, core.position()),
+                    None => self.maybe_register(link, core.position()),
                 }
                 // What this reader may read next without the lock.
                 core.set_window(match self.slot() {

@@ -155,7 +155,7 @@ impl Interface {
     /// Whether the ring's header moved since this interface last found it
     /// empty; `None` while it has no such look to compare with.
     fn ring_moved_since_quiet(&self, link: &Link) -> Option<bool> {
-        let q = lock(&self.rx).as_ref().and_then(|c| c.quiet())?;
+        let q = lock(&self.rx).as_ref().and_then(|s| s.core.quiet())?;
         let c = link.bus.peek_control();
         Some((c.gen, c.last) != q)
     }
@@ -212,7 +212,7 @@ impl Interface {
             let start = Instant::now();
             // What "nothing new" looks like: the header as of the last empty
             // look, or as of now.
-            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
+            let quiet = lock(&self.rx).as_ref().and_then(|s| s.core.quiet());
             let peek = || {
                 let c = link.bus.peek_control();
                 (c.gen, c.last)
@@ -291,7 +291,7 @@ impl Interface {
                 return Ok(false);
             }
             let step = left.map_or(FUTEX_STEP, |l| l.min(FUTEX_STEP));
-            let quiet = lock(&self.rx).as_ref().and_then(|c| c.quiet());
+            let quiet = lock(&self.rx).as_ref().and_then(|s| s.core.quiet());
             let woken = link.bus.futex_sleep(step, || {
                 // Nothing read yet to compare with: look at the ring.
                 quiet.is_none_or(|q| {
