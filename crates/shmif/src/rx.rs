@@ -169,9 +169,12 @@ impl RxCore {
     /// writers had stopped waiting for it may be torn, so no frame of it is
     /// delivered, and no frame it passed over (for another MAC, say) stays
     /// passed over or counted; the reader reads them again under the lock.
+    /// Its window closes too: what it may read without the lock is for the
+    /// locked path to say again (it resynchronises the reader).
     pub(crate) fn rewind(&mut self, mark: Mark) {
         self.reader = mark.reader;
         self.tally = mark.tally;
+        self.window = None;
         self.head = 0;
         self.count = 0;
         self.fill = 0;

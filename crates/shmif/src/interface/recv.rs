@@ -229,7 +229,6 @@ impl Interface {
                             && !link.bus.in_good_standing(i)
                         {
                             core.rewind(mark);
-                            core.set_window(None);
                         }
                         break;
                     };
@@ -249,7 +248,6 @@ impl Interface {
                         out.pop();
                         core.rewind(mark);
                         self.counters.absorb(core.take_tally());
-                        core.set_window(None);
                         left_behind = true;
                         break;
                     }
@@ -329,7 +327,6 @@ impl Interface {
     ) -> Result<bool, Error> {
         if !link.bus.in_good_standing(i) {
             core.rewind(mark);
-            core.set_window(None);
             return Ok(false);
         }
         let _ = core.take_unsettled();
