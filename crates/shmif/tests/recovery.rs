@@ -322,3 +322,53 @@ fn a_live_peers_unfinished_claim_is_cleared_or_waited_on_as_unrecorded() {
     poke(&bus, 28, 0);
     t.join().unwrap();
 }
+
+/// A registered reader of an extended bus whose window (opened by the
+/// writers' cursor hint, without the lock) begins with an impossible entry
+/// and whose lock a dead holder left held: it must not keep watching the
+/// cursor (which opens the same window again and again while the lock
+/// stays held, until the call's step bound gives up with nothing), but
+/// queue for the lock and take it over after the grace.
+#[test]
+fn a_registered_reader_facing_an_impossible_window_and_a_dead_holder_takes_the_lock_over() {
+    use shmif::wire::ext::EXT_HEADER_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    shmif::Bus::create(&bus, 1 << 20, 1514, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&bus).unwrap();
+    let b = std::sync::Arc::new(Interface::attach(&bus).unwrap());
+    assert!(b.try_recv().unwrap().is_none());
+    assert!(b.is_registered());
+    a.send(&bcast(a.mac(), 1)).unwrap();
+    // The new frame's length (at `last`, where b's window starts) made
+    // impossible; then the lock held by a holder that is gone.
+    let mut last = [0u8; 4];
+    std::fs::File::open(&bus)
+        .unwrap()
+        .read_exact_at(&mut last, 20)
+        .unwrap();
+    let last = u64::from(u32::from_ne_bytes(last));
+    poke(&bus, EXT_HEADER_LEN as u64 + last, u32::MAX);
+    poke(&bus, 24, 1);
+    poke(&bus, 28, holder_tag(dead_pid()));
+    let b2 = b.clone();
+    let start = Instant::now();
+    let t = std::thread::spawn(move || b2.try_recv().map(|f| f.is_some()));
+    while !t.is_finished() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        t.is_finished(),
+        "the receive still runs after 5 s: it watched the cursor for ever"
+    );
+    assert!(!t.join().unwrap().unwrap(), "nothing intact to deliver");
+    let c = b.counters();
+    assert_eq!(
+        c.lock_takeovers, 1,
+        "the dead holder's lock was not taken over: {c:?}"
+    );
+    // The bus carries traffic again.
+    a.send(&bcast(a.mac(), 2)).unwrap();
+    let f = b.recv_timeout(Duration::from_secs(1)).unwrap().unwrap();
+    assert_eq!(f.data[14], 2);
+}

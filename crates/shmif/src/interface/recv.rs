@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 /// chain a cycle). A full ring of minimum-size frames is about 27,000.
 const MAX_STEPS_PER_CALL: usize = 65_536;
 
+/// How many turns a registered reader that caught up with a writer holding
+/// the lock watches the cursor hint for before it queues for the lock.
+const CURSOR_SPINS: u32 = 4096;
+
+/// How often, in those turns, it looks whether the lock is still held
+/// (which loads the cache line the holder writes for every frame).
+const LOCK_PEEK_EVERY: u32 = 64;
+
 /// The end of a registered reader's window: the one it has, else the one
 /// the writers' cursor hint opens (`None`: nothing to read without the
 /// lock).
@@ -379,10 +387,20 @@ impl Interface {
             // The writers' cursor hint extends the window without the lock
             // while frames keep coming.
             let window = slot.and_then(|i| Some((i, open_window(link, core)?)));
+            // Whether to watch the cursor for more below: not once a writer
+            // left this reader behind, nor after a window this reader could
+            // not move through (it began with something impossible): only
+            // the locked path resyncs or repairs, and the cursor would open
+            // the same window again while the lock stays held (for ever,
+            // were that a dead holder's lock).
+            let mut watch_cursor = true;
             if let Some((i, end)) = window {
                 let mark = core.mark();
+                let from = mark.position(core.geometry());
                 let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
-                if self.settle_window(link, core, i, mark)? {
+                let standing = self.settle_window(link, core, i, mark)?;
+                watch_cursor = standing && core.position() != from;
+                if standing {
                     steps += n;
                     if !core.is_empty() || core.window().is_some() {
                         continue;
@@ -395,12 +413,22 @@ impl Interface {
             // Caught up with a writer that holds the lock to write more: it
             // publishes the cursor hint before it lets go (once per
             // holding), so watch that rather than queue for the lock
-            // behind other waiters.
-            if slot.is_some() {
+            // behind other waiters. The lock word shares its cache line
+            // with `first`, `last` and `gen`, which the holder stores for
+            // every frame: a load of it each turn took that line from the
+            // writer as often, so it is looked at once every
+            // LOCK_PEEK_EVERY turns (the cursor has a line of its own,
+            // stored once per holding).
+            if slot.is_some() && watch_cursor {
                 let mut spins = 0u32;
-                while spins < 4096 && link.bus.lock_is_held() {
+                loop {
                     if let Some(end) = link.bus.cursor_after(core.position()) {
                         core.set_window(Some(end));
+                        break;
+                    }
+                    if spins >= CURSOR_SPINS
+                        || (spins % LOCK_PEEK_EVERY == 0 && !link.bus.lock_is_held())
+                    {
                         break;
                     }
                     std::hint::spin_loop();
