@@ -20,6 +20,7 @@
 //! (`Interface::try_recv_batch_in_place`; `BATCH=N` for N per call).
 
 use shmif::{Bus, Interface, OpenOptions};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,21 +80,26 @@ fn main() {
     } else {
         format!("extended {mib} MiB, lossless")
     };
-    println!(
+    // Written with errors ignored: a reader of this output that leaves
+    // early (`| head -1`) must not make it panic on a broken pipe.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
         "{bus}: {size} B, 1 -> {readers}: writer {:.3} Mframes/s ({:.1} Gbit/s), {:.0} ns of CPU per frame",
         seq as f64 / took / 1e6,
         seq as f64 * size as f64 * 8.0 / took / 1e9,
         cpu as f64 / seq.max(1) as f64
     );
     for k in kids.iter_mut() {
-        let out = k.wait_with_output_ref();
-        let line = String::from_utf8_lossy(&out);
+        let kid_out = k.wait_with_output_ref();
+        let line = String::from_utf8_lossy(&kid_out);
         let mut it = line
             .split_whitespace()
             .map(|x| x.parse::<u64>().unwrap_or(0));
         let (got, lost) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         let naps = it.next().unwrap_or(0);
-        println!(
+        let _ = writeln!(
+            out,
             "  reader: {got} of {seq} frames ({:.3} Mframes/s delivered), {} lost, overrun bytes {lost}, {naps} naps",
             got as f64 / took / 1e6,
             seq - got
