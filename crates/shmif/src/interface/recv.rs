@@ -391,12 +391,12 @@ impl Interface {
             // left this reader behind, nor after a window this reader could
             // not move through (it began with something impossible): only
             // the locked path resyncs or repairs, and the cursor would open
-            // the same window again while the lock stays held (for ever,
-            // were that a dead holder's lock).
+            // the same window again while the lock stays held (a dead
+            // holder's lock would then never be taken over).
             let mut watch_cursor = true;
             if let Some((i, end)) = window {
                 let mark = core.mark();
-                let from = mark.position(core.geometry());
+                let from = core.position();
                 let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
                 let standing = self.settle_window(link, core, i, mark)?;
                 watch_cursor = standing && core.position() != from;
