@@ -630,19 +630,26 @@ impl Interface {
             // (Not this interface's own reader: it reads when it can.)
             let limit = link.bus.write_limit(self.slot());
             let mut end = ring::cursor(geom, &data, &ctl).unwrap_or(0);
+            // Where `end` lies in the ring, kept up as frames go in, and
+            // where the next frame goes once this hold has appended one
+            // (before that, the newest entry's header says).
+            let mut end_off = end % size;
+            let mut next_at = None;
             while let Some(f) = frames.peek().copied() {
                 let need = (crate::wire::FRAME_HEADER_LEN + f.len()) as u64;
                 if let Some(limit) = limit {
-                    if ring_lap_ends_here(geom, end, limit) {
+                    if ring_lap_ends_here(geom, end, end_off, limit) {
                         // Every registered reader is close behind: start
                         // the next lap at offset 0, where they read a
                         // moment ago, so that the bytes written next are
                         // still in the processors' caches.
-                        if ring::append_skip(geom, &mut data, &mut ctl, |first| g.set_first(first))
-                            .is_ok()
+                        if let Ok(a) =
+                            ring::append_skip(geom, &mut data, &mut ctl, |first| g.set_first(first))
                         {
                             g.set_control(&ctl);
                             end = ctl.gen.wrapping_mul(size);
+                            end_off = u64::from(a.next);
+                            next_at = Some(a.next);
                             link.bus.publish_cursor(end);
                         }
                     }
@@ -672,9 +679,14 @@ impl Interface {
                 // The eviction walk checks every frame it passes; one that
                 // is impossible means the chain is broken: repair, retry.
                 for attempt in 0..2 {
-                    match ring::append_with(geom, &mut data, &mut ctl, &h, f, |first| {
-                        g.set_first(first)
-                    }) {
+                    let publish_first = |first| g.set_first(first);
+                    let appended = match next_at {
+                        Some(at) => {
+                            ring::append_at(geom, &mut data, &mut ctl, at, &h, f, publish_first)
+                        }
+                        None => ring::append_with(geom, &mut data, &mut ctl, &h, f, publish_first),
+                    };
+                    match appended {
                         // Publish each frame's control words at once: a
                         // writer killed mid-batch leaves a consistent ring.
                         // The cursor hint waits for the end of the hold
@@ -685,15 +697,15 @@ impl Interface {
                             g.set_control(&ctl);
                             // `gen` is whatever the bus holds: wrapping,
                             // never an overflow panic on bus contents.
-                            end = ctl
-                                .gen
-                                .wrapping_mul(size)
-                                .wrapping_add((u64::from(a.at) + need) % size);
+                            end_off = u64::from(a.next);
+                            end = ctl.gen.wrapping_mul(size).wrapping_add(end_off);
+                            next_at = Some(a.next);
                             break;
                         }
                         Err(_) if attempt == 0 => {
                             g.repair();
                             ctl = g.control();
+                            next_at = None;
                         }
                         Err(source) => {
                             // A freshly reset ring always takes a frame.
@@ -743,13 +755,15 @@ pub(crate) fn hot_lap(geom: ring::Geometry) -> Option<u64> {
 /// and a byte: `Bus::write_limit`), ends the lap here with a skip record:
 /// it is a hot lap or more into the ring, the slowest active reader is
 /// less than a hot lap behind, and the skipped span is within the limit
-/// (it always is then; checked all the same).
-pub(crate) fn ring_lap_ends_here(geom: ring::Geometry, end: u64, limit: u64) -> bool {
+/// (it always is then; checked all the same). `off` is where `end` lies in
+/// the ring (`end % size`), which the writer tracks as it goes: a division
+/// for every frame cost more than the rest of this test.
+pub(crate) fn ring_lap_ends_here(geom: ring::Geometry, end: u64, off: u64, limit: u64) -> bool {
     let Some(hot) = hot_lap(geom) else {
         return false;
     };
     let size = u64::from(geom.size);
-    let off = end % size;
+    debug_assert_eq!(off, end % size);
     let header = crate::wire::FRAME_HEADER_LEN as u64;
     let least = limit.saturating_add(header + 1).saturating_sub(size);
     off >= hot
@@ -830,6 +844,9 @@ mod tests {
         // The limit a reader at `least` allows (Bus::write_limit).
         let limit = |least: u64| least + size - 25;
         let lap = 7 * size;
+        let ring_lap_ends_here = |g: ring::Geometry, end: u64, limit: u64| {
+            ring_lap_ends_here(g, end, end % u64::from(g.size), limit)
+        };
         assert!(
             !ring_lap_ends_here(g, lap + hot - 1, limit(lap + hot - 1)),
             "not a hot lap in"
