@@ -630,9 +630,10 @@ impl Interface {
             // (Not this interface's own reader: it reads when it can.)
             let limit = link.bus.write_limit(self.slot());
             let mut end = ring::cursor(geom, &data, &ctl).unwrap_or(0);
-            // Where `end` lies in the ring, kept up as frames go in, and
-            // where the next frame goes once this hold has appended one
-            // (before that, the newest entry's header says).
+            // Where `end` lies in the ring (below its size, whatever `gen`
+            // the bus holds), kept up as frames go in, and where the next
+            // frame goes once this hold has appended one (before that, the
+            // newest entry's header says).
             let mut end_off = end % size;
             let mut next_at = None;
             while let Some(f) = frames.peek().copied() {
@@ -755,15 +756,15 @@ pub(crate) fn hot_lap(geom: ring::Geometry) -> Option<u64> {
 /// and a byte: `Bus::write_limit`), ends the lap here with a skip record:
 /// it is a hot lap or more into the ring, the slowest active reader is
 /// less than a hot lap behind, and the skipped span is within the limit
-/// (it always is then; checked all the same). `off` is where `end` lies in
-/// the ring (`end % size`), which the writer tracks as it goes: a division
-/// for every frame cost more than the rest of this test.
+/// (it always is then; checked all the same). `off` is the writer's offset
+/// in the ring, below its size (`end % size` while `gen` × size does not
+/// wrap), which the writer tracks as it goes: a division for every frame
+/// cost more than the rest of this test.
 pub(crate) fn ring_lap_ends_here(geom: ring::Geometry, end: u64, off: u64, limit: u64) -> bool {
     let Some(hot) = hot_lap(geom) else {
         return false;
     };
     let size = u64::from(geom.size);
-    debug_assert_eq!(off, end % size);
     let header = crate::wire::FRAME_HEADER_LEN as u64;
     let least = limit.saturating_add(header + 1).saturating_sub(size);
     off >= hot
