@@ -30,6 +30,29 @@ fn open_window(link: &Link, core: &mut RxCore) -> Option<u64> {
     core.window()
 }
 
+/// Caught up with a writer that holds the lock to write more: it publishes
+/// the cursor hint before it lets go (once per holding), so a registered
+/// reader watches that rather than queue for the lock behind other
+/// waiters. The lock word shares its cache line with `first`, `last` and
+/// `gen`, which the holder stores for every frame: a load of it each turn
+/// took that line from the writer as often, so it is looked at once every
+/// [`LOCK_PEEK_EVERY`] turns (the cursor has a line of its own, stored once
+/// per holding). Returns whether a window opened (then it is set).
+fn watch_cursor(link: &Link, core: &mut RxCore) -> bool {
+    let mut spins = 0u32;
+    loop {
+        if let Some(end) = link.bus.cursor_after(core.position()) {
+            core.set_window(Some(end));
+            return true;
+        }
+        if spins >= CURSOR_SPINS || (spins % LOCK_PEEK_EVERY == 0 && !link.bus.lock_is_held()) {
+            return false;
+        }
+        std::hint::spin_loop();
+        spins += 1;
+    }
+}
+
 /// What the caller of a receive gets to know of the frame of `header`.
 fn received(header: &FrameHeaderRepr) -> Received {
     Received {
@@ -44,6 +67,27 @@ fn received(header: &FrameHeaderRepr) -> Received {
 fn copy_into(buf: &mut [u8], frame: &[u8]) {
     let n = frame.len().min(buf.len());
     buf[..n].copy_from_slice(&frame[..n]);
+}
+
+/// How the ordinary receive path hands over the window of published frames
+/// that a registered reader may read without the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// It copies the window's frames into the receive batch.
+    Copy,
+    /// It leaves them where they lie and says so ([`Copied::Window`]), for
+    /// a receive in place to read them there.
+    InPlace,
+}
+
+/// What one turn of the ordinary receive path found.
+enum Copied<R> {
+    /// A frame, copied, and what the callback made of it.
+    Frame(R),
+    /// Nothing waiting.
+    Nothing,
+    /// A window of frames to read where they lie ([`Via::InPlace`] only).
+    Window,
 }
 
 /// When a receive in place publishes the reader's position (the store to
@@ -210,95 +254,133 @@ impl Interface {
         mut f: impl FnMut(FrameView<'_>, Received) -> T,
     ) -> Result<usize, Error> {
         let mut n = 0;
-        if let Some(i) = self.slot() {
-            let mut guard = lock(&self.rx);
-            let (core, link) = self.receiving(&mut guard)?;
-            // No heartbeat per frame: publishing the position (every
-            // RX_BATCH frames, and when the window is used up) beats; a
-            // store per frame to the slot that waiting writers read cost
-            // more than the frame.
-            if core.is_empty() {
-                let data = link.bus.window_data();
-                let filter = self.filter();
-                let mut bytes = 0u64;
-                let mut left_behind = false;
-                while n < max {
-                    let Some(end) = open_window(link, core) else {
-                        break;
-                    };
-                    let mark = core.mark();
-                    let Some((header, first)) = core.view_from_window(&data, end, &filter, buf)
-                    else {
-                        // Frames the filter passed over on the way were
-                        // read without the lock too: they stay passed over
-                        // only if the standing held (else the bytes may have
-                        // been torn, and the locked path reads them again).
-                        if core.position() != mark.position(core.geometry())
-                            && !link.bus.in_good_standing(i)
-                        {
+        // Whether this call watched the cursor hint already, and whether
+        // the ordinary path sent it back to read in place.
+        let mut watched = false;
+        let mut in_place_again = false;
+        'again: loop {
+            if let Some(i) = self.slot() {
+                let mut guard = lock(&self.rx);
+                let (core, link) = self.receiving(&mut guard)?;
+                // No heartbeat per frame: publishing the position (every
+                // RX_BATCH frames, and when the window is used up) beats; a
+                // store per frame to the slot that waiting writers read cost
+                // more than the frame.
+                if core.is_empty() {
+                    let data = link.bus.window_data();
+                    let filter = self.filter();
+                    // What this pass delivers (the ordinary path counts
+                    // its own).
+                    let (mut bytes, from) = (0u64, n);
+                    let mut left_behind = false;
+                    while n < max {
+                        let Some(end) = open_window(link, core) else {
+                            // Caught up with the writers: watch the cursor
+                            // hint once, as the ordinary path would, and
+                            // read what it opens where it lies (a reader
+                            // faster than its writer catches up once every
+                            // holding). First publish what was read in
+                            // place, for writers waiting for room meanwhile.
+                            if watched || n > 0 {
+                                break;
+                            }
+                            watched = true;
+                            if core.take_unsettled() {
+                                let here = core.mark();
+                                self.settle_window(link, core, i, here)?;
+                            }
+                            if watch_cursor(link, core) {
+                                continue;
+                            }
+                            break;
+                        };
+                        let mark = core.mark();
+                        let Some((header, first)) = core.view_from_window(&data, end, &filter, buf)
+                        else {
+                            // Frames the filter passed over on the way were
+                            // read without the lock too: they stay passed over
+                            // only if the standing held (else the bytes may have
+                            // been torn, and the locked path reads them again).
+                            if core.position() != mark.position(core.geometry())
+                                && !link.bus.in_good_standing(i)
+                            {
+                                core.rewind(mark);
+                            }
+                            break;
+                        };
+                        let len = header.len as usize;
+                        out.push(f(
+                            FrameView::in_ring(&data, core.geometry(), first, len),
+                            received(&header),
+                        ));
+                        // Checked after `f` read the frame; publishing now
+                        // (which checks it too) as each call asks, else every
+                        // RX_BATCH frames.
+                        let stands = match publish {
+                            Publish::EachCall => self.settle_window(link, core, i, mark)?,
+                            Publish::Batched => link.bus.in_good_standing(i),
+                        };
+                        if !stands {
+                            out.pop();
                             core.rewind(mark);
-                        }
-                        break;
-                    };
-                    let len = header.len as usize;
-                    out.push(f(
-                        FrameView::in_ring(&data, core.geometry(), first, len),
-                        received(&header),
-                    ));
-                    // Checked after `f` read the frame; publishing now
-                    // (which checks it too) as each call asks, else every
-                    // RX_BATCH frames.
-                    let stands = match publish {
-                        Publish::EachCall => self.settle_window(link, core, i, mark)?,
-                        Publish::Batched => link.bus.in_good_standing(i),
-                    };
-                    if !stands {
-                        out.pop();
-                        core.rewind(mark);
-                        self.counters.absorb(core.take_tally());
-                        left_behind = true;
-                        break;
-                    }
-                    n += 1;
-                    bytes += len as u64;
-                    if publish == Publish::Batched && core.note_in_place() >= RX_BATCH {
-                        // Past the frame just delivered: a standing lost
-                        // since the check above never delivers it again,
-                        // and ends the batch here.
-                        let here = core.mark();
-                        if !self.settle_window(link, core, i, here)? {
+                            self.counters.absorb(core.take_tally());
+                            left_behind = true;
                             break;
                         }
+                        n += 1;
+                        bytes += len as u64;
+                        if publish == Publish::Batched && core.note_in_place() >= RX_BATCH {
+                            // Past the frame just delivered: a standing lost
+                            // since the check above never delivers it again,
+                            // and ends the batch here.
+                            let here = core.mark();
+                            if !self.settle_window(link, core, i, here)? {
+                                break;
+                            }
+                        }
+                    }
+                    self.count_delivered((n - from) as u64, bytes);
+                    if left_behind {
+                        return Err(Error::LeftBehind);
+                    }
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    // Nothing in the window: publish what was read in place
+                    // and not yet published (if nothing was, the slot already
+                    // says where this reader is, and a store to it would only
+                    // cost the writers reading it a cache line).
+                    if core.take_unsettled() {
+                        let here = core.mark();
+                        self.settle_window(link, core, i, here)?;
                     }
                 }
-                self.count_delivered(n as u64, bytes);
-                if left_behind {
-                    return Err(Error::LeftBehind);
-                }
-                if n > 0 {
-                    return Ok(n);
-                }
-                // Nothing in the window: publish what was read in place
-                // and not yet published (if nothing was, the slot already
-                // says where this reader is, and a store to it would only
-                // cost the writers reading it a cache line); the ordinary
-                // path below looks under the lock (this one is released at
-                // the end of the block).
-                if core.take_unsettled() {
-                    let here = core.mark();
-                    self.settle_window(link, core, i, here)?;
-                }
             }
-        }
-        while n < max {
-            match self.try_recv_with(|data, r| {
-                copy_into(buf, data);
-                f(FrameView::copied(data), r)
-            })? {
-                Some(t) => out.push(t),
-                None => break,
+            // The ordinary path, under the lock (the receive state's lock,
+            // taken above, is released by now). A window it opens is read in
+            // place, once; the second time (the window held something the
+            // in-place walk could not pass) the ordinary path copies it, and
+            // its own checks decide what it is.
+            let via = if in_place_again {
+                Via::Copy
+            } else {
+                Via::InPlace
+            };
+            while n < max {
+                match self.recv_copied(via, !watched, |data, r| {
+                    copy_into(buf, data);
+                    f(FrameView::copied(data), r)
+                })? {
+                    Copied::Frame(t) => out.push(t),
+                    Copied::Nothing => break,
+                    Copied::Window => {
+                        in_place_again = true;
+                        continue 'again;
+                    }
+                }
+                n += 1;
             }
-            n += 1;
+            break;
         }
         Ok(n)
     }
@@ -357,6 +439,23 @@ impl Interface {
         &self,
         f: impl FnOnce(&[u8], Received) -> R,
     ) -> Result<Option<R>, Error> {
+        Ok(match self.recv_copied(Via::Copy, true, f)? {
+            Copied::Frame(r) => Some(r),
+            Copied::Nothing | Copied::Window => None,
+        })
+    }
+
+    /// [`Interface::try_recv_with`], for a caller that reads the window of
+    /// a registered reader where it lies ([`Via::InPlace`]) or one that has
+    /// it copied ([`Via::Copy`]); `watch` false when the caller has just
+    /// watched the cursor hint in vain (a registered reader that caught up
+    /// then goes to the lock at once instead of watching again).
+    fn recv_copied<R>(
+        &self,
+        via: Via,
+        watch: bool,
+        f: impl FnOnce(&[u8], Received) -> R,
+    ) -> Result<Copied<R>, Error> {
         let mut guard = lock(&self.rx);
         let (core, link) = self.receiving(&mut guard)?;
         // A hostile peer can make the chain a cycle of frames nobody wants;
@@ -373,10 +472,10 @@ impl Interface {
             if let Some((header, data)) = core.pop() {
                 // `data` is the frame's `header.len` bytes.
                 self.count_delivered(1, data.len() as u64);
-                return Ok(Some(f(data, received(&header))));
+                return Ok(Copied::Frame(f(data, received(&header))));
             }
             if steps >= MAX_STEPS_PER_CALL {
-                return Ok(None);
+                return Ok(Copied::Nothing);
             }
             // A registered reader of an extended bus reads the frames
             // published when it last looked under the lock without taking
@@ -393,13 +492,16 @@ impl Interface {
             // the locked path resyncs or repairs, and the cursor would open
             // the same window again while the lock stays held (a dead
             // holder's lock would then never be taken over).
-            let mut watch_cursor = true;
+            let mut may_watch = watch;
+            if window.is_some() && via == Via::InPlace {
+                return Ok(Copied::Window);
+            }
             if let Some((i, end)) = window {
                 let mark = core.mark();
                 let from = core.position();
                 let (n, _) = core.refill_window(&link.bus.window_data(), end, &filter);
                 let standing = self.settle_window(link, core, i, mark)?;
-                watch_cursor = standing && core.position() != from;
+                may_watch = standing && core.position() != from;
                 if standing {
                     steps += n;
                     if !core.is_empty() || core.window().is_some() {
@@ -410,38 +512,31 @@ impl Interface {
                     core.set_window(None);
                 }
             }
-            // Caught up with a writer that holds the lock to write more: it
-            // publishes the cursor hint before it lets go (once per
-            // holding), so watch that rather than queue for the lock
-            // behind other waiters. The lock word shares its cache line
-            // with `first`, `last` and `gen`, which the holder stores for
-            // every frame: a load of it each turn took that line from the
-            // writer as often, so it is looked at once every
-            // LOCK_PEEK_EVERY turns (the cursor has a line of its own,
-            // stored once per holding).
-            if slot.is_some() && watch_cursor {
-                let mut spins = 0u32;
-                loop {
-                    if let Some(end) = link.bus.cursor_after(core.position()) {
-                        core.set_window(Some(end));
-                        break;
-                    }
-                    if spins >= CURSOR_SPINS
-                        || (spins % LOCK_PEEK_EVERY == 0 && !link.bus.lock_is_held())
-                    {
-                        break;
-                    }
-                    std::hint::spin_loop();
-                    spins += 1;
-                }
-                if core.window().is_some() {
-                    continue;
-                }
+            // Caught up with a writer holding the lock: watch the cursor
+            // hint rather than queue for the lock.
+            if slot.is_some() && may_watch && watch_cursor(link, core) {
+                continue;
             }
             let (n, done) = {
                 let g = link.bus.acquire();
                 let ctl = g.control();
                 let data = g.data();
+                // A registered reader in good standing that reads in place
+                // takes what the lock shows it as a window, to read where
+                // it lies once the lock is let go (writers keep those bytes
+                // while its standing holds). Copied here, a holding's
+                // frames would be copied whenever this reader queued for
+                // the lock behind the writer writing them.
+                if let (Via::InPlace, Some(i)) = (via, slot) {
+                    let pos = core.position();
+                    let size = u64::from(g.geometry().size);
+                    if let Ok(end) = crate::ring::cursor(g.geometry(), &data, &ctl) {
+                        if end > pos && end - pos <= size && link.bus.in_good_standing(i) {
+                            core.set_window(Some(end));
+                            return Ok(Copied::Window);
+                        }
+                    }
+                }
                 let r = core.refill(&data, &ctl, &filter);
                 // Under the lock, so that the position is valid (resynced
                 // after any overrun) when writers next look at it.
@@ -464,7 +559,7 @@ impl Interface {
                 link.bus.wake_space_sleepers();
             }
             if done && core.is_empty() {
-                return Ok(None);
+                return Ok(Copied::Nothing);
             }
         }
     }
