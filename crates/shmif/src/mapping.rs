@@ -456,6 +456,23 @@ impl Region for SharedData<'_> {
     }
 
     #[inline]
+    fn prefetch_for_write(&self, off: u32, len: u32) {
+        let ring = self.map.layout.ring;
+        let end = off.saturating_add(len).min(ring);
+        if off >= end || !has_prefetchw() {
+            return;
+        }
+        let base = self.base(off, (end - off) as usize);
+        // Each cache line the bytes touch lies in a page of the mapping
+        // that holds one of them.
+        let first_line = base.wrapping_sub(base as usize % 64);
+        let lines = (base as usize % 64 + (end - off) as usize).div_ceil(64);
+        for k in 0..lines {
+            prefetch_line_for_write(first_line.wrapping_add(k * 64));
+        }
+    }
+
+    #[inline]
     fn read_header(&self, off: u32) -> [u8; FRAME_HEADER_LEN] {
         let src = self.base(off, FRAME_HEADER_LEN);
         // SAFETY: `src..src+24` is inside the mapping (checked by `base`),
@@ -465,6 +482,52 @@ impl Region for SharedData<'_> {
         // validates.
         unsafe { std::ptr::read_unaligned(src.cast::<[u8; FRAME_HEADER_LEN]>()) }
     }
+}
+
+/// Whether this processor has `PREFETCHW` (CPUID 8000_0001h, ECX bit 8),
+/// which fetches a cache line in the state a store needs; looked up once.
+/// (`__cpuid` is a safe function from Rust 1.87 on, unsafe in 1.85, this
+/// crate's oldest supported Rust.)
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+#[inline]
+fn has_prefetchw() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        use std::arch::x86_64::__cpuid;
+        // SAFETY: CPUID exists on every x86-64 processor; leaf 8000_0000h
+        // says which extended leaves do, and only those are asked.
+        let max = unsafe { __cpuid(0x8000_0000) }.eax;
+        // SAFETY: as above; 8000_0001h is asked only if it exists.
+        max >= 0x8000_0001 && unsafe { __cpuid(0x8000_0001) }.ecx & (1 << 8) != 0
+    })
+}
+
+/// Elsewhere no prefetch for writing is issued (see
+/// [`prefetch_line_for_write`]).
+#[cfg(not(target_arch = "x86_64"))]
+fn has_prefetchw() -> bool {
+    false
+}
+
+/// Asks the processor to fetch the cache line at `p` for writing: a hint,
+/// with no fault and no access anyone can observe, whatever `p` is. Call
+/// only where [`has_prefetchw`] says the instruction exists.
+#[inline]
+fn prefetch_line_for_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHW is a hint: it never faults, reads or writes
+    // nothing a program can observe, and leaves registers and flags as
+    // they were; callers check that the processor has it.
+    unsafe {
+        std::arch::asm!(
+            "prefetchw [{p}]",
+            p = in(reg) p,
+            options(nostack, preserves_flags, readonly)
+        )
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// One 32-bit word at the start of a `MAP_SHARED` mapping of a file: the

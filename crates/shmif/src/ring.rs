@@ -124,6 +124,16 @@ pub trait Region {
         self.read(off, &mut raw);
         raw
     }
+    /// A hint, and nothing more, that the bytes `off..off + len` (cut at
+    /// the end of the region) are about to be written: shared memory
+    /// fetches their cache lines for writing now, while the writer still
+    /// copies the frame before them, so that its stores do not each wait
+    /// for another processor to give a line up (BENCHMARKS.md, "Lines
+    /// fetched for writing"). Nothing is read or written; the default does
+    /// nothing.
+    fn prefetch_for_write(&self, off: u32, len: u32) {
+        let _ = (off, len);
+    }
 }
 
 impl Region for [u8] {

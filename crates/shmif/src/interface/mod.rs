@@ -671,6 +671,19 @@ impl Interface {
                     }
                 }
                 frames.next();
+                if let (Some(at), Some(after)) = (next_at, frames.peek()) {
+                    // Where the frame after this one goes, fetched for
+                    // writing while this one is copied: without it, each
+                    // line of a frame waits its turn to be taken from the
+                    // reader that read it a lap ago, and the stores queue
+                    // behind it (BENCHMARKS.md, "Lines fetched for
+                    // writing").
+                    let off = u64::from(at) + need;
+                    if off < size {
+                        let span = crate::wire::FRAME_HEADER_LEN + after.len();
+                        crate::ring::Region::prefetch_for_write(&data, off as u32, span as u32);
+                    }
+                }
                 let h = FrameHeaderRepr {
                     len: f.len() as u32,
                     sec,
