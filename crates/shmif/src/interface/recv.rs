@@ -358,9 +358,9 @@ impl Interface {
             }
             // The ordinary path, under the lock (the receive state's lock,
             // taken above, is released by now). A window it opens is read in
-            // place, once; the second time (the window held something the
-            // in-place walk could not pass) the ordinary path copies it, and
-            // its own checks decide what it is.
+            // place, once; if that delivers nothing either (frames for
+            // others only, or something the in-place walk cannot pass), the
+            // ordinary path copies the window and its own checks decide.
             let via = if in_place_again {
                 Via::Copy
             } else {
