@@ -285,10 +285,7 @@ impl Interface {
                                 break;
                             }
                             watched = true;
-                            if core.take_unsettled() {
-                                let here = core.mark();
-                                self.settle_window(link, core, i, here)?;
-                            }
+                            self.settle_unsettled(link, core, i)?;
                             if watch_cursor(link, core) {
                                 continue;
                             }
@@ -347,13 +344,8 @@ impl Interface {
                         return Ok(n);
                     }
                     // Nothing in the window: publish what was read in place
-                    // and not yet published (if nothing was, the slot already
-                    // says where this reader is, and a store to it would only
-                    // cost the writers reading it a cache line).
-                    if core.take_unsettled() {
-                        let here = core.mark();
-                        self.settle_window(link, core, i, here)?;
-                    }
+                    // and not yet published.
+                    self.settle_unsettled(link, core, i)?;
                 }
             }
             // The ordinary path, under the lock (the receive state's lock,
@@ -394,10 +386,19 @@ impl Interface {
         };
         let mut guard = lock(&self.rx);
         if let Some(RxState { core, .. }) = guard.as_mut() {
-            if core.take_unsettled() {
-                let here = core.mark();
-                self.settle_window(link, core, i, here)?;
-            }
+            self.settle_unsettled(link, core, i)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the position of frames reader slot `i` received in place
+    /// and has not published yet, if there are any (if not, the slot
+    /// already says where the reader is, and a store to it would only cost
+    /// the writers reading it a cache line).
+    fn settle_unsettled(&self, link: &Link, core: &mut RxCore, i: usize) -> Result<(), Error> {
+        if core.take_unsettled() {
+            let here = core.mark();
+            self.settle_window(link, core, i, here)?;
         }
         Ok(())
     }
@@ -486,6 +487,9 @@ impl Interface {
             // The writers' cursor hint extends the window without the lock
             // while frames keep coming.
             let window = slot.and_then(|i| Some((i, open_window(link, core)?)));
+            if window.is_some() && via == Via::InPlace {
+                return Ok(Copied::Window);
+            }
             // Whether to watch the cursor for more below: not once a writer
             // left this reader behind, nor after a window this reader could
             // not move through (it began with something impossible): only
@@ -493,9 +497,6 @@ impl Interface {
             // the same window again while the lock stays held (a dead
             // holder's lock would then never be taken over).
             let mut may_watch = watch;
-            if window.is_some() && via == Via::InPlace {
-                return Ok(Copied::Window);
-            }
             if let Some((i, end)) = window {
                 let mark = core.mark();
                 let from = core.position();
