@@ -16,6 +16,17 @@
 //! calls [`ShmifDevice::flush`] after each `poll`, or turns batching off
 //! with [`ShmifDevice::set_tx_batch`].
 //!
+//! A host that receives bulk TCP does better with its ingress bounded than
+//! with [`smoltcp::iface::Interface::poll`], which takes in every waiting
+//! frame before it sends anything: on a jumbo extended bus a receiver took
+//! in a whole window before it acknowledged any of it, and its sender slept
+//! once a window. Calling `poll_maintenance`, then `poll_ingress_single` a
+//! few frames' worth (the `shmif` tool takes 256 KiB a poll), then
+//! `poll_egress` and [`ShmifDevice::flush`], and reading the sockets in
+//! between, lets the acknowledgements overlap the sender's work; it moved
+//! 1.2-1.7x more between two `shmif host`s (`BENCHMARKS.md`, "An ingress
+//! budget"). [`ShmifDevice::wait`] returns at once while frames wait.
+//!
 //! Errors from the bus cannot be returned through smoltcp's token calls: the
 //! first one is kept and returned by the next [`ShmifDevice::flush`],
 //! [`ShmifDevice::wait`] or [`ShmifDevice::take_error`]; frames that could
