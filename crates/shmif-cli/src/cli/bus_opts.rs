@@ -38,6 +38,19 @@ pub struct BusOpts {
 }
 
 impl BusOpts {
+    /// The options the commands default to, for unit tests that attach a
+    /// stack without parsing a command line (a stuck lock taken over after
+    /// 2 s rather than the command's default).
+    #[cfg(test)]
+    pub fn for_tests() -> BusOpts {
+        BusOpts {
+            mode: 0o600,
+            follow_symlinks: false,
+            stuck_lock_timeout: Duration::from_secs(2),
+            reader_stall: Duration::from_secs(1),
+        }
+    }
+
     /// The library's open options for these flags.
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions::new()

@@ -320,15 +320,6 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn bus_opts() -> BusOpts {
-        BusOpts {
-            mode: 0o600,
-            follow_symlinks: false,
-            stuck_lock_timeout: Duration::from_secs(2),
-            reader_stall: Duration::from_secs(1),
-        }
-    }
-
     /// An ARP request from `mac` (at 10.0.0.2) for 10.0.0.1.
     fn arp_request(mac: [u8; 6]) -> Vec<u8> {
         let mut f = vec![0xff; 6];
@@ -349,7 +340,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bus = dir.path().join("bus");
         let addr: IpCidr = "10.0.0.1/24".parse().unwrap();
-        let mut stack = Stack::attach(&bus, &bus_opts(), None, &[addr]).unwrap();
+        let mut stack = Stack::attach(&bus, &BusOpts::for_tests(), None, &[addr]).unwrap();
         let peer = Interface::attach(&bus).unwrap();
         let budget = stack.ingress_budget as u64;
         assert_eq!(budget, (INGRESS_BYTES / 1514) as u64);

@@ -398,15 +398,6 @@ mod tests {
     use std::sync::atomic::{AtomicU8, Ordering};
     use std::sync::Arc;
 
-    fn bus_opts() -> BusOpts {
-        BusOpts {
-            mode: 0o600,
-            follow_symlinks: false,
-            stuck_lock_timeout: Duration::from_secs(2),
-            reader_stall: Duration::from_secs(1),
-        }
-    }
-
     /// What the server thread is told and what it reports.
     const RUN: u8 = 0;
     const HOLD: u8 = 1;
@@ -425,8 +416,8 @@ mod tests {
         let bus = dir.path().join("bus");
         let server_addr: IpCidr = "10.0.0.1/24".parse().unwrap();
         let client_addr: IpCidr = "10.0.0.2/24".parse().unwrap();
-        let mut server = Stack::attach(&bus, &bus_opts(), None, &[server_addr]).unwrap();
-        let mut client = Stack::attach(&bus, &bus_opts(), None, &[client_addr]).unwrap();
+        let mut server = Stack::attach(&bus, &BusOpts::for_tests(), None, &[server_addr]).unwrap();
+        let mut client = Stack::attach(&bus, &BusOpts::for_tests(), None, &[client_addr]).unwrap();
 
         // The server: a sink on port 9000 with no timeout of its own, run
         // in a thread that can be told to miss frames (taken down and up
