@@ -27,6 +27,26 @@ fn frame(dst: MacAddr, src: MacAddr, tag: u32, len: usize) -> Vec<u8> {
     f
 }
 
+/// A fresh extended bus and two interfaces on it, `a` (to write) and `b`
+/// (to read); `dir` keeps the bus's directory while the test runs.
+struct Pair {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    a: Interface,
+    b: Interface,
+}
+
+/// An extended bus of `size` bytes carrying frames of up to `max_frame`,
+/// with two interfaces attached.
+fn pair(size: u64, max_frame: u32) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus");
+    Bus::create(&path, size, max_frame, &OpenOptions::new()).unwrap();
+    let a = Interface::attach(&path).unwrap();
+    let b = Interface::attach(&path).unwrap();
+    Pair { dir, path, a, b }
+}
+
 #[test]
 fn create_makes_an_extended_bus_whose_geometry_attach_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,11 +97,7 @@ fn create_refuses_an_existing_path_and_bad_shapes() {
 
 #[test]
 fn jumbo_frames_cross_and_a_v3_bus_still_refuses_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, 8 * MIB, 65_549, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair { dir, path: _, a, b } = pair(8 * MIB, 65_549);
     for (tag, len) in [(1, 14), (2, 1514), (3, 9014), (4, 65_549)] {
         let f = frame(b.mac(), a.mac(), tag, len);
         a.send(&f).unwrap();
@@ -110,11 +126,12 @@ fn jumbo_frames_cross_and_a_v3_bus_still_refuses_them() {
 
 #[test]
 fn many_laps_of_a_large_ring_deliver_in_order_to_a_reader_that_keeps_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair {
+        dir: _dir,
+        path,
+        a,
+        b,
+    } = pair(MIB, 65_549);
     // 40 MB through a 1 MiB ring in frames of every size: ~40 laps.
     let mut sent = 0u64;
     for tag in 0..2000u32 {
@@ -313,11 +330,12 @@ fn a_bad_extended_header_is_refused_and_left_untouched() {
 
 #[test]
 fn a_corrupt_ring_on_an_extended_bus_is_repaired_on_attach() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair {
+        dir: _dir,
+        path,
+        a,
+        b,
+    } = pair(MIB, 65_549);
     a.send(&frame(b.mac(), a.mac(), 1, 3000)).unwrap();
     // A length over the frame limit at `last`.
     let image = std::fs::read(&path).unwrap();
@@ -436,11 +454,7 @@ fn wait_for_one_sent_after(
 
 #[test]
 fn a_registered_reader_naps_after_a_burst_and_only_then() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, 4 * MIB, 1514, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair { dir, path, a, b } = pair(4 * MIB, 1514);
     assert_eq!(b.rx_coalesce(), shmif::DEFAULT_RX_COALESCE);
     assert!(b.try_recv().unwrap().is_none());
     assert!(b.is_registered());
@@ -553,11 +567,12 @@ fn in_place(b: &Interface) -> Option<(bool, Vec<u8>)> {
 
 #[test]
 fn a_registered_reader_receives_in_place_what_a_copying_receive_would() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, MIB, 65_549, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair {
+        dir: _dir,
+        path: _,
+        a,
+        b,
+    } = pair(MIB, 65_549);
     let other = MacAddr([0xb2, 0xa0, 0, 0, 0, 0x77]);
     assert_eq!(in_place(&b), None);
     assert!(b.is_registered());
@@ -678,11 +693,12 @@ fn send_mixed(a: &Interface, to: MacAddr, tag0: u32, count: u32) -> Vec<Vec<u8>>
 
 #[test]
 fn a_batch_received_in_place_is_what_single_receives_would_deliver() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, MIB, 9000, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair {
+        dir: _dir,
+        path: _,
+        a,
+        b,
+    } = pair(MIB, 9000);
     assert!(batch_in_place(&b, 8).is_empty());
     assert!(b.is_registered());
     // Many laps of a 1 MiB ring, in batches of every size from 1 to 40
@@ -898,11 +914,12 @@ fn a_reader_that_catches_up_with_a_busy_writer_goes_on_reading_in_place() {
     // every holding, while the writer holds the lock to write the next
     // batch; what that holding publishes must still be read where it lies,
     // not copied (the copy is what a receive in place exists to save).
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bus");
-    Bus::create(&path, 16 * MIB, 1514, &OpenOptions::new()).unwrap();
-    let a = Interface::attach(&path).unwrap();
-    let b = Interface::attach(&path).unwrap();
+    let Pair {
+        dir: _dir,
+        path: _,
+        a,
+        b,
+    } = pair(16 * MIB, 1514);
     assert!(batch_in_place(&b, 8).is_empty());
     assert!(b.is_registered());
     const BATCHES: u32 = 4000;
