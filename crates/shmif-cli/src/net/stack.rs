@@ -23,8 +23,9 @@ pub const DEFAULT_TCP_BUFFER_KIB: usize = 512;
 
 /// How much one [`Stack::poll`] takes in, in bytes of the bus's largest
 /// frames (at least two frames): four on a jumbo bus, 173 on a NetBSD one.
-/// Measured with `bench/host-jumbo.sh` (1,000 MiB runs): without a budget
-/// jumbo TCP moved 2,500-3,200 MiB/s, with this one 3,700-5,000.
+/// Measured with `bench/host-jumbo.sh` (1,000 MiB runs, builds
+/// interleaved): without a budget jumbo TCP moved 2,480-3,480 MiB/s, with
+/// this one 2,800-5,135.
 pub const INGRESS_BYTES: usize = 256 * 1024;
 
 /// How many of the bus's largest frames a default TCP buffer holds at
