@@ -221,67 +221,36 @@ impl Stack {
     /// families), so a host that has just resolved one neighbour would
     /// wait up to a second for the next; asking here first avoids that.
     pub fn solicit(&self, dest: IpAddress) -> Result<()> {
-        use smoltcp::wire::{
-            ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv6Packet,
-            Icmpv6Repr, IpProtocol, Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr,
-        };
+        use super::dad::{arp_frame, ndisc_frame, solicited_node};
+        use smoltcp::wire::{ArpOperation, ArpRepr, NdiscRepr};
         let local = |c: &&IpCidr| c.contains_addr(&dest) && c.address() != dest;
         let Some(src) = self.ip.ip_addrs().iter().find(local).map(|c| c.address()) else {
             return Ok(());
         };
         let mac = EthernetAddress(self.mac().0);
-        let (dst_mac, ethertype, body): (EthernetAddress, EthernetProtocol, Vec<u8>) =
-            match (src, dest) {
-                (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => {
-                    let arp = ArpRepr::EthernetIpv4 {
-                        operation: ArpOperation::Request,
-                        source_hardware_addr: mac,
-                        source_protocol_addr: s,
-                        target_hardware_addr: EthernetAddress([0; 6]),
-                        target_protocol_addr: d,
-                    };
-                    let mut b = vec![0; arp.buffer_len()];
-                    arp.emit(&mut ArpPacket::new_unchecked(&mut b[..]));
-                    (EthernetAddress::BROADCAST, EthernetProtocol::Arp, b)
-                }
-                (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
-                    // To the target's solicited-node group, ff02::1:ffXX:XXXX.
-                    let t = d.octets();
-                    let mut g = [0u8; 16];
-                    g[..2].copy_from_slice(&[0xff, 0x02]);
-                    g[11..].copy_from_slice(&[0x01, 0xff, t[13], t[14], t[15]]);
-                    let group = Ipv6Address::from(g);
-                    let ns = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
-                        target_addr: d,
-                        lladdr: Some(mac.into()),
-                    });
-                    let ip = Ipv6Repr {
-                        src_addr: s,
-                        dst_addr: group,
-                        next_header: IpProtocol::Icmpv6,
-                        payload_len: ns.buffer_len(),
-                        hop_limit: 0xff,
-                    };
-                    let mut b = vec![0; ip.buffer_len() + ns.buffer_len()];
-                    let mut pkt = Ipv6Packet::new_unchecked(&mut b[..]);
-                    ip.emit(&mut pkt);
-                    ns.emit(
-                        &s,
-                        &group,
-                        &mut Icmpv6Packet::new_unchecked(pkt.payload_mut()),
-                        &smoltcp::phy::ChecksumCapabilities::default(),
-                    );
-                    let m = EthernetAddress([0x33, 0x33, 0xff, t[13], t[14], t[15]]);
-                    (m, EthernetProtocol::Ipv6, b)
-                }
-                _ => return Ok(()),
-            };
-        let mut frame = vec![0; 14 + body.len()];
-        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.set_dst_addr(dst_mac);
-        eth.set_src_addr(mac);
-        eth.set_ethertype(ethertype);
-        eth.payload_mut().copy_from_slice(&body);
+        let frame = match (src, dest) {
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => arp_frame(
+                mac,
+                EthernetAddress::BROADCAST,
+                ArpRepr::EthernetIpv4 {
+                    operation: ArpOperation::Request,
+                    source_hardware_addr: mac,
+                    source_protocol_addr: s,
+                    target_hardware_addr: EthernetAddress([0; 6]),
+                    target_protocol_addr: d,
+                },
+            ),
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
+                // To the target's solicited-node group.
+                let (group, group_mac) = solicited_node(d);
+                let ns = NdiscRepr::NeighborSolicit {
+                    target_addr: d,
+                    lladdr: Some(mac.into()),
+                };
+                ndisc_frame(mac, s, group, group_mac, ns)
+            }
+            _ => return Ok(()),
+        };
         self.shmif
             .send(&frame)
             .with_context(|| format!("cannot send a neighbour request for {dest}"))
