@@ -292,13 +292,19 @@ mod tests {
 
     /// An ARP request from `mac` (at 10.0.0.2) for 10.0.0.1.
     fn arp_request(mac: [u8; 6]) -> Vec<u8> {
-        let mut f = vec![0xff; 6];
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
-        f.extend_from_slice(&mac);
-        f.extend_from_slice(&[10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 10, 0, 0, 1]);
-        f.resize(60, 0);
-        f
+        use smoltcp::wire::{ArpOperation, ArpRepr, Ipv4Address};
+        let mac = EthernetAddress(mac);
+        crate::net::dad::arp_frame(
+            mac,
+            EthernetAddress::BROADCAST,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: mac,
+                source_protocol_addr: Ipv4Address::new(10, 0, 0, 2),
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: Ipv4Address::new(10, 0, 0, 1),
+            },
+        )
     }
 
     /// A poll takes in no more than its budget; when frames are left
