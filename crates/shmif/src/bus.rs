@@ -1141,7 +1141,7 @@ impl Bus {
             .map
             .header_u64(crate::wire::ext::field::CURSOR)
             .load(Ordering::Acquire);
-        (c > pos && c - pos <= u64::from(self.geometry.size)).then_some(c)
+        crate::ring::window_end(self.geometry, pos, c)
     }
 
     /// Whether a writer sleeps on the extended bus's space futex, waiting

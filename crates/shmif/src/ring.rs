@@ -437,6 +437,14 @@ pub fn cursor<R: Region + ?Sized>(
         .wrapping_add(u64::from(end)))
 }
 
+/// `end` as the end of a window a registered reader at linear position
+/// `pos` may read without the lock: after `pos` and at most one ring
+/// further; `None` for anything else (a stale, torn or hostile value).
+#[inline]
+pub fn window_end(geom: Geometry, pos: u64, end: u64) -> Option<u64> {
+    (end > pos && end - pos <= u64::from(geom.size)).then_some(end)
+}
+
 /// `shmif_nextpktoff`: the offset right after the entry (a frame or a
 /// skip record) whose header is at `off`.
 #[inline]
@@ -1281,6 +1289,18 @@ mod tests {
         Some(g) => g,
         None => panic!(),
     };
+
+    #[test]
+    fn a_window_ends_after_the_reader_and_at_most_one_ring_further() {
+        let size = u64::from(G.size);
+        let pos = 10 * size + 100;
+        assert_eq!(window_end(G, pos, pos + 1), Some(pos + 1));
+        assert_eq!(window_end(G, pos, pos + size), Some(pos + size));
+        assert_eq!(window_end(G, pos, pos), None);
+        assert_eq!(window_end(G, pos, pos - 1), None);
+        assert_eq!(window_end(G, pos, pos + size + 1), None);
+        assert_eq!(window_end(G, pos, u64::MAX), None);
+    }
 
     fn hdr(len: usize, sender: u64) -> FrameHeaderRepr {
         FrameHeaderRepr {

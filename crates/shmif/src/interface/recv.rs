@@ -529,13 +529,13 @@ impl Interface {
                 // frames would be copied whenever this reader queued for
                 // the lock behind the writer writing them.
                 if let (Via::InPlace, Some(i)) = (via, slot) {
-                    let pos = core.position();
-                    let size = u64::from(g.geometry().size);
-                    if let Ok(end) = crate::ring::cursor(g.geometry(), &data, &ctl) {
-                        if end > pos && end - pos <= size && link.bus.in_good_standing(i) {
-                            core.set_window(Some(end));
-                            return Ok(Copied::Window);
-                        }
+                    let geom = g.geometry();
+                    let end = crate::ring::cursor(geom, &data, &ctl).ok();
+                    let window =
+                        end.and_then(|e| crate::ring::window_end(geom, core.position(), e));
+                    if window.is_some() && link.bus.in_good_standing(i) {
+                        core.set_window(window);
+                        return Ok(Copied::Window);
                     }
                 }
                 let r = core.refill(&data, &ctl, &filter);
