@@ -8,5 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 echo "== cargo test --workspace --all-features --release"
 cargo test --workspace --all-features --release
+echo "== the library on 64-bit Arm, under QEMU's user-mode emulator (tests/aarch64.sh)"
+bash tests/aarch64.sh
 echo "== Python bindings (python/ci.sh)"
 SHMIF_BIN="$PWD/target/release/shmif" bash python/ci.sh "$PWD/target/pyvenv"

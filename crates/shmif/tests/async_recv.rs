@@ -7,7 +7,9 @@
 use shmif::async_io::AsyncInterface;
 use shmif::{Error, Interface, MacAddr};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+
+mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,7 +81,7 @@ async fn a_blocked_recv_wakes_on_a_send_from_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
     let rx = AsyncInterface::attach(&bus).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = common::this_test_binary()
         .args(["--exact", "child_sender", "--ignored", "--nocapture"])
         .env(CHILD_BUS, &bus)
         .stdin(Stdio::null())

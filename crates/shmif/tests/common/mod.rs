@@ -27,7 +27,7 @@ impl Kid {
     /// Runs this test binary's ignored test `entry` with `SHMIF_ROLE=role`
     /// and `SHMIF_ARGS` (fields separated by U+001F).
     pub fn spawn(entry: &str, role: &str, args: &[String]) -> Kid {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut child = this_test_binary()
             .args([
                 "--exact",
                 entry,
@@ -76,6 +76,25 @@ impl Drop for Kid {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A command that runs this test binary again. Where the tests run under
+/// an emulator (another architecture's build run by `qemu-aarch64`, say,
+/// as cargo's target runner), `SHMIF_TEST_RUNNER` names it, with its
+/// arguments separated by spaces, and the children run under it too: the
+/// kernel here could not execute the binary itself.
+pub fn this_test_binary() -> Command {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let runner = std::env::var("SHMIF_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(exe);
+            c
+        }
+        None => Command::new(exe),
     }
 }
 
