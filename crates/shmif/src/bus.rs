@@ -1074,6 +1074,20 @@ impl Bus {
         }
     }
 
+    /// With the bus lock held: makes registered reader `i`, left behind
+    /// or excused by a writer but with nothing it has not read written
+    /// over (its position `pos` checked under this holding), one writers
+    /// wait for again, as [`Bus::publish_reader`] does; `false`, writing
+    /// nothing, if the slot is not this process's own.
+    pub(crate) fn reinstate_reader(&self, i: usize, pos: u64) -> bool {
+        use crate::wire::ext::slot;
+        if self.slot_u32(i, slot::OWNER).load(Ordering::Acquire) != my_holder_tag().max(1) {
+            return false;
+        }
+        self.publish_reader(i, pos);
+        true
+    }
+
     /// Publishes a registered reader's new position after a batch read
     /// without the lock ([`Bus::in_good_standing`] held for it), and its
     /// liveness. Unlike [`Bus::publish_reader`] it never clears `STALLED`:

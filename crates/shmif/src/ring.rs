@@ -1161,6 +1161,29 @@ impl Reader {
         Step::delivered(copied, header, overrun)
     }
 
+    /// Whether nothing this reader has not read yet was written over: its
+    /// next [`Reader::step`] against the same control words would report
+    /// no overrun and find no damage. `false` too when the control words
+    /// or the newest frame's header are impossible (a step then says
+    /// what). With the bus lock held, so that `ctl` and the ring agree,
+    /// this is what makes the reader's position safe to register or
+    /// publish without copying anything first.
+    pub fn is_current<R: Region + ?Sized>(
+        &self,
+        geom: Geometry,
+        region: &R,
+        ctl: &Control,
+    ) -> bool {
+        if check_control(geom, ctl).is_err() {
+            return false;
+        }
+        let Ok(end) = next_offset(geom, region, ctl.last) else {
+            return false;
+        };
+        (self.devgen == ctl.gen && end == self.next)
+            || (self.next <= geom.size && self.still_valid(geom.size, ctl, end))
+    }
+
     /// The reader's linear position: generation × ring size + offset of
     /// the next header to read (what a registered reader publishes).
     pub fn position(&self, geom: Geometry) -> u64 {
@@ -1387,6 +1410,40 @@ mod tests {
             "{e:?}"
         );
         assert_eq!((ring, ctl), before);
+    }
+
+    #[test]
+    fn a_reader_is_current_exactly_while_its_step_would_report_no_overrun() {
+        let mut ring = vec![0u8; 4096];
+        let mut ctl = Control::fresh(G);
+        let mut r = Reader::at_end(G, &ring, &ctl).unwrap();
+        assert!(r.is_current(G, &ring, &ctl), "at the end");
+        // Appending laps after lap of 300-byte frames: the reader is
+        // current until a frame overwrites the one it is at, and its
+        // next step reports an overrun exactly when it is not.
+        let mut buf = [0u8; MAX_FRAME_LEN];
+        let mut seen_stale = false;
+        for k in 0..40u8 {
+            append(G, &mut ring, &mut ctl, &hdr(300, 1), &[k; 300]).unwrap();
+            let mut probe = r;
+            let current = r.is_current(G, &ring, &ctl);
+            let overrun = match probe.step(G, &ring, &ctl, &mut buf) {
+                Step::Frame { overrun, .. } => overrun.is_some(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(current, !overrun, "after frame {k}");
+            seen_stale |= !current;
+        }
+        assert!(seen_stale, "the ring lapped the reader");
+        // Caught up again: current.
+        while let Step::Frame { .. } = r.step(G, &ring, &ctl, &mut buf) {}
+        assert!(r.is_current(G, &ring, &ctl));
+        // Impossible control words, or a newest header that is: not.
+        let bad = Control { last: 5000, ..ctl };
+        assert!(!r.is_current(G, &ring, &bad));
+        let at = ctl.last as usize;
+        ring[at..at + 4].copy_from_slice(&5000u32.to_ne_bytes());
+        assert!(!r.is_current(G, &ring, &ctl));
     }
 
     #[test]

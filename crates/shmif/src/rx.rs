@@ -233,6 +233,13 @@ impl RxCore {
         Some((h, &self.slots[at..at + h.len as usize]))
     }
 
+    /// With the bus lock held: whether nothing this reader has not read
+    /// was written over ([`crate::ring::Reader::is_current`]), so that its
+    /// position can be registered or published as it is.
+    pub(crate) fn is_current<R: Region + ?Sized>(&self, region: &R, ctl: &Control) -> bool {
+        self.reader.is_current(self.geom, region, ctl)
+    }
+
     /// With the bus lock held: copies out up to [`RX_BATCH`] frames that
     /// pass `filter`, looking at no more than [`STEPS_PER_HOLD`] entries.
     /// Call only once the batch is empty. Returns how many ring entries it

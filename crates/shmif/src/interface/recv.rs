@@ -265,8 +265,12 @@ impl Interface {
                 // No heartbeat per frame: publishing the position (every
                 // RX_BATCH frames, and when the window is used up) beats; a
                 // store per frame to the slot that waiting writers read cost
-                // more than the frame.
-                if core.is_empty() {
+                // more than the frame. A reader out of standing (a writer
+                // left it behind or excused it) reads nothing here: every
+                // frame it read would fail the check after `f` and be taken
+                // back, call after call; the ordinary path below reinstates
+                // or resynchronises it under the lock.
+                if core.is_empty() && link.bus.in_good_standing(i) {
                     let data = link.bus.window_data();
                     let filter = self.filter();
                     // What this pass delivers (the ordinary path counts
@@ -486,7 +490,12 @@ impl Interface {
             // locked path below resynchronises and counts the loss).
             // The writers' cursor hint extends the window without the lock
             // while frames keep coming.
-            let window = slot.and_then(|i| Some((i, open_window(link, core)?)));
+            // Not for a reader out of standing: what it read there would be
+            // thrown away; the lock below reinstates or resyncs it.
+            let standing = slot.is_some_and(|i| link.bus.in_good_standing(i));
+            let window = slot
+                .filter(|_| standing)
+                .and_then(|i| Some((i, open_window(link, core)?)));
             if window.is_some() && via == Via::InPlace {
                 return Ok(Copied::Window);
             }
@@ -496,7 +505,7 @@ impl Interface {
             // the locked path resyncs or repairs, and the cursor would open
             // the same window again while the lock stays held (a dead
             // holder's lock would then never be taken over).
-            let mut may_watch = watch;
+            let mut may_watch = watch && standing;
             if let Some((i, end)) = window {
                 let mark = core.mark();
                 let from = core.position();
@@ -527,13 +536,40 @@ impl Interface {
                 // it lies once the lock is let go (writers keep those bytes
                 // while its standing holds). Copied here, a holding's
                 // frames would be copied whenever this reader queued for
-                // the lock behind the writer writing them.
-                if let (Via::InPlace, Some(i)) = (via, slot) {
+                // the lock behind the writer writing them, and on a jumbo
+                // bus a batch of them is a megabyte copied with the lock
+                // held.
+                if via == Via::InPlace {
                     let geom = g.geometry();
                     let end = crate::ring::cursor(geom, &data, &ctl).ok();
                     let window =
                         end.and_then(|e| crate::ring::window_end(geom, core.position(), e));
-                    if window.is_some() && link.bus.in_good_standing(i) {
+                    // A reader not in good standing whose unread bytes are
+                    // all still there (left behind or excused by a writer
+                    // that then wrote nothing over them, or not registered
+                    // yet: its first receive) needs no copy either: its
+                    // position, checked under this holding, makes writers
+                    // wait for it again (or registers it), and it reads
+                    // the window in place. One that lost frames copies
+                    // them below, where the resync counts the loss.
+                    let standing = window.is_some()
+                        && match slot {
+                            Some(i) => {
+                                link.bus.in_good_standing(i)
+                                    || (core.is_current(&data, &ctl)
+                                        && link.bus.reinstate_reader(i, core.position()))
+                            }
+                            None => {
+                                link.bus.is_extended()
+                                    && !self.is_lossy()
+                                    && core.is_current(&data, &ctl)
+                                    && {
+                                        self.maybe_register(link, core.position());
+                                        self.slot().is_some()
+                                    }
+                            }
+                        };
+                    if standing {
                         core.set_window(window);
                         return Ok(Copied::Window);
                     }
