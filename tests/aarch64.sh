@@ -2,8 +2,9 @@
 # The library on 64-bit Arm: builds the `shmif` crate's tests for
 # aarch64-unknown-linux-gnu, runs every one of them under QEMU's user-mode
 # emulator (the multi-process tests' children too, through
-# SHMIF_TEST_RUNNER), and checks that the sending code issues the Arm
-# prefetch for writing (`prfm pstl1keep`) that x86-64 gets as `prefetchw`.
+# SHMIF_TEST_RUNNER), then three of the command's test files the same way,
+# and checks that the sending code issues the Arm prefetch for writing
+# (`prfm pstl1keep`) that x86-64 gets as `prefetchw`.
 #
 # Needs: rustup's aarch64-unknown-linux-gnu target, aarch64-linux-gnu-gcc
 # (Debian's gcc-aarch64-linux-gnu) and qemu-aarch64-static (qemu-user-static);
@@ -33,8 +34,18 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="$runner"
 export SHMIF_TEST_RUNNER="$runner"
 
+echo "== aarch64: cargo clippy -p shmif --target $target (the Arm-only code linted too)"
+cargo clippy -p shmif --target "$target" --all-targets --all-features -- -D warnings
+
 echo "== aarch64: cargo test -p shmif --all-features --release --target $target (under qemu-aarch64)"
 cargo test -p shmif --all-features --release --target "$target"
+
+# The command on Arm, through the tests that run only `shmif` itself (not
+# those that start other programs, or `shmif` starting itself): dumps
+# byte-identical to NetBSD's shmif_dumpbus, send and listen, hosts, ping
+# and TCP between processes.
+echo "== aarch64: cargo test -p shmif-cli --test dump --test send_listen --test tcpip (under qemu-aarch64)"
+cargo test -p shmif-cli --all-features --release --target "$target" --test dump --test send_listen --test tcpip
 
 echo "== aarch64: the prefetch for writing in the sending code"
 # The test binary of tests/extended.rs sends through Interface::send and

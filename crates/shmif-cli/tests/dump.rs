@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixtures_dir, gunzip, shmif, text, BUS_SIZE, SHMIF};
+use common::{fixtures_dir, gunzip, shmif, shmif_command, text, BUS_SIZE};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -368,7 +368,7 @@ fn refuses_to_write_the_pcap_over_the_bus() {
 fn closed_stdout_ends_quietly() {
     let f = Fixture::load("tcp-wrapped");
     for pcap in [false, true] {
-        let mut cmd = Command::new(SHMIF);
+        let mut cmd = shmif_command();
         cmd.arg("dump");
         if pcap {
             cmd.args(["-p", "-"]);
@@ -408,7 +408,7 @@ fn full_disk_on_stdout_is_an_error() {
         return;
     };
     let f = Fixture::load("ping-fresh");
-    let o = Command::new(SHMIF)
+    let o = shmif_command()
         .arg("dump")
         .arg(&f.bus)
         .stdout(full)

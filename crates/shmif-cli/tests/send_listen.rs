@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::{finish, send_broadcast, shmif, spawn_piped, text, wait_for_bus, BROADCAST, SHMIF};
+use common::{
+    finish, send_broadcast, shmif, shmif_command, spawn_piped, text, wait_for_bus, BROADCAST,
+};
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// `--dst ff:ff:ff:ff:ff:ff --ethertype 0x88b5 --payload PAYLOAD`.
@@ -16,7 +18,7 @@ fn good(payload: &str) -> Vec<&str> {
 /// Runs `shmif ARGS` with `input` on its standard input; the result of
 /// writing it, and the output.
 fn with_stdin(args: &[&str], input: &[u8]) -> (std::io::Result<()>, Output) {
-    let mut c = Command::new(SHMIF)
+    let mut c = shmif_command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -34,7 +36,7 @@ fn listen_receives_what_send_sends() {
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
     let mut listen =
-        spawn_piped(Command::new(SHMIF).args(["listen", bus_s, "-c", "2", "--timeout", "10"]));
+        spawn_piped(shmif_command().args(["listen", bus_s, "-c", "2", "--timeout", "10"]));
     wait_for_bus(&bus, &mut listen);
 
     let s = shmif(&[&["send", bus_s][..], &good("68656c6c6f"), &["--count", "2"]].concat());
@@ -91,7 +93,7 @@ fn listen_filters_unless_promiscuous() {
     let bus = d.path().join("bus");
     let bus_s = bus.to_str().unwrap();
     let spawn = |promisc: bool| {
-        let mut c = Command::new(SHMIF);
+        let mut c = shmif_command();
         c.args(["listen", bus_s, "-c", "1", "--timeout", "3"]);
         if promisc {
             c.arg("--promisc");

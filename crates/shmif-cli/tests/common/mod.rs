@@ -18,6 +18,23 @@ use std::time::{Duration, Instant};
 /// The `shmif` binary under test.
 pub const SHMIF: &str = env!("CARGO_BIN_EXE_shmif");
 
+/// A command that runs the `shmif` binary under test: as it is, or under
+/// the emulator that `SHMIF_TEST_RUNNER` names (its words separated by
+/// spaces), where the tests were built for another architecture
+/// (`tests/aarch64.sh` runs some of them that way under `qemu-aarch64`).
+pub fn shmif_command() -> Command {
+    let runner = std::env::var("SHMIF_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(SHMIF);
+            c
+        }
+        None => Command::new(SHMIF),
+    }
+}
+
 /// The size of a bus file.
 pub const BUS_SIZE: usize = 1024 * 1024;
 
@@ -115,7 +132,7 @@ pub fn ok(cmd: &mut Command) -> String {
 
 /// Runs `shmif ARGS` to its end, within [`RUN_LIMIT`].
 pub fn shmif<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    run(Command::new(SHMIF).args(args))
+    run(shmif_command().args(args))
 }
 
 /// Runs `shmif create BUS --size SIZE --max-frame MAX` (an extended bus).
@@ -360,7 +377,7 @@ impl Proc {
 
     /// Starts `shmif SUB BUS ARGS`.
     pub fn shmif(sub: &str, bus: &Path, args: &[&str], out: Stream, err: Stream) -> Proc {
-        let mut cmd = Command::new(SHMIF);
+        let mut cmd = shmif_command();
         cmd.arg(sub).arg(bus).args(args);
         Proc::spawn(&format!("shmif {sub}"), &mut cmd, out, err)
     }
