@@ -604,18 +604,32 @@ impl Interface {
         I::IntoIter: Clone,
     {
         let frames = frames.into_iter();
-        let max = self.max_frame_len();
+        // The link once (a lock and a reference count each time), and the
+        // frame limit from it.
+        let link = match self.current_link() {
+            Some(l) => l,
+            None => {
+                for f in frames.clone() {
+                    Self::check_len(f, MAX_FRAME_LEN)?;
+                }
+                return Err(Error::NoLink);
+            }
+        };
+        let max = link.bus.geometry().max_frame();
         for f in frames.clone() {
             Self::check_len(f, max)?;
         }
-        let link = self.active_link()?;
+        if !self.is_up() {
+            return Err(Error::Down);
+        }
         let geom = link.bus.geometry();
         let (sec, usec) = now_timestamp();
         let (mut n, mut bytes) = (0u64, 0u64);
         let mut failure = None;
         let size = u64::from(geom.size);
         let mut frames = frames.peekable();
-        let mut watch = crate::bus::ReaderWatch::default();
+        // Made only if this send has to wait for readers (it is 2.5 KiB).
+        let mut watch: Option<crate::bus::ReaderWatch> = None;
         'hold: loop {
             let g = link.bus.acquire();
             // A ring whose control words or newest frame are impossible is
@@ -666,7 +680,8 @@ impl Interface {
                         if n > 0 {
                             self.wake(&link)?;
                         }
-                        self.wait_for_readers(&link, end.saturating_add(need), &mut watch);
+                        let watch = watch.get_or_insert_with(Default::default);
+                        self.wait_for_readers(&link, end.saturating_add(need), watch);
                         continue 'hold;
                     }
                 }
