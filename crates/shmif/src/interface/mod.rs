@@ -605,20 +605,15 @@ impl Interface {
     {
         let frames = frames.into_iter();
         // The link once (a lock and a reference count each time), and the
-        // frame limit from it.
-        let link = match self.current_link() {
-            Some(l) => l,
-            None => {
-                for f in frames.clone() {
-                    Self::check_len(f, MAX_FRAME_LEN)?;
-                }
-                return Err(Error::NoLink);
-            }
-        };
-        let max = link.bus.geometry().max_frame();
+        // frame limit from it, as `max_frame_len` says.
+        let link = self.current_link();
+        let max = link
+            .as_ref()
+            .map_or(MAX_FRAME_LEN, |l| l.bus.geometry().max_frame());
         for f in frames.clone() {
             Self::check_len(f, max)?;
         }
+        let link = link.ok_or(Error::NoLink)?;
         if !self.is_up() {
             return Err(Error::Down);
         }
