@@ -557,7 +557,7 @@ fn mid_copy(kind: Kind, rounds: usize) {
     assert!(checked.contains("corrupt=0"), "checker: {checked}");
     // Some 150 KB a round at least, 15 MB in the default rounds (the
     // extended bus's frames are six times larger).
-    let least = rounds * if kind == Kind::V3 { 100 } else { 40 };
+    let least = rounds as u64 * if kind == Kind::V3 { 100 } else { 40 };
     assert!(
         field(&checked, "good") > least,
         "the checker saw too little: {checked}"
