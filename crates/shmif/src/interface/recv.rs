@@ -492,9 +492,9 @@ impl Interface {
             // while frames keep coming.
             // Not for a reader out of standing: what it read there would be
             // thrown away; the lock below reinstates or resyncs it.
-            let standing = slot.is_some_and(|i| link.bus.in_good_standing(i));
+            let in_standing = slot.is_some_and(|i| link.bus.in_good_standing(i));
             let window = slot
-                .filter(|_| standing)
+                .filter(|_| in_standing)
                 .and_then(|i| Some((i, open_window(link, core)?)));
             if window.is_some() && via == Via::InPlace {
                 return Ok(Copied::Window);
@@ -505,7 +505,7 @@ impl Interface {
             // the locked path resyncs or repairs, and the cursor would open
             // the same window again while the lock stays held (a dead
             // holder's lock would then never be taken over).
-            let mut may_watch = watch && standing;
+            let mut may_watch = watch && in_standing;
             if let Some((i, end)) = window {
                 let mark = core.mark();
                 let from = core.position();
@@ -552,7 +552,7 @@ impl Interface {
                     // wait for it again (or registers it), and it reads
                     // the window in place. One that lost frames copies
                     // them below, where the resync counts the loss.
-                    let standing = window.is_some()
+                    let reads_in_place = window.is_some()
                         && match slot {
                             Some(i) => {
                                 link.bus.in_good_standing(i)
@@ -569,7 +569,7 @@ impl Interface {
                                     }
                             }
                         };
-                    if standing {
+                    if reads_in_place {
                         core.set_window(window);
                         return Ok(Copied::Window);
                     }
