@@ -26,6 +26,7 @@ skip() {
 command -v aarch64-linux-gnu-gcc >/dev/null || skip "no aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu)"
 command -v qemu-aarch64-static >/dev/null || skip "no qemu-aarch64-static (qemu-user-static)"
 command -v aarch64-linux-gnu-objdump >/dev/null || skip "no aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)"
+[ -e /usr/aarch64-linux-gnu/lib/crt1.o ] || skip "no C library for aarch64 (libc6-dev-arm64-cross)"
 rustc --print sysroot >/dev/null
 [ -d "$(rustc --print sysroot)/lib/rustlib/$target" ] || skip "no Rust standard library for $target (rustup target add $target)"
 
