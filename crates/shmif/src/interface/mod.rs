@@ -986,6 +986,20 @@ mod tests {
         assert_eq!(b.counters().rx_frames, 2);
     }
 
+    /// A 1 MiB extended bus in a scratch directory (kept while the first
+    /// value lives) with two interfaces: `a` to send, and `b`, registered
+    /// as a lossless reader by a first, empty receive.
+    fn registered_pair() -> (tempfile::TempDir, std::path::PathBuf, Interface, Interface) {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        crate::Bus::create(&bus, 1 << 20, 1514, &crate::OpenOptions::new()).unwrap();
+        let a = Interface::attach(&bus).unwrap();
+        let b = Interface::attach(&bus).unwrap();
+        assert!(b.try_recv().unwrap().is_none());
+        assert!(b.is_registered());
+        (dir, bus, a, b)
+    }
+
     /// A registered reader that looks in place for a frame to deliver and
     /// passes over only frames for other MACs, while writers have stopped
     /// waiting for it (it is `STALLED`: the bytes it read may be torn),
@@ -994,13 +1008,7 @@ mod tests {
     /// and not counted, filtered or overrun.)
     #[test]
     fn frames_passed_over_in_place_by_a_left_behind_reader_are_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = dir.path().join("bus");
-        crate::Bus::create(&bus, 1 << 20, 1514, &crate::OpenOptions::new()).unwrap();
-        let a = Interface::attach(&bus).unwrap();
-        let b = Interface::attach(&bus).unwrap();
-        assert!(b.try_recv().unwrap().is_none());
-        assert!(b.is_registered());
+        let (_dir, _bus, a, b) = registered_pair();
         // For a unicast MAC that is not b's.
         let mut f = frame(a.mac(), 1);
         f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
@@ -1030,14 +1038,9 @@ mod tests {
     /// registered yet is registered at its first receive the same way.
     #[test]
     fn readers_out_of_standing_with_nothing_lost_read_in_place_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = dir.path().join("bus");
-        crate::Bus::create(&bus, 1 << 20, 1514, &crate::OpenOptions::new()).unwrap();
-        let a = Interface::attach(&bus).unwrap();
-        let b = Interface::attach(&bus).unwrap();
+        let (_dir, bus, a, b) = registered_pair();
         let fresh = Interface::attach(&bus).unwrap();
-        assert!(b.try_recv().unwrap().is_none());
-        assert!(b.is_registered() && !fresh.is_registered());
+        assert!(!fresh.is_registered());
         let link = b.active_link().unwrap();
         let i = b.slot().unwrap();
         link.bus.excuse_reader(i);
